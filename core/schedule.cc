@@ -1,0 +1,257 @@
+#include "core/schedule.h"
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <tuple>
+
+namespace tspipe {
+
+std::vector<int> Schedule::StagesOnRank(int rank) const {
+  std::vector<int> stages;
+  for (int s = 0; s < static_cast<int>(placement.size()); ++s) {
+    if (ReplicaIndex(s, rank) >= 0) stages.push_back(s);
+  }
+  return stages;
+}
+
+int Schedule::ReplicaIndex(int stage, int rank) const {
+  if (stage < 0 || stage >= static_cast<int>(placement.size())) return -1;
+  const auto& group = placement[stage];
+  auto it = std::find(group.begin(), group.end(), rank);
+  return it == group.end() ? -1 : static_cast<int>(it - group.begin());
+}
+
+void ReplicaShare(int n, int replicas, int replica, int* begin, int* end) {
+  int base = n / replicas;
+  int extra = n % replicas;
+  *begin = replica * base + std::min(replica, extra);
+  *end = *begin + base + (replica < extra ? 1 : 0);
+}
+
+std::vector<int> Schedule::MicrobatchesOf(int stage, int rank) const {
+  int replica = ReplicaIndex(stage, rank);
+  std::vector<int> mbs;
+  if (replica < 0) return mbs;
+  int begin, end;
+  ReplicaShare(num_microbatches, static_cast<int>(placement[stage].size()),
+               replica, &begin, &end);
+  for (int m = begin; m < end; ++m) mbs.push_back(m);
+  return mbs;
+}
+
+namespace {
+
+// Rank holding the replica of `to_stage` that pairs with `rank`'s replica of
+// `from_stage`.
+int PeerRank(const Schedule& s, int from_stage, int rank, int to_stage) {
+  int replica = s.ReplicaIndex(from_stage, rank);
+  const auto& group = s.placement[to_stage];
+  if (group.size() != s.placement[from_stage].size()) {
+    throw std::invalid_argument(
+        "LowerCommunication: stages " + std::to_string(from_stage) + " and " +
+        std::to_string(to_stage) +
+        " have replica groups of different sizes; pair them explicitly");
+  }
+  return group[replica];
+}
+
+}  // namespace
+
+void LowerCommunication(Schedule* schedule) {
+  Schedule& s = *schedule;
+  const int last = s.num_stages - 1;
+  const bool grads_flow = !s.workload.local_losses;
+  // Receives are inserted in front of their consumer; collect them per rank
+  // keyed by the consumer action, in the order the consumers appear.
+  std::vector<std::vector<Action>> lowered(s.ranks.size());
+  // Pending receives for each rank: consumer (stage, mb, op, offset) -> recv.
+  using Key = std::tuple<int, int, Op, int>;
+  std::vector<std::map<Key, std::vector<Action>>> recv_before(s.ranks.size());
+
+  for (int rank = 0; rank < s.num_ranks(); ++rank) {
+    for (const Action& a : s.ranks[rank]) {
+      if (IsCommunication(a.op)) {
+        throw std::invalid_argument("LowerCommunication: input already has " +
+                                    ToString(a));
+      }
+      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last) {
+        int peer = PeerRank(s, a.stage, rank, a.stage + 1);
+        if (peer != rank) {
+          Op consumer = a.op;
+          Op recv = a.op == Op::kForward ? Op::kRecvActivation
+                                         : Op::kRecvTeacherActivation;
+          recv_before[peer][{a.stage + 1, a.microbatch, consumer, a.batch_offset}]
+              .push_back({a.stage + 1, a.microbatch, recv, a.batch_offset, rank});
+        }
+      }
+      if (a.op == Op::kBackward && a.stage > 0 && grads_flow) {
+        int peer = PeerRank(s, a.stage, rank, a.stage - 1);
+        if (peer != rank) {
+          recv_before[peer][{a.stage - 1, a.microbatch, Op::kBackward, a.batch_offset}]
+              .push_back({a.stage - 1, a.microbatch, Op::kRecvGradient,
+                          a.batch_offset, rank});
+        }
+      }
+    }
+  }
+  for (int rank = 0; rank < s.num_ranks(); ++rank) {
+    for (const Action& a : s.ranks[rank]) {
+      auto it = recv_before[rank].find({a.stage, a.microbatch, a.op, a.batch_offset});
+      if (it != recv_before[rank].end()) {
+        for (const Action& r : it->second) lowered[rank].push_back(r);
+      }
+      lowered[rank].push_back(a);
+      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last) {
+        int peer = PeerRank(s, a.stage, rank, a.stage + 1);
+        if (peer != rank) {
+          Op send = a.op == Op::kForward ? Op::kSendActivation
+                                         : Op::kSendTeacherActivation;
+          lowered[rank].push_back({a.stage, a.microbatch, send, a.batch_offset, peer});
+        }
+      }
+      if (a.op == Op::kBackward && a.stage > 0 && grads_flow) {
+        int peer = PeerRank(s, a.stage, rank, a.stage - 1);
+        if (peer != rank) {
+          lowered[rank].push_back(
+              {a.stage, a.microbatch, Op::kSendGradient, a.batch_offset, peer});
+        }
+      }
+    }
+  }
+  s.ranks = std::move(lowered);
+}
+
+std::string ToCsv(const Schedule& s) {
+  std::ostringstream out;
+  out << "# scheduler=" << s.scheduler << "\n";
+  out << "# stages=" << s.num_stages << "\n";
+  out << "# microbatches=" << s.num_microbatches << "\n";
+  out << "# workload=" << (s.workload.has_teacher ? "teacher" : "no_teacher")
+      << (s.workload.teacher_updates ? ",teacher_updates" : "")
+      << (s.workload.local_losses ? ",local_losses" : "")
+      << (s.workload.full_batch_loss ? ",full_batch_loss" : "") << "\n";
+  out << "# placement=";
+  for (size_t st = 0; st < s.placement.size(); ++st) {
+    if (st) out << ";";
+    for (size_t i = 0; i < s.placement[st].size(); ++i) {
+      if (i) out << "|";
+      out << s.placement[st][i];
+    }
+  }
+  out << "\n";
+  for (int r = 0; r < s.num_ranks(); ++r) {
+    out << r;
+    for (const Action& a : s.ranks[r]) out << "," << ToString(a);
+    out << "\n";
+  }
+  return out.str();
+}
+
+namespace {
+
+std::vector<std::string> Split(const std::string& text, char sep) {
+  std::vector<std::string> parts;
+  std::string cur;
+  std::istringstream in(text);
+  while (std::getline(in, cur, sep)) parts.push_back(cur);
+  if (!text.empty() && text.back() == sep) parts.push_back("");
+  return parts;
+}
+
+bool ToInt(const std::string& text, int* value) {
+  if (text.empty()) return false;
+  size_t used = 0;
+  try {
+    *value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used == text.size();
+}
+
+}  // namespace
+
+bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
+  Schedule s;
+  std::istringstream in(csv);
+  std::string line;
+  int line_no = 0;
+  auto fail = [&](const std::string& why) {
+    *error = "schedule CSV line " + std::to_string(line_no) + ": " + why;
+    return false;
+  };
+  bool has_workload = false;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      std::string body = line.substr(1);
+      body.erase(0, body.find_first_not_of(' '));
+      size_t eq = body.find('=');
+      if (eq == std::string::npos) continue;  // A free comment.
+      std::string key = body.substr(0, eq), value = body.substr(eq + 1);
+      if (key == "scheduler") {
+        s.scheduler = value;
+      } else if (key == "stages") {
+        if (!ToInt(value, &s.num_stages)) return fail("bad stage count '" + value + "'");
+      } else if (key == "microbatches") {
+        if (!ToInt(value, &s.num_microbatches)) {
+          return fail("bad micro-batch count '" + value + "'");
+        }
+      } else if (key == "workload") {
+        has_workload = true;
+        s.workload = Workload{};
+        s.workload.full_batch_loss = false;
+        for (const std::string& w : Split(value, ',')) {
+          if (w == "teacher") s.workload.has_teacher = true;
+          else if (w == "no_teacher") s.workload.has_teacher = false;
+          else if (w == "teacher_updates") s.workload.teacher_updates = true;
+          else if (w == "local_losses") s.workload.local_losses = true;
+          else if (w == "full_batch_loss") s.workload.full_batch_loss = true;
+          else return fail("unknown workload flag '" + w + "'");
+        }
+      } else if (key == "placement") {
+        for (const std::string& group : Split(value, ';')) {
+          std::vector<int> ranks;
+          for (const std::string& r : Split(group, '|')) {
+            int rank;
+            if (!ToInt(r, &rank) || rank < 0) return fail("bad rank '" + r + "' in placement");
+            ranks.push_back(rank);
+          }
+          s.placement.push_back(ranks);
+        }
+      } else {
+        return fail("unknown header '" + key + "'");
+      }
+      continue;
+    }
+    std::vector<std::string> cells = Split(line, ',');
+    int rank;
+    if (!ToInt(cells[0], &rank)) return fail("expected a rank number, got '" + cells[0] + "'");
+    if (rank != s.num_ranks()) {
+      return fail("rank " + std::to_string(rank) + " out of order (expected " +
+                  std::to_string(s.num_ranks()) + ")");
+    }
+    s.ranks.emplace_back();
+    for (size_t i = 1; i < cells.size(); ++i) {
+      if (cells[i].empty()) continue;
+      Action a;
+      std::string why;
+      if (!ParseAction(cells[i], &a, &why)) return fail(why);
+      s.ranks.back().push_back(a);
+    }
+  }
+  if (!has_workload) s.workload = Workload{};
+  if (s.num_stages <= 0) return fail("missing '# stages=' header");
+  if (static_cast<int>(s.placement.size()) != s.num_stages) {
+    return fail("placement lists " + std::to_string(s.placement.size()) +
+                " stages, header says " + std::to_string(s.num_stages));
+  }
+  *schedule = std::move(s);
+  return true;
+}
+
+}  // namespace tspipe

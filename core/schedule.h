@@ -1,0 +1,70 @@
+// A schedule: per-rank ordered lists of Actions for one training iteration
+// (one optimizer step), plus the facts needed to check and run it.
+#ifndef TSPIPE_CORE_SCHEDULE_H_
+#define TSPIPE_CORE_SCHEDULE_H_
+
+#include <string>
+#include <vector>
+
+#include "core/action.h"
+
+namespace tspipe {
+
+// What the training algorithm needs from a schedule, independent of how it is
+// scheduled. Filled from the algorithm; schedulers and the validator read it.
+struct Workload {
+  // A teacher runs forward passes (KD, BYOL, MoCo). It never runs backward.
+  bool has_teacher = false;
+  // The teacher is updated from the student each step (BYOL/MoCo EMA), so
+  // every stage needs a TeacherUpdate action.
+  bool teacher_updates = false;
+  // Every stage has its own loss and no gradient crosses stage boundaries
+  // (Pipe-BD blockwise distillation). Otherwise only the last stage has a
+  // loss and gradients flow backwards through all stages.
+  bool local_losses = false;
+  // The loss needs the whole mini-batch at once (MoCo negatives, batch
+  // statistics). When false a scheduler may compute per-micro-batch losses.
+  bool full_batch_loss = true;
+};
+
+struct Schedule {
+  std::string scheduler;  // Name of the scheduler that built it.
+  int num_stages = 0;
+  int num_microbatches = 0;
+  Workload workload;
+  // placement[s] = ranks holding a replica of stage s (one rank for a plain
+  // pipeline; several for data parallel or Pipe-BD hybrid groups). Replica i
+  // of stage s talks to replica i of stages s-1 and s+1.
+  std::vector<std::vector<int>> placement;
+  // ranks[r] = actions of rank r, in execution order.
+  std::vector<std::vector<Action>> ranks;
+
+  int num_ranks() const { return static_cast<int>(ranks.size()); }
+  // Stages with a replica on `rank`, ascending.
+  std::vector<int> StagesOnRank(int rank) const;
+  // Position of `rank` in placement[stage], or -1.
+  int ReplicaIndex(int stage, int rank) const;
+  // Micro-batches handled by `rank` for `stage` (all of them for one replica;
+  // a contiguous share for replica groups).
+  std::vector<int> MicrobatchesOf(int stage, int rank) const;
+};
+
+// Splits n micro-batches over `replicas` replicas contiguously; replica i gets
+// [begin, end). Earlier replicas get one more when n % replicas != 0.
+void ReplicaShare(int n, int replicas, int replica, int* begin, int* end);
+
+// Inserts send/recv actions for every stage boundary that crosses ranks:
+// SA after the producing F on the sender, RA just before the consuming F on
+// the receiver (likewise ST/RT for T, SG/RG for B when gradients flow).
+// The input must contain compute actions only.
+void LowerCommunication(Schedule* schedule);
+
+// CSV form: '#'-prefixed header lines (scheduler, stages, microbatches,
+// workload, placement), then one line per rank: "rank,action,action,...".
+std::string ToCsv(const Schedule& schedule);
+// Parses ToCsv's output. Returns false with *error naming the line on failure.
+bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error);
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_CORE_SCHEDULE_H_

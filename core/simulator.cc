@@ -1,0 +1,158 @@
+#include "core/simulator.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+namespace tspipe {
+
+double CostModel::Cost(const Action& a) const {
+  auto pick = [&](const std::vector<double>& per_stage, double scalar) {
+    return a.stage < static_cast<int>(per_stage.size()) ? per_stage[a.stage] : scalar;
+  };
+  switch (a.op) {
+    case Op::kForward: return pick(forward_per_stage, forward);
+    case Op::kTeacherForward: return pick(teacher_forward_per_stage, teacher_forward);
+    case Op::kBackward: return pick(backward_per_stage, backward);
+    case Op::kLoss: return loss;
+    case Op::kOptimizerStep: return optimizer_step;
+    case Op::kTeacherUpdate: return teacher_update;
+    case Op::kAllReduceGradients: return all_reduce;
+    default: return 0.0;
+  }
+}
+
+double SimulationResult::BubbleFraction() const {
+  if (makespan <= 0 || busy.empty()) return 0.0;
+  double total = 0;
+  for (double b : busy) total += b;
+  return 1.0 - total / (makespan * busy.size());
+}
+
+double SimulationResult::Utilisation(int rank) const {
+  return makespan > 0 ? busy[rank] / makespan : 0.0;
+}
+
+namespace {
+
+// A message is identified by what the *sender* names: (send op, stage,
+// micro-batch, batch offset, from rank, to rank).
+using MessageKey = std::tuple<Op, int, int, int, int, int>;
+
+MessageKey KeyOfSend(const Action& a, int rank) {
+  return {a.op, a.stage, a.microbatch, a.batch_offset, rank, a.peer};
+}
+
+// The send a receive waits for: RA(s)<q pairs with SA(s-1)>me; RT likewise;
+// RG(s)<q pairs with SG(s+1)>me.
+MessageKey KeyOfRecv(const Action& a, int rank) {
+  int sender_stage = a.op == Op::kRecvGradient ? a.stage + 1 : a.stage - 1;
+  return {PairedOp(a.op), sender_stage, a.microbatch, a.batch_offset, a.peer, rank};
+}
+
+}  // namespace
+
+SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
+  const int n = s.num_ranks();
+  SimulationResult result;
+  result.busy.assign(n, 0.0);
+  result.timings.resize(n);
+  for (int r = 0; r < n; ++r) result.timings[r].resize(s.ranks[r].size());
+  std::vector<size_t> pc(n, 0);
+  std::vector<double> clock(n, 0.0);
+  std::map<MessageKey, double> arrived;  // message -> arrival time
+  // All-reduce of stage s: arrival time per rank of the replica group.
+  std::map<int, std::map<int, double>> collective;
+
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    for (int r = 0; r < n; ++r) {
+      while (pc[r] < s.ranks[r].size()) {
+        const Action& a = s.ranks[r][pc[r]];
+        ActionTiming& t = result.timings[r][pc[r]];
+        if (IsSend(a.op)) {
+          t.start = t.end = clock[r];
+          arrived[KeyOfSend(a, r)] = clock[r] + costs.message;
+        } else if (IsCommunication(a.op)) {
+          auto it = arrived.find(KeyOfRecv(a, r));
+          if (it == arrived.end()) break;
+          t.start = clock[r];
+          t.end = clock[r] = std::max(clock[r], it->second);
+        } else if (a.op == Op::kAllReduceGradients) {
+          auto& joined = collective[a.stage];
+          joined.emplace(r, clock[r]);
+          const auto& group = s.placement[a.stage];
+          bool all = std::all_of(group.begin(), group.end(),
+                                 [&](int m) { return joined.count(m) > 0; });
+          if (!all) break;
+          double start = 0;
+          for (const auto& [m, time] : joined) start = std::max(start, time);
+          double end = start + costs.Cost(a);
+          // Complete the collective on every member that is waiting in it.
+          for (int m : group) {
+            if (m == r) continue;
+            ActionTiming& mt = result.timings[m][pc[m]];
+            mt.start = joined[m];
+            mt.end = clock[m] = end;
+            result.busy[m] += costs.Cost(a);
+            ++pc[m];
+          }
+          t.start = clock[r];
+          t.end = clock[r] = end;
+          result.busy[r] += costs.Cost(a);
+          collective.erase(a.stage);
+        } else {
+          double c = costs.Cost(a);
+          t.start = clock[r];
+          t.end = clock[r] = clock[r] + c;
+          result.busy[r] += c;
+        }
+        ++pc[r];
+        progress = true;
+      }
+    }
+  }
+  std::ostringstream report;
+  for (int r = 0; r < n; ++r) {
+    if (pc[r] < s.ranks[r].size()) {
+      result.deadlocked = true;
+      const Action& a = s.ranks[r][pc[r]];
+      report << "rank " << r << " blocked at step " << pc[r] << " on "
+             << ToString(a)
+             << (a.op == Op::kAllReduceGradients
+                     ? " (not every replica of the stage reaches it)"
+                     : " (its matching send never runs)")
+             << "\n";
+    }
+    result.makespan = std::max(result.makespan, clock[r]);
+  }
+  result.deadlock_report = report.str();
+  return result;
+}
+
+std::string FormatStats(const Schedule& s, const SimulationResult& r) {
+  std::ostringstream out;
+  char buf[64];
+  out << "scheduler=" << s.scheduler << "\n";
+  out << "stages=" << s.num_stages << "\n";
+  out << "microbatches=" << s.num_microbatches << "\n";
+  out << "ranks=" << s.num_ranks() << "\n";
+  if (r.deadlocked) {
+    out << "deadlock=true\n" << r.deadlock_report;
+    return out.str();
+  }
+  std::snprintf(buf, sizeof(buf), "%.6g", r.makespan);
+  out << "makespan=" << buf << "\n";
+  std::snprintf(buf, sizeof(buf), "%.6f", r.BubbleFraction());
+  out << "bubble_fraction=" << buf << "\n";
+  for (int rank = 0; rank < s.num_ranks(); ++rank) {
+    std::snprintf(buf, sizeof(buf), "%.6f", r.Utilisation(rank));
+    out << "utilisation_rank" << rank << "=" << buf << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace tspipe

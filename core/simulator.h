@@ -1,0 +1,62 @@
+// Dry-runs a schedule: each rank executes its actions in order, a receive waits
+// for its matching send, an all-reduce waits for every replica. Turns per-op
+// costs into start/end times, makespan, bubble fraction and utilisation, and
+// finds deadlocks.
+#ifndef TSPIPE_CORE_SIMULATOR_H_
+#define TSPIPE_CORE_SIMULATOR_H_
+
+#include <string>
+#include <vector>
+
+#include "core/schedule.h"
+
+namespace tspipe {
+
+// Cost of each op in arbitrary time units. A per-stage vector, when not
+// empty, overrides the scalar for that op (asymmetric partitions).
+struct CostModel {
+  double forward = 1.0;
+  double teacher_forward = 1.0;
+  double backward = 2.0;
+  double loss = 0.0;
+  double optimizer_step = 0.0;
+  double teacher_update = 0.0;
+  double all_reduce = 0.0;
+  // Latency of one message; sends do not occupy the sender.
+  double message = 0.0;
+  std::vector<double> forward_per_stage;
+  std::vector<double> teacher_forward_per_stage;
+  std::vector<double> backward_per_stage;
+
+  double Cost(const Action& action) const;
+};
+
+struct ActionTiming {
+  double start = 0.0;
+  double end = 0.0;
+};
+
+struct SimulationResult {
+  bool deadlocked = false;
+  // When deadlocked: one line per blocked rank naming the action it waits on.
+  std::string deadlock_report;
+  double makespan = 0.0;
+  // Per rank: time spent in compute ops (F, T, B, L, O, U) and all-reduce.
+  std::vector<double> busy;
+  // timings[rank][i] for schedule.ranks[rank][i].
+  std::vector<std::vector<ActionTiming>> timings;
+
+  // 1 - total busy time / (ranks * makespan): the share of device time idle.
+  double BubbleFraction() const;
+  double Utilisation(int rank) const;
+};
+
+SimulationResult Simulate(const Schedule& schedule, const CostModel& costs);
+
+// Human-readable statistics, one "key=value" per line, including
+// "bubble_fraction=<number>" and "utilisation_rank<r>=<number>".
+std::string FormatStats(const Schedule& schedule, const SimulationResult& result);
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_CORE_SIMULATOR_H_

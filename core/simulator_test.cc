@@ -1,0 +1,75 @@
+#include "core/simulator.h"
+
+#include <gtest/gtest.h>
+
+#include "core/render.h"
+#include "core/scheduler.h"
+
+namespace tspipe {
+namespace {
+
+Schedule Gpipe(int stages, int mbs) {
+  SchedulerOptions o;
+  o.num_stages = stages;
+  o.num_microbatches = mbs;
+  return BuildSchedule("gpipe", o);
+}
+
+// The textbook GPipe bubble, (p-1)/(m+p-1), for any forward/backward costs.
+TEST(SimulatorTest, GpipeBubbleMatchesFormula) {
+  for (double backward : {1.0, 2.0}) {
+    for (int p = 1; p <= 6; ++p) {
+      for (int m = 1; m <= 10; ++m) {
+        CostModel costs;
+        costs.forward = 1.0;
+        costs.backward = backward;
+        SimulationResult r = Simulate(Gpipe(p, m), costs);
+        ASSERT_FALSE(r.deadlocked);
+        double formula = static_cast<double>(p - 1) / (m + p - 1);
+        EXPECT_NEAR(r.BubbleFraction(), formula, 1e-12) << "p=" << p << " m=" << m;
+        EXPECT_NEAR(r.makespan, (m + p - 1) * (1.0 + backward), 1e-12);
+      }
+    }
+  }
+}
+
+TEST(SimulatorTest, MessageLatencyDelaysTheReceiver) {
+  CostModel costs;
+  costs.message = 0.5;
+  SimulationResult r = Simulate(Gpipe(2, 1), costs);
+  // F0 (1) + msg (.5) + F1 (1) + B1 (2) + msg (.5) + B0 (2)
+  EXPECT_NEAR(r.makespan, 7.0, 1e-12);
+}
+
+TEST(SimulatorTest, SequentialHasNoBubble) {
+  SchedulerOptions o;
+  o.num_stages = 3;
+  o.num_microbatches = 4;
+  SimulationResult r = Simulate(BuildSchedule("sequential", o), CostModel{});
+  EXPECT_NEAR(r.BubbleFraction(), 0.0, 1e-12);
+  EXPECT_NEAR(r.makespan, 3 * 4 * 3.0, 1e-12);
+}
+
+TEST(SimulatorTest, ReportsDeadlock) {
+  Schedule s = Gpipe(2, 1);
+  // Rank 0 waits for the gradient before sending the activation: a cycle.
+  auto& r0 = s.ranks[0];
+  std::swap(r0[1], r0[2]);  // 0F0, 0RG0<1, 0SA0>1, ...
+  SimulationResult r = Simulate(s, CostModel{});
+  EXPECT_TRUE(r.deadlocked);
+  EXPECT_NE(r.deadlock_report.find("rank 0 blocked at step 1 on 0RG0<1"), std::string::npos)
+      << r.deadlock_report;
+  EXPECT_NE(r.deadlock_report.find("1RA0<0"), std::string::npos) << r.deadlock_report;
+}
+
+TEST(SimulatorTest, GridShowsEachComputeActionInItsSlot) {
+  Schedule s = Gpipe(2, 2);
+  std::string grid = FormatGrid(s, Simulate(s, CostModel{}));
+  // Slot 0: rank 0 runs 0F0, rank 1 idles; slot 1: 0F1 and 1F0.
+  EXPECT_NE(grid.find("   0  0F0  .   \n"), std::string::npos) << grid;
+  EXPECT_NE(grid.find("   1  0F1  1F0 \n"), std::string::npos) << grid;
+  EXPECT_NE(TimelineSvg(s, Simulate(s, CostModel{})).find("</svg>"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tspipe

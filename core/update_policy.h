@@ -1,0 +1,63 @@
+// Update policies: which parameter version each pass of mini-batch b uses, and
+// when each side is updated. Version k = parameters after k optimizer steps
+// (version 0 = initial); mini-batch b (b >= 1) produces student version b.
+//
+// Schedulers promise a policy, executors honour it, and tests check it
+// against a plain sequential run that applies the same policy.
+#ifndef TSPIPE_CORE_UPDATE_POLICY_H_
+#define TSPIPE_CORE_UPDATE_POLICY_H_
+
+#include <memory>
+#include <string>
+
+#include "core/registry.h"
+
+namespace tspipe {
+
+enum class TeacherKind {
+  kNone,      // Supervised training: no teacher.
+  kFrozen,    // A pre-trained teacher that never changes (KD, DistilBERT,
+              // blockwise distillation): every version is version 0.
+  kMomentum,  // target_k = m * target_{k-1} + (1 - m) * online_k (BYOL, MoCo).
+};
+
+class UpdatePolicy {
+ public:
+  virtual ~UpdatePolicy() = default;
+  virtual std::string name() const = 0;
+  // Student version used by forward and backward of mini-batch b >= 1.
+  virtual int StudentVersion(int batch) const = 0;
+  // Teacher (target) version used by the teacher forward of mini-batch b.
+  virtual int TeacherVersion(int batch, TeacherKind kind) const = 0;
+  // True when the math equals plain sequential training with the standard
+  // algorithm (no staleness anywhere).
+  virtual bool IsSynchronous(TeacherKind kind) const = 0;
+};
+
+// GPipe-like: student b-1, momentum teacher b-1 (standard BYOL/MoCo).
+class SynchronousPolicy : public UpdatePolicy {
+ public:
+  std::string name() const override { return "sync"; }
+  int StudentVersion(int batch) const override { return batch - 1; }
+  int TeacherVersion(int batch, TeacherKind kind) const override;
+  bool IsSynchronous(TeacherKind kind) const override { return true; }
+};
+
+// TSPipe's relaxed dependency: the teacher forward of mini-batch b runs during
+// step b-1, so a momentum teacher is target version b-2 (clamped at 0). The
+// student stays synchronous; a frozen teacher has no staleness at all.
+class DelayedTeacherPolicy : public UpdatePolicy {
+ public:
+  std::string name() const override { return "tspipe_delayed"; }
+  int StudentVersion(int batch) const override { return batch - 1; }
+  int TeacherVersion(int batch, TeacherKind kind) const override;
+  bool IsSynchronous(TeacherKind kind) const override {
+    return kind != TeacherKind::kMomentum;
+  }
+};
+
+using UpdatePolicyRegistry = Registry<UpdatePolicy>;
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_CORE_UPDATE_POLICY_H_

@@ -1,0 +1,361 @@
+#include "core/validator.h"
+
+#include <map>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include "core/simulator.h"
+
+namespace tspipe {
+
+std::string ValidationResult::ToString() const {
+  std::string out;
+  for (const std::string& e : errors) out += e + "\n";
+  return out;
+}
+
+namespace {
+
+// An action without its peer: what the schedule asks for.
+using Key = std::tuple<int, int, Op, int>;  // stage, mb, op, offset
+
+Key KeyOf(const Action& a) { return {a.stage, a.microbatch, a.op, a.batch_offset}; }
+
+std::string Name(int stage, int mb, Op op, int offset = 0) {
+  Action a;
+  a.stage = stage;
+  a.microbatch = mb;
+  a.op = op;
+  a.batch_offset = offset;
+  return ToString(a);
+}
+
+class Checker {
+ public:
+  explicit Checker(const Schedule& s) : s_(s) {}
+
+  ValidationResult Run() {
+    if (!CheckStructure()) return std::move(result_);
+    IndexPositions();
+    CheckCounts();
+    CheckOrder();
+    CheckPairing();
+    if (result_.ok()) {
+      CostModel unit;
+      SimulationResult sim = Simulate(s_, unit);
+      if (sim.deadlocked) Error("deadlock:\n" + sim.deadlock_report);
+    }
+    return std::move(result_);
+  }
+
+ private:
+  void Error(const std::string& e) { result_.errors.push_back(e); }
+
+  bool CheckStructure() {
+    if (s_.num_stages <= 0) Error("schedule has no stages");
+    if (s_.num_microbatches <= 0) Error("schedule has no micro-batches");
+    if (static_cast<int>(s_.placement.size()) != s_.num_stages) {
+      Error("placement covers " + std::to_string(s_.placement.size()) +
+            " stages, schedule has " + std::to_string(s_.num_stages));
+    }
+    for (int st = 0; st < static_cast<int>(s_.placement.size()); ++st) {
+      if (s_.placement[st].empty()) Error("stage " + std::to_string(st) + " is placed on no rank");
+      for (int r : s_.placement[st]) {
+        if (r < 0 || r >= s_.num_ranks()) {
+          Error("stage " + std::to_string(st) + " placed on rank " + std::to_string(r) +
+                ", but the schedule has " + std::to_string(s_.num_ranks()) + " ranks");
+        }
+      }
+    }
+    if (!result_.ok()) return false;
+    for (int r = 0; r < s_.num_ranks(); ++r) {
+      for (size_t i = 0; i < s_.ranks[r].size(); ++i) {
+        const Action& a = s_.ranks[r][i];
+        std::string where = "rank " + std::to_string(r) + ": " + ToString(a) +
+                            " at step " + std::to_string(i);
+        if (a.stage < 0 || a.stage >= s_.num_stages) {
+          Error(where + " names stage " + std::to_string(a.stage) + " of " +
+                std::to_string(s_.num_stages));
+          continue;
+        }
+        if (s_.ReplicaIndex(a.stage, r) < 0) {
+          Error(where + ": stage " + std::to_string(a.stage) + " is not placed on this rank");
+        }
+        if (a.microbatch < kAllMicrobatches || a.microbatch >= s_.num_microbatches) {
+          Error(where + " names micro-batch " + std::to_string(a.microbatch) + " of " +
+                std::to_string(s_.num_microbatches));
+        }
+        bool per_mb = a.op == Op::kForward || a.op == Op::kTeacherForward ||
+                      a.op == Op::kBackward || IsCommunication(a.op);
+        if (per_mb && a.microbatch == kAllMicrobatches) {
+          Error(where + " needs a micro-batch index");
+        }
+        if (IsCommunication(a.op) && (a.peer < 0 || a.peer >= s_.num_ranks() || a.peer == r)) {
+          Error(where + " has invalid peer rank " + std::to_string(a.peer));
+        }
+        if ((a.op == Op::kOptimizerStep || a.op == Op::kTeacherUpdate ||
+             a.op == Op::kAllReduceGradients) && a.microbatch != kAllMicrobatches) {
+          Error(where + " is per mini-batch and takes no micro-batch index");
+        }
+      }
+    }
+    return result_.ok();
+  }
+
+  // pos_[rank][key] = first step of that action on that rank; duplicates are
+  // reported here.
+  void IndexPositions() {
+    pos_.resize(s_.num_ranks());
+    for (int r = 0; r < s_.num_ranks(); ++r) {
+      std::map<std::tuple<int, int, Op, int, int>, size_t> seen;
+      for (size_t i = 0; i < s_.ranks[r].size(); ++i) {
+        const Action& a = s_.ranks[r][i];
+        auto full = std::make_tuple(a.stage, a.microbatch, a.op, a.batch_offset, a.peer);
+        auto [it, inserted] = seen.emplace(full, i);
+        if (!inserted) {
+          Error("duplicate action " + ToString(a) + " on rank " + std::to_string(r) +
+                " (steps " + std::to_string(it->second) + " and " + std::to_string(i) + ")");
+          continue;
+        }
+        pos_[r].emplace(KeyOf(a), i);
+        where_[KeyOf(a)].insert(r);
+      }
+    }
+  }
+
+  bool IsLossStage(int stage) const {
+    return s_.workload.local_losses || stage == s_.num_stages - 1;
+  }
+
+  // Number of ranks running an action matching (stage, mb, op), any offset.
+  int CountAnyOffset(int stage, int mb, Op op, int* rank_out = nullptr) const {
+    int count = 0;
+    for (int r = 0; r < s_.num_ranks(); ++r) {
+      for (const auto& [key, step] : pos_[r]) {
+        if (std::get<0>(key) == stage && std::get<1>(key) == mb && std::get<2>(key) == op) {
+          ++count;
+          if (rank_out) *rank_out = r;
+        }
+      }
+    }
+    return count;
+  }
+
+  void ExpectOnce(int stage, int mb, Op op) {
+    int n = CountAnyOffset(stage, mb, op);
+    if (n == 0) {
+      Error("missing action " + Name(stage, mb, op) + ": no rank runs it");
+    } else if (n > 1) {
+      Error("duplicate action " + Name(stage, mb, op) + ": " + std::to_string(n) +
+            " ranks run it");
+    }
+  }
+
+  void CheckCounts() {
+    const Workload& w = s_.workload;
+    for (int st = 0; st < s_.num_stages; ++st) {
+      for (int mb = 0; mb < s_.num_microbatches; ++mb) {
+        ExpectOnce(st, mb, Op::kForward);
+        ExpectOnce(st, mb, Op::kBackward);
+        if (w.has_teacher) ExpectOnce(st, mb, Op::kTeacherForward);
+        if (IsLossStage(st)) {
+          // Covered by exactly one L: per micro-batch, or a whole-batch L on
+          // the rank that ran the forward.
+          int per_mb = CountAnyOffset(st, mb, Op::kLoss);
+          int fwd_rank = -1;
+          CountAnyOffset(st, mb, Op::kForward, &fwd_rank);
+          int whole = fwd_rank >= 0 && pos_[fwd_rank].count({st, kAllMicrobatches, Op::kLoss, 0})
+                          ? 1 : 0;
+          if (per_mb + whole == 0) {
+            Error("missing action " + Name(st, kAllMicrobatches, Op::kLoss) +
+                  ": micro-batch " + std::to_string(mb) + " of stage " +
+                  std::to_string(st) + " reaches no loss");
+          } else if (per_mb + whole > 1) {
+            Error("duplicate loss for micro-batch " + std::to_string(mb) + " of stage " +
+                  std::to_string(st));
+          }
+        }
+        if (!w.has_teacher && CountAnyOffset(st, mb, Op::kTeacherForward) > 0) {
+          Error("unexpected action " + Name(st, mb, Op::kTeacherForward) +
+                ": the workload has no teacher");
+        }
+      }
+      if (!IsLossStage(st)) {
+        for (int mb = kAllMicrobatches; mb < s_.num_microbatches; ++mb) {
+          if (CountAnyOffset(st, mb, Op::kLoss) > 0) {
+            Error("unexpected action " + Name(st, mb, Op::kLoss) + ": stage " +
+                  std::to_string(st) + " has no loss");
+          }
+        }
+      }
+      for (int r : s_.placement[st]) {
+        auto once_per_replica = [&](Op op, bool expected) {
+          bool has = pos_[r].count({st, kAllMicrobatches, op, 0}) > 0;
+          if (expected && !has) {
+            Error("missing action " + Name(st, kAllMicrobatches, op) + " on rank " +
+                  std::to_string(r));
+          }
+          if (!expected && has) {
+            Error("unexpected action " + Name(st, kAllMicrobatches, op) + " on rank " +
+                  std::to_string(r));
+          }
+        };
+        once_per_replica(Op::kOptimizerStep, true);
+        once_per_replica(Op::kTeacherUpdate, w.teacher_updates);
+        if (s_.placement[st].size() > 1) once_per_replica(Op::kAllReduceGradients, true);
+      }
+    }
+  }
+
+  // Step of `key` on `rank`, or -1.
+  long Pos(int rank, const Key& key) const {
+    auto it = pos_[rank].find(key);
+    return it == pos_[rank].end() ? -1 : static_cast<long>(it->second);
+  }
+
+  void CheckOrder() {
+    const int last = s_.num_stages - 1;
+    for (int r = 0; r < s_.num_ranks(); ++r) {
+      for (size_t i = 0; i < s_.ranks[r].size(); ++i) {
+        const Action& a = s_.ranks[r][i];
+        const long step = static_cast<long>(i);
+        std::string where = "rank " + std::to_string(r) + ": " + ToString(a) +
+                            " at step " + std::to_string(i);
+        auto must_follow = [&](const Key& before, const std::string& what) {
+          long p = Pos(r, before);
+          if (p < 0 || p > step) {
+            Error(where + " runs before " + what + " " +
+                  Name(std::get<0>(before), std::get<1>(before), std::get<2>(before),
+                       std::get<3>(before)));
+            return false;
+          }
+          return true;
+        };
+        auto any_before = [&](std::initializer_list<Key> keys) {
+          for (const Key& k : keys) {
+            long p = Pos(r, k);
+            if (p >= 0 && p < step) return true;
+          }
+          return false;
+        };
+        const int mb = a.microbatch, off = a.batch_offset, st = a.stage;
+        switch (a.op) {
+          case Op::kForward:
+          case Op::kTeacherForward: {
+            if (st == 0) break;
+            Op recv = a.op == Op::kForward ? Op::kRecvActivation : Op::kRecvTeacherActivation;
+            if (!any_before({{st - 1, mb, a.op, off}, {st, mb, recv, off}})) {
+              Error(where + " runs before its input arrives (no earlier " +
+                    Name(st - 1, mb, a.op, off) + " or " + OpName(recv).data() +
+                    " on this rank)");
+            }
+            break;
+          }
+          case Op::kBackward: {
+            if (!must_follow({st, mb, Op::kForward, off}, "its forward")) break;
+            bool loss_here = IsLossStage(st);
+            bool grad_from_next = st < last && !s_.workload.local_losses;
+            bool ok = false;
+            if (loss_here) {
+              ok = any_before({{st, mb, Op::kLoss, off}, {st, kAllMicrobatches, Op::kLoss, off}});
+            }
+            if (grad_from_next) {
+              ok = ok || any_before({{st + 1, mb, Op::kBackward, off},
+                                     {st, mb, Op::kRecvGradient, off}});
+            }
+            if (!ok) {
+              Error(where + " runs before the gradient of its output is known (no earlier " +
+                    (loss_here ? Name(st, kAllMicrobatches, Op::kLoss) + " / " : std::string()) +
+                    (grad_from_next ? Name(st + 1, mb, Op::kBackward, off) + " or recv_gradient"
+                                    : std::string("loss")) +
+                    " on this rank)");
+            }
+            break;
+          }
+          case Op::kLoss: {
+            std::vector<int> mbs = mb == kAllMicrobatches ? s_.MicrobatchesOf(st, r)
+                                                          : std::vector<int>{mb};
+            for (int m : mbs) must_follow({st, m, Op::kForward, off}, "the forward");
+            if (s_.workload.has_teacher) {
+              for (int m : mbs) {
+                // The teacher output may come from this iteration (offset 0)
+                // or have been computed one iteration ahead (offset +1).
+                bool found = CountAnyOffset(st, m, Op::kTeacherForward) == 0 ||
+                             any_before({{st, m, Op::kTeacherForward, off}}) ||
+                             Pos(r, {st, m, Op::kTeacherForward, off + 1}) >= 0;
+                if (!found) {
+                  Error(where + " runs before the teacher forward " +
+                        Name(st, m, Op::kTeacherForward, off));
+                }
+              }
+            }
+            break;
+          }
+          case Op::kOptimizerStep:
+          case Op::kAllReduceGradients: {
+            for (int m : s_.MicrobatchesOf(st, r)) {
+              must_follow({st, m, Op::kBackward, off}, "the backward");
+            }
+            if (a.op == Op::kOptimizerStep && s_.placement[st].size() > 1) {
+              must_follow({st, kAllMicrobatches, Op::kAllReduceGradients, off},
+                          "the gradient all-reduce");
+            }
+            break;
+          }
+          case Op::kTeacherUpdate:
+            must_follow({st, kAllMicrobatches, Op::kOptimizerStep, off}, "the optimizer step");
+            break;
+          case Op::kSendActivation:
+            must_follow({st, mb, Op::kForward, off}, "the forward it sends");
+            break;
+          case Op::kSendTeacherActivation:
+            must_follow({st, mb, Op::kTeacherForward, off}, "the teacher forward it sends");
+            break;
+          case Op::kSendGradient:
+            must_follow({st, mb, Op::kBackward, off}, "the backward it sends");
+            break;
+          default:
+            break;
+        }
+      }
+    }
+  }
+
+  void CheckPairing() {
+    // The partner a communication action needs on its peer rank.
+    for (int r = 0; r < s_.num_ranks(); ++r) {
+      for (const Action& a : s_.ranks[r]) {
+        if (!IsCommunication(a.op)) continue;
+        Action partner = a;
+        partner.op = PairedOp(a.op);
+        partner.peer = r;
+        int dir = (a.op == Op::kSendGradient || a.op == Op::kRecvActivation ||
+                   a.op == Op::kRecvTeacherActivation) ? -1 : +1;
+        partner.stage = a.stage + dir;
+        bool found = false;
+        for (const Action& b : s_.ranks[a.peer]) {
+          if (b == partner) found = true;
+        }
+        if (!found) {
+          Error("rank " + std::to_string(r) + ": " + (IsSend(a.op) ? "send " : "receive ") +
+                ToString(a) + " has no matching " + (IsSend(a.op) ? "receive " : "send ") +
+                ToString(partner) + " on rank " + std::to_string(a.peer));
+        }
+      }
+    }
+    // A stage boundary that crosses ranks needs a receive in front of the
+    // consumer: covered by CheckOrder's input rule.
+  }
+
+  const Schedule& s_;
+  ValidationResult result_;
+  std::vector<std::map<Key, size_t>> pos_;
+  std::map<Key, std::set<int>> where_;
+};
+
+}  // namespace
+
+ValidationResult Validate(const Schedule& schedule) { return Checker(schedule).Run(); }
+
+}  // namespace tspipe

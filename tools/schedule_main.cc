@@ -1,0 +1,87 @@
+// Prints a scheduler's schedule and its simulated statistics.
+//
+//   ./tools/bazel run //tools:schedule -- --scheduler=gpipe --stages=4 \
+//       --microbatches=8 --format=grid|csv|stats [--svg=timeline.svg]
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <iostream>
+#include <stdexcept>
+
+#include "core/file_util.h"
+#include "core/render.h"
+#include "core/scheduler.h"
+#include "core/simulator.h"
+#include "core/validator.h"
+
+DEFINE_string(scheduler, "gpipe", "Scheduler to print (see --helpon=schedule_main).");
+DEFINE_int32(stages, 4, "Pipeline stages.");
+DEFINE_int32(microbatches, 8, "Micro-batches per mini-batch.");
+DEFINE_int32(devices, 0, "Devices; 0 = the scheduler's natural count.");
+DEFINE_string(format, "grid", "grid | csv | stats");
+DEFINE_bool(teacher, false, "Schedule a teacher forward (KD-like workload).");
+DEFINE_bool(teacher_updates, false, "Schedule teacher updates (BYOL/MoCo-like).");
+DEFINE_bool(local_losses, false, "Every stage has its own loss (blockwise).");
+DEFINE_double(forward_cost, 1.0, "Simulated cost of a student forward.");
+DEFINE_double(teacher_cost, 1.0, "Simulated cost of a teacher forward.");
+DEFINE_double(backward_cost, 2.0, "Simulated cost of a backward.");
+DEFINE_double(message_cost, 0.0, "Simulated latency of one message.");
+DEFINE_string(svg, "", "If set, also write an SVG timeline to this path.");
+DEFINE_string(load_csv, "", "Validate and simulate this CSV schedule instead.");
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "Prints a schedule and its simulated statistics.\nSchedulers:\n" +
+      tspipe::SchedulerRegistry::Global().Describe());
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  try {
+    tspipe::Schedule schedule;
+    if (!FLAGS_load_csv.empty()) {
+      std::string error;
+      if (!tspipe::FromCsv(tspipe::ReadFile(FLAGS_load_csv), &schedule, &error)) {
+        LOG(ERROR) << error;
+        return 1;
+      }
+      tspipe::ValidationResult v = tspipe::Validate(schedule);
+      if (!v.ok()) {
+        std::cerr << "invalid schedule:\n" << v.ToString();
+        return 1;
+      }
+    } else {
+      tspipe::SchedulerOptions options;
+      options.num_stages = FLAGS_stages;
+      options.num_microbatches = FLAGS_microbatches;
+      options.num_devices = FLAGS_devices;
+      options.workload.has_teacher = FLAGS_teacher || FLAGS_teacher_updates;
+      options.workload.teacher_updates = FLAGS_teacher_updates;
+      options.workload.local_losses = FLAGS_local_losses;
+      schedule = tspipe::BuildSchedule(FLAGS_scheduler, options);
+    }
+    tspipe::CostModel costs;
+    costs.forward = FLAGS_forward_cost;
+    costs.teacher_forward = FLAGS_teacher_cost;
+    costs.backward = FLAGS_backward_cost;
+    costs.message = FLAGS_message_cost;
+    tspipe::SimulationResult sim = tspipe::Simulate(schedule, costs);
+    if (FLAGS_format == "grid") {
+      std::cout << tspipe::FormatGrid(schedule, sim);
+    } else if (FLAGS_format == "csv") {
+      std::cout << tspipe::ToCsv(schedule);
+    } else if (FLAGS_format == "stats") {
+      std::cout << tspipe::FormatStats(schedule, sim);
+    } else {
+      LOG(ERROR) << "--format must be grid, csv or stats, got '" << FLAGS_format << "'";
+      return 1;
+    }
+    if (!FLAGS_svg.empty()) {
+      tspipe::WriteFileAtomically(FLAGS_svg, tspipe::TimelineSvg(schedule, sim));
+      LOG(INFO) << "wrote " << FLAGS_svg;
+    }
+  } catch (const std::exception& e) {
+    LOG(ERROR) << e.what();
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Smoke test of //tools:schedule: every format works, stats carry the bubble
+# line with the GPipe formula's value, bad input fails with a message.
+set -euo pipefail
+tool="$(dirname "$0")/schedule"
+[[ -x "${tool}" ]] || tool="tools/schedule"
+out="$("${tool}" --scheduler=gpipe --stages=4 --microbatches=8 --format=stats)"
+echo "${out}"
+# (p-1)/(m+p-1) = 3/11
+grep -q '^bubble_fraction=0.272727' <<<"${out}"
+"${tool}" --scheduler=gpipe --stages=2 --microbatches=3 --format=grid | grep -q '1F2'
+"${tool}" --scheduler=gpipe --stages=2 --microbatches=3 --format=csv | grep -q '^1,1RA0<0,1F0'
+svg="${TEST_TMPDIR:-/tmp}/t.svg"
+"${tool}" --scheduler=gpipe --stages=3 --microbatches=4 --format=stats --svg="${svg}" >/dev/null
+grep -q '</svg>' "${svg}"
+if "${tool}" --scheduler=nope --format=stats 2>err.txt; then
+  echo "unknown scheduler accepted"; exit 1
+fi
+grep -q "unknown name 'nope'" err.txt
+if "${tool}" --scheduler=gpipe --microbatches=0 --format=stats 2>err.txt; then
+  echo "zero micro-batches accepted"; exit 1
+fi
+grep -q "micro-batch count must be at least 1" err.txt
+echo PASS
