@@ -1,0 +1,72 @@
+// Partitions: a model is a sequence of blocks; a balance (blocks per stage)
+// cuts it into stages. Blocks pass several tensors (an Activation) so that,
+// for example, hidden states travel with their attention mask.
+#ifndef TSPIPE_CORE_PARTITION_H_
+#define TSPIPE_CORE_PARTITION_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tspipe {
+
+// The tensors flowing between stages. Floating-point tensors carry
+// gradients; others (masks, indices) pass through without.
+using Activation = std::vector<torch::Tensor>;
+
+// The unit a balance counts.
+class BlockImpl : public torch::nn::Module {
+ public:
+  virtual Activation Forward(const Activation& input) = 0;
+};
+using Block = std::shared_ptr<BlockImpl>;
+using BlockList = std::vector<Block>;
+
+// Adapts any one-tensor module (anything torch::nn::Sequential accepts) to a
+// Block: it transforms input[0]; further tensors pass through unchanged.
+class TensorBlockImpl : public BlockImpl {
+ public:
+  explicit TensorBlockImpl(torch::nn::AnyModule module);
+  Activation Forward(const Activation& input) override;
+
+ private:
+  torch::nn::AnyModule module_;
+};
+
+// One block per child of `sequential`, sharing the child modules.
+BlockList BlocksFromSequential(const torch::nn::Sequential& sequential);
+
+// A contiguous run of blocks: what one stage holds. Its parameters() are the
+// blocks' parameters, so an optimizer per stage covers exactly that stage.
+class StageImpl : public torch::nn::Module {
+ public:
+  StageImpl(BlockList blocks, int first_block);
+  Activation Forward(const Activation& input);
+  int first_block() const { return first_block_; }
+  int num_blocks() const { return static_cast<int>(blocks_.size()); }
+
+ private:
+  BlockList blocks_;
+  int first_block_;
+};
+using Stage = std::shared_ptr<StageImpl>;
+
+// Throws std::invalid_argument naming the problem unless `balance` has at
+// least one entry, every entry is >= 1 and the entries sum to `num_blocks`.
+void CheckBalance(const std::vector<int>& balance, int num_blocks);
+
+// Near-even balance for `num_stages` stages (earlier stages get the extra
+// blocks). Throws std::invalid_argument when num_stages > num_blocks.
+std::vector<int> EvenBalance(int num_blocks, int num_stages);
+
+// Cuts `blocks` by `balance`. The stages share the block modules (no copy).
+std::vector<Stage> Partition(const BlockList& blocks, const std::vector<int>& balance);
+
+// Copies every parameter and buffer of `from` into `to` (same structure).
+void CopyState(torch::nn::Module& from, torch::nn::Module& to);
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_CORE_PARTITION_H_

@@ -1,0 +1,200 @@
+// Partitions, micro-batches and the algorithm base: the core code that needs
+// LibTorch, kept in one translation unit (each <torch/torch.h> TU costs
+// ~15 s on 2 cores).
+#include <stdexcept>
+#include <string>
+
+#include "core/algorithm.h"
+#include "core/microbatch.h"
+#include "core/partition.h"
+
+namespace tspipe {
+
+TensorBlockImpl::TensorBlockImpl(torch::nn::AnyModule module) : module_(std::move(module)) {
+  register_module("module", module_.ptr());
+}
+
+Activation TensorBlockImpl::Forward(const Activation& input) {
+  TORCH_CHECK(!input.empty(), "block received an empty activation");
+  Activation out = input;
+  out[0] = module_.forward(input[0]);
+  return out;
+}
+
+BlockList BlocksFromSequential(const torch::nn::Sequential& sequential) {
+  BlockList blocks;
+  for (const auto& child : *sequential) {
+    blocks.push_back(std::make_shared<TensorBlockImpl>(child));
+  }
+  return blocks;
+}
+
+StageImpl::StageImpl(BlockList blocks, int first_block)
+    : blocks_(std::move(blocks)), first_block_(first_block) {
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    register_module("block" + std::to_string(first_block_ + i), blocks_[i]);
+  }
+}
+
+Activation StageImpl::Forward(const Activation& input) {
+  Activation x = input;
+  for (auto& block : blocks_) x = block->Forward(x);
+  return x;
+}
+
+void CheckBalance(const std::vector<int>& balance, int num_blocks) {
+  if (balance.empty()) throw std::invalid_argument("balance is empty");
+  int sum = 0;
+  std::string text;
+  for (size_t i = 0; i < balance.size(); ++i) {
+    text += (i ? "," : "") + std::to_string(balance[i]);
+    sum += balance[i];
+  }
+  if (static_cast<int>(balance.size()) > num_blocks) {
+    throw std::invalid_argument("balance [" + text + "] asks for " +
+                                std::to_string(balance.size()) +
+                                " stages but the model has only " +
+                                std::to_string(num_blocks) + " blocks");
+  }
+  for (size_t i = 0; i < balance.size(); ++i) {
+    if (balance[i] < 1) {
+      throw std::invalid_argument("balance [" + text + "] gives stage " + std::to_string(i) +
+                                  " " + std::to_string(balance[i]) +
+                                  " blocks; every stage needs at least one");
+    }
+  }
+  if (sum != num_blocks) {
+    throw std::invalid_argument("balance [" + text + "] sums to " + std::to_string(sum) +
+                                " but the model has " + std::to_string(num_blocks) + " blocks");
+  }
+}
+
+std::vector<int> EvenBalance(int num_blocks, int num_stages) {
+  if (num_stages < 1) {
+    throw std::invalid_argument("stage count must be at least 1, got " +
+                                std::to_string(num_stages));
+  }
+  if (num_stages > num_blocks) {
+    throw std::invalid_argument(std::to_string(num_stages) + " stages requested but the model has only " +
+                                std::to_string(num_blocks) + " blocks");
+  }
+  std::vector<int> balance(num_stages, num_blocks / num_stages);
+  for (int i = 0; i < num_blocks % num_stages; ++i) ++balance[i];
+  return balance;
+}
+
+std::vector<Stage> Partition(const BlockList& blocks, const std::vector<int>& balance) {
+  CheckBalance(balance, static_cast<int>(blocks.size()));
+  std::vector<Stage> stages;
+  int next = 0;
+  for (int count : balance) {
+    BlockList part(blocks.begin() + next, blocks.begin() + next + count);
+    stages.push_back(std::make_shared<StageImpl>(std::move(part), next));
+    next += count;
+  }
+  return stages;
+}
+
+void CopyState(torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard no_grad;
+  auto src_params = from.named_parameters();
+  auto dst_params = to.named_parameters();
+  TORCH_CHECK(src_params.size() == dst_params.size(), "CopyState: parameter count differs");
+  for (const auto& p : src_params) dst_params[p.key()].copy_(p.value());
+  auto src_buffers = from.named_buffers();
+  auto dst_buffers = to.named_buffers();
+  TORCH_CHECK(src_buffers.size() == dst_buffers.size(), "CopyState: buffer count differs");
+  for (const auto& b : src_buffers) dst_buffers[b.key()].copy_(b.value());
+}
+
+int64_t Batch::size() const {
+  int64_t n = -1;
+  for (const Activation* part : {&inputs, &targets}) {
+    for (const torch::Tensor& t : *part) {
+      if (!t.defined()) continue;
+      if (t.dim() == 0) throw std::invalid_argument("batch tensor has no sample dimension");
+      if (n >= 0 && t.size(0) != n) {
+        throw std::invalid_argument("batch tensors disagree on the sample count: " +
+                                    std::to_string(n) + " vs " + std::to_string(t.size(0)));
+      }
+      n = t.size(0);
+    }
+  }
+  if (n < 0) throw std::invalid_argument("batch has no tensors");
+  return n;
+}
+
+namespace {
+
+std::vector<Activation> SplitActivation(const Activation& a, int m) {
+  std::vector<Activation> parts(m);
+  for (const torch::Tensor& t : a) {
+    if (!t.defined()) {
+      for (auto& p : parts) p.push_back(torch::Tensor());
+      continue;
+    }
+    auto chunks = t.chunk(m, 0);
+    for (int i = 0; i < m; ++i) parts[i].push_back(chunks[i]);
+  }
+  return parts;
+}
+
+}  // namespace
+
+std::vector<Batch> SplitBatch(const Batch& batch, int num_microbatches) {
+  const int64_t n = batch.size();
+  if (num_microbatches < 1) {
+    throw std::invalid_argument("micro-batch count must be at least 1, got " +
+                                std::to_string(num_microbatches));
+  }
+  if (n % num_microbatches != 0) {
+    throw std::invalid_argument(std::to_string(num_microbatches) +
+                                " micro-batches do not divide the batch of " + std::to_string(n) +
+                                " samples");
+  }
+  auto in = SplitActivation(batch.inputs, num_microbatches);
+  auto tg = SplitActivation(batch.targets, num_microbatches);
+  std::vector<Batch> out(num_microbatches);
+  for (int i = 0; i < num_microbatches; ++i) out[i] = Batch{in[i], tg[i]};
+  return out;
+}
+
+Activation Concat(const std::vector<Activation>& parts) {
+  TORCH_CHECK(!parts.empty(), "Concat of no parts");
+  Activation out;
+  for (size_t i = 0; i < parts[0].size(); ++i) {
+    std::vector<torch::Tensor> pieces;
+    for (const Activation& p : parts) {
+      TORCH_CHECK(p.size() == parts[0].size(), "Concat: parts have different arity");
+      pieces.push_back(p[i]);
+    }
+    out.push_back(pieces[0].defined() ? torch::cat(pieces, 0) : torch::Tensor());
+  }
+  return out;
+}
+
+Batch GatherBatch(const std::vector<Batch>& parts) {
+  std::vector<Activation> in, tg;
+  for (const Batch& b : parts) {
+    in.push_back(b.inputs);
+    tg.push_back(b.targets);
+  }
+  return Batch{Concat(in), Concat(tg)};
+}
+
+Activation ToDevice(const Activation& activation, const torch::Device& device,
+                    bool non_blocking) {
+  Activation out;
+  out.reserve(activation.size());
+  for (const torch::Tensor& t : activation) {
+    out.push_back(t.defined() ? t.to(device, non_blocking) : t);
+  }
+  return out;
+}
+
+void Algorithm::UpdateTeacher(int stage, StageImpl&, StageImpl&, int) {
+  throw std::logic_error("algorithm '" + name() + "' has no teacher update, but stage " +
+                         std::to_string(stage) + " was asked for one");
+}
+
+}  // namespace tspipe

@@ -1,0 +1,494 @@
+#include "backends/local/local_executor.h"
+
+#include <c10/core/DeviceGuard.h>
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <tuple>
+
+#include "core/validator.h"
+
+namespace tspipe {
+namespace {
+
+enum class Channel { kActivation, kTeacherActivation, kGradient };
+
+// (channel, receiving stage, micro-batch, batch offset): unique within a step.
+using MessageKey = std::tuple<Channel, int, int, int>;
+
+// One rank's incoming messages. Take() waits with a deadline and gives up
+// early when another rank has failed, so a step never hangs.
+class Mailbox {
+ public:
+  void Put(const MessageKey& key, Activation value) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      messages_[key] = std::move(value);
+    }
+    cv_.notify_all();
+  }
+
+  // Returns false on timeout or abort.
+  bool Take(const MessageKey& key, std::chrono::milliseconds timeout,
+            const std::atomic<bool>& abort, Activation* out) {
+    std::unique_lock<std::mutex> lock(mu_);
+    bool ready = cv_.wait_for(lock, timeout, [&] {
+      return abort.load() || messages_.count(key) > 0;
+    });
+    if (!ready || abort.load()) return false;
+    auto it = messages_.find(key);
+    *out = std::move(it->second);
+    messages_.erase(it);
+    return true;
+  }
+
+  void Wake() { cv_.notify_all(); }
+
+  void Clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    messages_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<MessageKey, Activation> messages_;
+};
+
+// A detached copy that autograd tracks from here: stage boundaries cut the
+// graph so that each stage's backward is a separate action.
+Activation Leaf(const Activation& a) {
+  Activation out;
+  out.reserve(a.size());
+  for (const torch::Tensor& t : a) {
+    if (t.defined() && t.is_floating_point()) {
+      out.push_back(t.detach().requires_grad_(true));
+    } else {
+      out.push_back(t.defined() ? t.detach() : t);
+    }
+  }
+  return out;
+}
+
+Activation Detached(const Activation& a) {
+  Activation out;
+  for (const torch::Tensor& t : a) out.push_back(t.defined() ? t.detach() : t);
+  return out;
+}
+
+struct StageSlot {
+  Stage student;
+  Stage teacher;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  // Per micro-batch; cleared as soon as they are consumed.
+  std::vector<Activation> inputs;        // Leaves fed to the student stage.
+  std::vector<Activation> outputs;       // Student outputs, graph attached.
+  std::vector<Activation> output_grads;  // d loss / d outputs.
+  std::vector<Activation> input_grads;   // d loss / d inputs, awaiting SG.
+  // By batch offset (0 = this step, 1 = next step), then micro-batch.
+  std::map<int, std::vector<Activation>> teacher_inputs;
+  std::map<int, std::vector<Activation>> teacher_outputs;
+
+  void Reset(int m) {
+    inputs.assign(m, {});
+    outputs.assign(m, {});
+    output_grads.assign(m, {});
+    input_grads.assign(m, {});
+    teacher_inputs.clear();
+  }
+};
+
+}  // namespace
+
+class LocalExecutor::Impl {
+ public:
+  Impl(Schedule schedule, std::vector<Stage> student, std::vector<Stage> teacher,
+       Algorithm* algorithm, LocalExecutorOptions options)
+      : schedule_(std::move(schedule)), algorithm_(algorithm), options_(std::move(options)) {
+    CheckCompatible(student, teacher);
+    const int ranks = schedule_.num_ranks();
+    devices_ = options_.devices;
+    if (devices_.empty()) devices_.assign(ranks, torch::Device(torch::kCPU));
+    slots_.resize(ranks);
+    for (int r = 0; r < ranks; ++r) {
+      mailboxes_.push_back(std::make_unique<Mailbox>());
+      for (int s : schedule_.StagesOnRank(r)) {
+        StageSlot& slot = slots_[r][s];
+        slot.student = student[s];
+        slot.student->to(devices_[r]);
+        slot.student->train();
+        if (!teacher.empty()) {
+          slot.teacher = teacher[s];
+          slot.teacher->to(devices_[r]);
+          // Teachers run inference only: fixed batch-norm statistics, no
+          // dropout.
+          slot.teacher->eval();
+          for (auto& p : slot.teacher->parameters()) p.set_requires_grad(false);
+        }
+        auto params = slot.student->parameters();
+        if (!params.empty()) slot.optimizer = options_.make_optimizer(params);
+        slot.Reset(schedule_.num_microbatches);
+      }
+    }
+    handlers_.fill(nullptr);
+    handlers_[static_cast<int>(Op::kForward)] = &Impl::Forward;
+    handlers_[static_cast<int>(Op::kTeacherForward)] = &Impl::TeacherForward;
+    handlers_[static_cast<int>(Op::kBackward)] = &Impl::Backward;
+    handlers_[static_cast<int>(Op::kLoss)] = &Impl::Loss;
+    handlers_[static_cast<int>(Op::kSendActivation)] = &Impl::SendActivation;
+    handlers_[static_cast<int>(Op::kRecvActivation)] = &Impl::RecvActivation;
+    handlers_[static_cast<int>(Op::kSendTeacherActivation)] = &Impl::SendTeacherActivation;
+    handlers_[static_cast<int>(Op::kRecvTeacherActivation)] = &Impl::RecvTeacherActivation;
+    handlers_[static_cast<int>(Op::kSendGradient)] = &Impl::SendGradient;
+    handlers_[static_cast<int>(Op::kRecvGradient)] = &Impl::RecvGradient;
+    handlers_[static_cast<int>(Op::kOptimizerStep)] = &Impl::OptimizerStep;
+    handlers_[static_cast<int>(Op::kTeacherUpdate)] = &Impl::TeacherUpdate;
+    // kAllReduceGradients has no handler: the constructor refuses replicated
+    // stages, and an op without a handler is a hard error at run time.
+  }
+
+  StepResult Step(const Batch& batch, const Batch* next) {
+    const int m = schedule_.num_microbatches;
+    micro_[0] = SplitBatch(batch, m);
+    micro_[1] = next != nullptr ? SplitBatch(*next, m) : std::vector<Batch>{};
+    losses_.assign(schedule_.num_ranks(), 0.0);
+    errors_.clear();
+    abort_ = false;
+    for (auto& box : mailboxes_) box->Clear();
+
+    std::vector<std::thread> threads;
+    for (int r = 0; r < schedule_.num_ranks(); ++r) {
+      threads.emplace_back([this, r] { RunRank(r); });
+    }
+    for (auto& t : threads) t.join();
+
+    for (int r = 0; r < schedule_.num_ranks(); ++r) {
+      for (auto& [s, slot] : slots_[r]) {
+        slot.Reset(m);
+        if (!errors_.empty()) {
+          // A failed step leaves no half-accumulated gradients behind.
+          if (slot.optimizer) slot.optimizer->zero_grad();
+          slot.teacher_outputs.clear();
+          continue;
+        }
+        // Teacher outputs computed one step early become this step's.
+        auto ahead = slot.teacher_outputs.find(1);
+        std::vector<Activation> carried;
+        if (ahead != slot.teacher_outputs.end()) carried = std::move(ahead->second);
+        slot.teacher_outputs.clear();
+        if (!carried.empty()) slot.teacher_outputs[0] = std::move(carried);
+      }
+    }
+    if (!errors_.empty()) throw std::runtime_error(errors_.front());
+    ++steps_done_;
+    StepResult result;
+    for (double l : losses_) result.loss += l;
+    result.samples = batch.size();
+    return result;
+  }
+
+  const Schedule& schedule() const { return schedule_; }
+  int steps_done() const { return steps_done_; }
+
+ private:
+  using Handler = void (Impl::*)(int rank, const Action& action);
+
+  void CheckCompatible(const std::vector<Stage>& student, const std::vector<Stage>& teacher) {
+    ValidationResult v = Validate(schedule_);
+    if (!v.ok()) throw std::invalid_argument("invalid schedule:\n" + v.ToString());
+    const int n = schedule_.num_stages;
+    if (static_cast<int>(student.size()) != n) {
+      throw std::invalid_argument("schedule has " + std::to_string(n) + " stages but the student has " +
+                                  std::to_string(student.size()));
+    }
+    if (schedule_.workload.has_teacher && static_cast<int>(teacher.size()) != n) {
+      throw std::invalid_argument("schedule has " + std::to_string(n) +
+                                  " stages but the teacher has " + std::to_string(teacher.size()));
+    }
+    if (algorithm_ == nullptr) throw std::invalid_argument("no algorithm given");
+    const Workload w = algorithm_->workload();
+    if (w.has_teacher != schedule_.workload.has_teacher ||
+        w.teacher_updates != schedule_.workload.teacher_updates ||
+        w.local_losses != schedule_.workload.local_losses) {
+      throw std::invalid_argument("schedule was built for a different workload than algorithm '" +
+                                  algorithm_->name() + "' needs");
+    }
+    for (int s = 0; s < n; ++s) {
+      if (schedule_.placement[s].size() != 1) {
+        throw std::invalid_argument("the local backend does not run replicated stages yet (stage " +
+                                    std::to_string(s) + " has " +
+                                    std::to_string(schedule_.placement[s].size()) + " replicas)");
+      }
+    }
+    if (!options_.devices.empty() &&
+        static_cast<int>(options_.devices.size()) != schedule_.num_ranks()) {
+      throw std::invalid_argument("schedule has " + std::to_string(schedule_.num_ranks()) +
+                                  " ranks but " + std::to_string(options_.devices.size()) +
+                                  " devices were given");
+    }
+    if (!options_.make_optimizer) throw std::invalid_argument("no optimizer factory given");
+  }
+
+  void RunRank(int rank) {
+    const auto& actions = schedule_.ranks[rank];
+    size_t i = 0;
+    try {
+      c10::DeviceGuard guard(devices_[rank]);
+      for (; i < actions.size(); ++i) {
+        if (abort_.load()) return;
+        const Action& a = actions[i];
+        Handler h = handlers_[static_cast<int>(a.op)];
+        if (h == nullptr) {
+          throw std::logic_error(std::string("the local backend has no handler for op ") +
+                                 OpName(a.op).data());
+        }
+        (this->*h)(rank, a);
+      }
+    } catch (const std::exception& e) {
+      std::ostringstream msg;
+      msg << "rank " << rank << " failed at step " << i;
+      if (i < actions.size()) msg << " (" << ToString(actions[i]) << ")";
+      msg << " of training step " << steps_done_ + 1 << ": " << e.what();
+      {
+        std::lock_guard<std::mutex> lock(error_mu_);
+        errors_.push_back(msg.str());
+      }
+      abort_ = true;
+      for (auto& box : mailboxes_) box->Wake();
+    }
+  }
+
+  StageSlot& Slot(int rank, int stage) { return slots_[rank].at(stage); }
+  bool Local(int rank, int stage) { return slots_[rank].count(stage) > 0; }
+  const torch::Device& Dev(int rank) const { return devices_[rank]; }
+
+  Activation Receive(int rank, const MessageKey& key, const Action& a) {
+    Activation out;
+    if (!mailboxes_[rank]->Take(key, options_.recv_timeout, abort_, &out)) {
+      if (abort_.load()) throw std::runtime_error("aborted: another rank failed");
+      throw std::runtime_error("timed out after " + std::to_string(options_.recv_timeout.count()) +
+                               " ms waiting for " + ToString(a));
+    }
+    return out;
+  }
+
+  void Forward(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    Activation& input = slot.inputs[a.microbatch];
+    if (a.stage == 0) {
+      input = ToDevice(micro_[0][a.microbatch].inputs, Dev(rank));
+    } else if (Local(rank, a.stage - 1)) {
+      input = Leaf(Slot(rank, a.stage - 1).outputs[a.microbatch]);
+    }
+    TORCH_CHECK(!input.empty(), "no input for ", ToString(a));
+    slot.outputs[a.microbatch] = slot.student->Forward(input);
+  }
+
+  void TeacherForward(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    const int off = a.batch_offset;
+    TORCH_CHECK(off == 0 || off == 1, "teacher forwards may run for this or the next batch, not ",
+                ToString(a));
+    if (off == 1 && micro_[1].empty()) return;  // No next batch: training ends.
+    Activation input;
+    if (a.stage == 0) {
+      input = ToDevice(micro_[off][a.microbatch].inputs, Dev(rank));
+    } else if (Local(rank, a.stage - 1)) {
+      input = Slot(rank, a.stage - 1).teacher_outputs[off].at(a.microbatch);
+    } else {
+      input = std::move(slot.teacher_inputs[off].at(a.microbatch));
+    }
+    torch::NoGradGuard no_grad;
+    auto& outs = slot.teacher_outputs[off];
+    outs.resize(schedule_.num_microbatches);
+    outs[a.microbatch] = slot.teacher->Forward(input);
+  }
+
+  void Loss(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    std::vector<int> mbs = a.microbatch == kAllMicrobatches
+                               ? schedule_.MicrobatchesOf(a.stage, rank)
+                               : std::vector<int>{a.microbatch};
+    std::vector<Activation> leaves, targets, teacher;
+    int64_t samples = 0;
+    for (int k : mbs) {
+      TORCH_CHECK(!slot.outputs[k].empty(), "no student output of micro-batch ", k);
+      leaves.push_back(Leaf(slot.outputs[k]));
+      targets.push_back(micro_[0][k].targets);
+      samples += micro_[0][k].size();
+      if (schedule_.workload.has_teacher) {
+        auto it = slot.teacher_outputs.find(0);
+        TORCH_CHECK(it != slot.teacher_outputs.end() && k < static_cast<int>(it->second.size()) &&
+                        !it->second[k].empty(),
+                    "no teacher output of micro-batch ", k, " on stage ", a.stage);
+        teacher.push_back(it->second[k]);
+      }
+    }
+    Activation student_all = Concat(leaves);
+    Activation targets_all = ToDevice(Concat(targets), Dev(rank));
+    Activation teacher_all;
+    if (!teacher.empty()) teacher_all = Concat(teacher);
+    LossInputs in;
+    in.stage = a.stage;
+    in.student = &student_all;
+    in.teacher = teacher.empty() ? nullptr : &teacher_all;
+    in.targets = &targets_all;
+    in.step = steps_done_ + 1;
+    torch::Tensor loss = algorithm_->Loss(in);
+    TORCH_CHECK(loss.numel() == 1, "algorithm '", algorithm_->name(), "' returned a loss of ",
+                loss.numel(), " elements; it must be a scalar");
+    // Each loss action is the mean over its samples; weighting by the share
+    // of the mini-batch makes the sum over actions the mini-batch mean.
+    const double share = static_cast<double>(samples) / (micro_[0].size() * micro_[0][0].size());
+    torch::Tensor scaled = loss * share;
+    std::vector<torch::Tensor> wrt;
+    for (const Activation& leaf : leaves) {
+      for (const torch::Tensor& t : leaf) {
+        if (t.defined() && t.requires_grad()) wrt.push_back(t);
+      }
+    }
+    std::vector<torch::Tensor> grads =
+        torch::autograd::grad({scaled}, wrt, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                              /*create_graph=*/false, /*allow_unused=*/true);
+    size_t g = 0;
+    for (size_t j = 0; j < mbs.size(); ++j) {
+      Activation& og = slot.output_grads[mbs[j]];
+      og.clear();
+      for (const torch::Tensor& t : leaves[j]) {
+        if (t.defined() && t.requires_grad()) {
+          torch::Tensor grad = grads[g++];
+          og.push_back(grad.defined() ? grad : torch::zeros_like(t));
+        } else {
+          og.push_back(torch::Tensor());
+        }
+      }
+    }
+    losses_[rank] += scaled.item<double>();
+  }
+
+  void Backward(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    const int k = a.microbatch;
+    Activation& out = slot.outputs[k];
+    Activation& grad = slot.output_grads[k];
+    TORCH_CHECK(!out.empty(), "no forward output to differentiate");
+    TORCH_CHECK(grad.size() == out.size(), "the gradient of the output is missing");
+    std::vector<torch::Tensor> tensors, grads;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out[i].defined() && out[i].requires_grad() && grad[i].defined()) {
+        tensors.push_back(out[i]);
+        grads.push_back(grad[i]);
+      }
+    }
+    if (!tensors.empty()) torch::autograd::backward(tensors, grads);
+    if (a.stage > 0 && !schedule_.workload.local_losses) {
+      Activation input_grads;
+      for (const torch::Tensor& t : slot.inputs[k]) {
+        if (t.defined() && t.requires_grad()) {
+          input_grads.push_back(t.grad().defined() ? t.grad() : torch::zeros_like(t));
+        } else {
+          input_grads.push_back(torch::Tensor());
+        }
+      }
+      if (Local(rank, a.stage - 1)) {
+        Slot(rank, a.stage - 1).output_grads[k] = std::move(input_grads);
+      } else {
+        slot.input_grads[k] = std::move(input_grads);
+      }
+    }
+    out.clear();
+    grad.clear();
+    slot.inputs[k].clear();
+  }
+
+  void SendActivation(int rank, const Action& a) {
+    const Activation& out = Slot(rank, a.stage).outputs[a.microbatch];
+    TORCH_CHECK(!out.empty(), "nothing to send");
+    mailboxes_[a.peer]->Put({Channel::kActivation, a.stage + 1, a.microbatch, a.batch_offset},
+                            ToDevice(Detached(out), Dev(a.peer)));
+  }
+
+  void RecvActivation(int rank, const Action& a) {
+    Slot(rank, a.stage).inputs[a.microbatch] =
+        Leaf(Receive(rank, {Channel::kActivation, a.stage, a.microbatch, a.batch_offset}, a));
+  }
+
+  void SendTeacherActivation(int rank, const Action& a) {
+    if (a.batch_offset == 1 && micro_[1].empty()) return;
+    const Activation& out = Slot(rank, a.stage).teacher_outputs[a.batch_offset].at(a.microbatch);
+    mailboxes_[a.peer]->Put(
+        {Channel::kTeacherActivation, a.stage + 1, a.microbatch, a.batch_offset},
+        ToDevice(out, Dev(a.peer)));
+  }
+
+  void RecvTeacherActivation(int rank, const Action& a) {
+    if (a.batch_offset == 1 && micro_[1].empty()) return;
+    auto& inputs = Slot(rank, a.stage).teacher_inputs[a.batch_offset];
+    inputs.resize(schedule_.num_microbatches);
+    inputs[a.microbatch] = Receive(
+        rank, {Channel::kTeacherActivation, a.stage, a.microbatch, a.batch_offset}, a);
+  }
+
+  void SendGradient(int rank, const Action& a) {
+    Activation& g = Slot(rank, a.stage).input_grads[a.microbatch];
+    TORCH_CHECK(!g.empty(), "no input gradient to send");
+    mailboxes_[a.peer]->Put({Channel::kGradient, a.stage - 1, a.microbatch, a.batch_offset},
+                            ToDevice(g, Dev(a.peer)));
+    g.clear();
+  }
+
+  void RecvGradient(int rank, const Action& a) {
+    Slot(rank, a.stage).output_grads[a.microbatch] =
+        Receive(rank, {Channel::kGradient, a.stage, a.microbatch, a.batch_offset}, a);
+  }
+
+  void OptimizerStep(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    if (!slot.optimizer) return;  // A stage without parameters.
+    slot.optimizer->step();
+    // The only place gradients are zeroed: once per step, after the update.
+    slot.optimizer->zero_grad();
+  }
+
+  void TeacherUpdate(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    algorithm_->UpdateTeacher(a.stage, *slot.student, *slot.teacher, steps_done_ + 1);
+  }
+
+  Schedule schedule_;
+  Algorithm* algorithm_;
+  LocalExecutorOptions options_;
+  std::vector<torch::Device> devices_;
+  std::vector<std::map<int, StageSlot>> slots_;
+  std::vector<std::unique_ptr<Mailbox>> mailboxes_;
+  std::array<Handler, kNumOps> handlers_;
+  std::vector<Batch> micro_[2];
+  std::vector<double> losses_;
+  std::atomic<bool> abort_{false};
+  std::mutex error_mu_;
+  std::vector<std::string> errors_;
+  int steps_done_ = 0;
+};
+
+LocalExecutor::LocalExecutor(Schedule schedule, std::vector<Stage> student,
+                             std::vector<Stage> teacher, Algorithm* algorithm,
+                             LocalExecutorOptions options)
+    : impl_(std::make_unique<Impl>(std::move(schedule), std::move(student), std::move(teacher),
+                                   algorithm, std::move(options))) {}
+
+LocalExecutor::~LocalExecutor() = default;
+
+StepResult LocalExecutor::Step(const Batch& batch, const Batch* next) {
+  return impl_->Step(batch, next);
+}
+
+const Schedule& LocalExecutor::schedule() const { return impl_->schedule(); }
+int LocalExecutor::steps_done() const { return impl_->steps_done(); }
+
+}  // namespace tspipe

@@ -1,0 +1,72 @@
+// The single-process backend: one thread per rank, each rank on its own
+// device (CPU cores here, cuda:i where present). Activations and gradients
+// pass between ranks through in-memory mailboxes; everything else is the
+// shared executor logic: walk each rank's actions through one dispatch table.
+#ifndef TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
+#define TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "core/algorithm.h"
+#include "core/microbatch.h"
+#include "core/partition.h"
+#include "core/schedule.h"
+
+namespace tspipe {
+
+using OptimizerFactory =
+    std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::Tensor>)>;
+
+struct LocalExecutorOptions {
+  // Device of each rank; empty means CPU for every rank.
+  std::vector<torch::Device> devices;
+  // Makes one optimizer per stage over that stage's parameters.
+  OptimizerFactory make_optimizer;
+  // A receive that waits longer than this fails the step with a message
+  // naming the action, instead of hanging.
+  std::chrono::milliseconds recv_timeout{std::chrono::seconds(60)};
+};
+
+struct StepResult {
+  // Sum of the losses computed this step (the mean loss for one loss stage).
+  double loss = 0.0;
+  int64_t samples = 0;
+};
+
+class LocalExecutor {
+ public:
+  // `student` has one Stage per schedule stage; `teacher` too when the
+  // workload has a teacher (empty otherwise). Stages move to the device of
+  // the rank holding them. Throws std::invalid_argument naming the problem
+  // when the schedule is invalid or does not fit the stages, devices or
+  // algorithm.
+  LocalExecutor(Schedule schedule, std::vector<Stage> student, std::vector<Stage> teacher,
+                Algorithm* algorithm, LocalExecutorOptions options);
+  ~LocalExecutor();
+
+  LocalExecutor(const LocalExecutor&) = delete;
+  LocalExecutor& operator=(const LocalExecutor&) = delete;
+
+  // Runs one iteration of the schedule on `batch` (one optimizer step per
+  // stage). `next` is the following mini-batch, for schedules that run its
+  // teacher forwards early (batch_offset +1); nullptr at the end of training.
+  // If any rank fails, every rank stops and this throws std::runtime_error
+  // naming the rank and action.
+  StepResult Step(const Batch& batch, const Batch* next = nullptr);
+
+  const Schedule& schedule() const;
+  int steps_done() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_

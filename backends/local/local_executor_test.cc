@@ -1,0 +1,230 @@
+// The pipelined executor against an independent truth: a plain sequential
+// loop over torch::nn::Sequential with the same micro-batching, written here
+// without any tspipe code on its path.
+#include "backends/local/local_executor.h"
+
+#include <gtest/gtest.h>
+
+#include "algorithms/supervised.h"
+#include "core/scheduler.h"
+#include "models/resnet.h"
+
+namespace tspipe {
+namespace {
+
+ResNetOptions SmallResNet() {
+  ResNetOptions o;
+  o.widths = {8, 16, 16};
+  o.blocks_per_group = {1, 2, 1};  // 2 + 4 = 6 blocks.
+  return o;
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeSgd(std::vector<torch::Tensor> params) {
+  return std::make_unique<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-4));
+}
+
+Batch RandomBatch(int n, int seed) {
+  torch::manual_seed(seed);
+  return Batch{{torch::randn({n, 1, 28, 28})}, {torch::randint(0, 10, {n})}};
+}
+
+// Plain training: forward each micro-batch through the whole model, mean
+// cross-entropy over the gathered mini-batch, one backward, one step.
+void ReferenceStep(torch::nn::Sequential& model, torch::optim::Optimizer& opt, const Batch& b,
+                   int m) {
+  auto xs = b.inputs[0].chunk(m, 0);
+  std::vector<torch::Tensor> logits;
+  for (const auto& x : xs) logits.push_back(model->forward(x));
+  torch::Tensor loss = torch::nn::functional::cross_entropy(torch::cat(logits), b.targets[0]);
+  loss.backward();
+  opt.step();
+  opt.zero_grad();
+}
+
+void ExpectSameState(torch::nn::Module& a, torch::nn::Module& b) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(pa[i].value(), pb[i].value(), 1e-4, 1e-5))
+        << pa[i].key() << " max diff "
+        << (pa[i].value() - pb[i].value()).abs().max().item<double>();
+  }
+  auto ba = a.named_buffers(), bb = b.named_buffers();
+  ASSERT_EQ(ba.size(), bb.size());
+  for (size_t i = 0; i < ba.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(ba[i].value().to(torch::kDouble), bb[i].value().to(torch::kDouble),
+                                1e-4, 1e-5))
+        << ba[i].key();
+  }
+}
+
+struct Case {
+  std::string scheduler;
+  int stages;
+  int microbatches;
+};
+
+class EquivalenceTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(EquivalenceTest, MatchesPlainSequentialTraining) {
+  at::set_num_threads(1);
+  const Case c = GetParam();
+  torch::manual_seed(7);
+  torch::nn::Sequential model = MakeResNet(SmallResNet());
+  torch::manual_seed(7);
+  torch::nn::Sequential reference = MakeResNet(SmallResNet());
+  ExpectSameState(*model, *reference);  // Same seed, same start.
+  torch::optim::SGD ref_opt(reference->parameters(),
+                            torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-4));
+
+  BlockList blocks = BlocksFromSequential(model);
+  SchedulerOptions so;
+  so.num_stages = c.stages;
+  so.num_microbatches = c.microbatches;
+  SupervisedAlgorithm algorithm;
+  so.workload = algorithm.workload();
+  LocalExecutorOptions eo;
+  eo.make_optimizer = MakeSgd;
+  LocalExecutor executor(BuildSchedule(c.scheduler, so),
+                         Partition(blocks, EvenBalance(blocks.size(), c.stages)), {}, &algorithm,
+                         eo);
+  for (int step = 0; step < 3; ++step) {
+    Batch b = RandomBatch(16, 100 + step);
+    StepResult r = executor.Step(b);
+    EXPECT_EQ(r.samples, 16);
+    EXPECT_TRUE(std::isfinite(r.loss));
+    ReferenceStep(reference, ref_opt, b, c.microbatches);
+  }
+  // The parameters moved (a no-op executor would fail the comparison).
+  torch::manual_seed(7);
+  torch::nn::Sequential initial = MakeResNet(SmallResNet());
+  EXPECT_FALSE(torch::allclose(initial->parameters()[0], model->parameters()[0]));
+  ExpectSameState(*model, *reference);
+}
+
+INSTANTIATE_TEST_SUITE_P(Schedulers, EquivalenceTest,
+                         ::testing::Values(Case{"gpipe", 2, 4}, Case{"gpipe", 4, 4},
+                                           Case{"gpipe", 4, 2}, Case{"sequential", 3, 4},
+                                           Case{"gpipe", 1, 2}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.scheduler + "_s" +
+                                  std::to_string(info.param.stages) + "_m" +
+                                  std::to_string(info.param.microbatches);
+                         });
+
+TEST(LocalExecutorTest, LossMatchesReferenceLoss) {
+  at::set_num_threads(1);
+  torch::manual_seed(3);
+  torch::nn::Sequential model = MakeResNet(SmallResNet());
+  Batch b = RandomBatch(8, 5);
+  // Reference loss at the initial parameters (BN in train mode, 2 chunks).
+  torch::Tensor expected;
+  {
+    torch::manual_seed(3);
+    torch::nn::Sequential ref = MakeResNet(SmallResNet());
+    std::vector<torch::Tensor> logits;
+    for (const auto& x : b.inputs[0].chunk(2, 0)) logits.push_back(ref->forward(x));
+    expected = torch::nn::functional::cross_entropy(torch::cat(logits), b.targets[0]);
+  }
+  BlockList blocks = BlocksFromSequential(model);
+  SupervisedAlgorithm algorithm;
+  SchedulerOptions so;
+  so.num_stages = 3;
+  so.num_microbatches = 2;
+  so.workload = algorithm.workload();
+  LocalExecutorOptions eo;
+  eo.make_optimizer = MakeSgd;
+  LocalExecutor executor(BuildSchedule("gpipe", so), Partition(blocks, {2, 2, 2}), {}, &algorithm,
+                         eo);
+  EXPECT_NEAR(executor.Step(b).loss, expected.item<double>(), 1e-5);
+}
+
+// An algorithm whose loss fails on the second step.
+class FailingAlgorithm : public SupervisedAlgorithm {
+ public:
+  torch::Tensor Loss(const LossInputs& in) override {
+    if (in.step == 2) throw std::runtime_error("loss exploded");
+    return SupervisedAlgorithm::Loss(in);
+  }
+};
+
+TEST(LocalExecutorTest, AFailingRankStopsEveryRankWithANamedError) {
+  at::set_num_threads(1);
+  torch::nn::Sequential model = MakeResNet(SmallResNet());
+  BlockList blocks = BlocksFromSequential(model);
+  FailingAlgorithm algorithm;
+  SchedulerOptions so;
+  so.num_stages = 3;
+  so.num_microbatches = 2;
+  so.workload = algorithm.workload();
+  LocalExecutorOptions eo;
+  eo.make_optimizer = MakeSgd;
+  eo.recv_timeout = std::chrono::seconds(30);
+  LocalExecutor executor(BuildSchedule("gpipe", so), Partition(blocks, {2, 2, 2}), {}, &algorithm,
+                         eo);
+  executor.Step(RandomBatch(4, 1));
+  auto start = std::chrono::steady_clock::now();
+  try {
+    executor.Step(RandomBatch(4, 2));
+    FAIL() << "expected the step to fail";
+  } catch (const std::runtime_error& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("rank 2 failed at step"), std::string::npos) << what;
+    EXPECT_NE(what.find("(2L)"), std::string::npos) << what;
+    EXPECT_NE(what.find("loss exploded"), std::string::npos) << what;
+  }
+  // The other ranks were woken, not left to time out.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(executor.steps_done(), 1);
+}
+
+TEST(LocalExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
+  torch::nn::Sequential model = MakeResNet(SmallResNet());
+  BlockList blocks = BlocksFromSequential(model);
+  SupervisedAlgorithm algorithm;
+  SchedulerOptions so;
+  so.num_stages = 2;
+  so.num_microbatches = 2;
+  so.workload = algorithm.workload();
+  LocalExecutorOptions eo;
+  eo.make_optimizer = MakeSgd;
+  Schedule broken = BuildSchedule("gpipe", so);
+  broken.ranks[1].erase(broken.ranks[1].begin());  // Drop 1RA0<0.
+  try {
+    LocalExecutor e(broken, Partition(blocks, {3, 3}), {}, &algorithm, eo);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("no matching receive 1RA0<0"), std::string::npos)
+        << e.what();
+  }
+  try {
+    LocalExecutor e(BuildSchedule("gpipe", so), Partition(blocks, {2, 2, 2}), {}, &algorithm, eo);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), "schedule has 2 stages but the student has 3");
+  }
+}
+
+TEST(LocalExecutorTest, MicrobatchesMustDivideTheBatch) {
+  torch::nn::Sequential model = MakeResNet(SmallResNet());
+  BlockList blocks = BlocksFromSequential(model);
+  SupervisedAlgorithm algorithm;
+  SchedulerOptions so;
+  so.num_stages = 2;
+  so.num_microbatches = 4;
+  so.workload = algorithm.workload();
+  LocalExecutorOptions eo;
+  eo.make_optimizer = MakeSgd;
+  LocalExecutor executor(BuildSchedule("gpipe", so), Partition(blocks, {3, 3}), {}, &algorithm,
+                         eo);
+  try {
+    executor.Step(RandomBatch(10, 1));
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), "4 micro-batches do not divide the batch of 10 samples");
+  }
+}
+
+}  // namespace
+}  // namespace tspipe
