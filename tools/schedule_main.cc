@@ -1,6 +1,6 @@
 // Prints a scheduler's schedule and its simulated statistics.
 //
-//   ./tools/bazel run //tools:schedule -- --scheduler=gpipe --stages=4 \
+//   ./tools/bazel run //tools:schedule -- --scheduler=gpipe --stages=4
 //       --microbatches=8 --format=grid|csv|stats [--svg=timeline.svg]
 #include <gflags/gflags.h>
 #include <glog/logging.h>

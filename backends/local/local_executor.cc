@@ -167,6 +167,11 @@ class LocalExecutor::Impl {
       threads.emplace_back([this, r] { RunRank(r); });
     }
     for (auto& t : threads) t.join();
+    // Kernels may still be queued on the devices; a step ends when they finish
+    // (so timings are honest and the next step sees finished parameters).
+    for (const torch::Device& d : devices_) {
+      if (d.is_cuda()) torch::cuda::synchronize(d.index());
+    }
 
     for (int r = 0; r < schedule_.num_ranks(); ++r) {
       for (auto& [s, slot] : slots_[r]) {

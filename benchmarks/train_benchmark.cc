@@ -1,0 +1,237 @@
+// Trains a ResNet on synthetic 28x28 images under one or more schedulers and
+// compares their throughput in one run.
+//
+//   ./tools/bazel run //benchmarks:supervised -- --scheduler=gpipe,sequential
+//       --stages=2 --microbatches=4 --batch_size=64  (one line)
+//
+// Each benchmark iteration is one training step (one mini-batch). Counters:
+// samples_per_second, devices, simulated bubble. With several schedulers (or
+// --scheduler=all) a table compares each against sequential and against the
+// ideal (sequential throughput x devices).
+#include <benchmark/benchmark.h>
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include "benchmarks/harness.h"
+#include "core/file_util.h"
+
+DEFINE_string(scheduler, "gpipe,sequential",
+              "Comma-separated schedulers to compare, or 'all'. See --help for the list.");
+DEFINE_int32(stages, 2, "Pipeline stages (one device each for pipelines).");
+DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
+DEFINE_int32(batch_size, 64, "Samples per mini-batch.");
+DEFINE_string(balance, "", "Blocks per stage, e.g. '3,2'; empty = even.");
+DEFINE_string(widths, "16,32,64", "ResNet channels per group.");
+DEFINE_string(blocks, "1,1,1", "ResNet basic blocks per group.");
+DEFINE_int32(threads_per_device, 1,
+             "Intra-op threads per device (rank). On CPU a device is a core.");
+DEFINE_int32(steps, 0, "Training steps per scheduler; 0 lets Google Benchmark decide.");
+DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
+DEFINE_int32(seed, 0, "Seed for model initialisation and synthetic data.");
+DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
+DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
+
+namespace {
+
+std::vector<int> ParseInts(const std::string& text, const char* flag) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stoi(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      LOG(FATAL) << "--" << flag << ": '" << item << "' is not an integer";
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> Schedulers() {
+  if (FLAGS_scheduler == "all") return tspipe::SchedulerNames();
+  std::vector<std::string> out;
+  std::stringstream in(FLAGS_scheduler);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(item);
+  return out;
+}
+
+struct Measured {
+  double samples_per_second = 0;
+  int devices = 1;
+  double bubble = 0;
+};
+std::map<std::string, Measured> g_results;
+
+void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
+  std::unique_ptr<tspipe::Trainer> trainer;
+  try {
+    trainer = std::make_unique<tspipe::Trainer>(config);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    LOG(ERROR) << config.scheduler << ": " << e.what();
+    return;
+  }
+  trainer->Step();  // Warm-up: allocator, first-touch, thread start.
+  const auto start = std::chrono::steady_clock::now();
+  int64_t step = 0;
+  double loss = 0;
+  for (auto _ : state) {
+    loss = trainer->Step();
+    ++step;
+    if (FLAGS_log_every > 0 && step % FLAGS_log_every == 0) {
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      double rate = step * config.batch_size / secs;
+      std::ostringstream eta;
+      if (state.max_iterations > 0 && FLAGS_steps > 0) {
+        eta << ", ETA " << static_cast<int>((state.max_iterations - step) * secs / step) << " s";
+      }
+      LOG(INFO) << config.scheduler << " step " << step << ", loss " << loss << ", " << rate
+                << " samples/s" << eta.str();
+    }
+  }
+  state.counters["samples_per_second"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * config.batch_size, benchmark::Counter::kIsRate);
+  state.counters["devices"] = trainer->num_devices();
+  state.counters["sim_bubble"] = trainer->simulated_bubble();
+  state.counters["loss"] = loss;
+}
+
+// Remembers each scheduler's throughput for the comparison table.
+class ComparisonReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      std::string name = run.benchmark_name();
+      std::string scheduler = name.substr(name.find('/') + 1);
+      scheduler = scheduler.substr(0, scheduler.find('/'));
+      Measured m;
+      m.samples_per_second = run.counters.at("samples_per_second");
+      m.devices = static_cast<int>(run.counters.at("devices"));
+      m.bubble = run.counters.at("sim_bubble");
+      g_results[scheduler] = m;
+    }
+  }
+};
+
+std::string BarChartSvg(const std::vector<std::string>& names) {
+  double top = 0;
+  for (const auto& [n, m] : g_results) top = std::max(top, m.samples_per_second);
+  std::ostringstream out;
+  const int bar = 50, gap = 30, height = 300, left = 60;
+  int width = left + static_cast<int>(names.size()) * (bar + gap) + 40;
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\""
+      << height + 80 << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      << "<text x=\"10\" y=\"20\" font-size=\"14\">Training throughput (samples/s), "
+      << FLAGS_stages << " stages, " << FLAGS_microbatches << " micro-batches, batch "
+      << FLAGS_batch_size << "</text>\n";
+  int x = left;
+  for (const std::string& n : names) {
+    auto it = g_results.find(n);
+    if (it == g_results.end()) continue;
+    double h = top > 0 ? it->second.samples_per_second / top * (height - 40) : 0;
+    out << "<rect x=\"" << x << "\" y=\"" << height - h + 30 << "\" width=\"" << bar
+        << "\" height=\"" << h << "\" fill=\"#4e79a7\"/>\n"
+        << "<text x=\"" << x << "\" y=\"" << height - h + 25 << "\">"
+        << static_cast<int>(it->second.samples_per_second) << "</text>\n"
+        << "<text x=\"" << x << "\" y=\"" << height + 50 << "\">" << n << "</text>\n";
+    x += bar + gap;
+  }
+  out << "</svg>\n";
+  return out.str();
+}
+
+void PrintComparison(const std::vector<std::string>& names) {
+  auto seq = g_results.find("sequential");
+  std::printf("\n%-12s %7s %12s %14s %18s %12s\n", "scheduler", "devices", "samples/s",
+              "vs_sequential", "fraction_of_ideal", "sim_bubble");
+  for (const std::string& n : names) {
+    auto it = g_results.find(n);
+    if (it == g_results.end()) continue;
+    const Measured& m = it->second;
+    if (seq != g_results.end()) {
+      double speedup = m.samples_per_second / seq->second.samples_per_second;
+      std::printf("%-12s %7d %12.1f %14.3f %18.3f %12.4f\n", n.c_str(), m.devices,
+                  m.samples_per_second, speedup, speedup / m.devices, m.bubble);
+    } else {
+      std::printf("%-12s %7d %12.1f %14s %18s %12.4f\n", n.c_str(), m.devices,
+                  m.samples_per_second, "-", "-", m.bubble);
+    }
+  }
+  if (seq == g_results.end()) {
+    std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
+  } else {
+    std::printf("ideal = sequential samples/s x devices; fraction_of_ideal = vs_sequential / "
+                "devices\n");
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "Compares schedulers training a ResNet on synthetic 28x28 images.\n"
+      "Google Benchmark flags (--benchmark_min_time=...) are accepted too.\nSchedulers:\n" +
+      tspipe::DescribeSchedulers());
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "--helpfull") {
+      gflags::ParseCommandLineFlags(&argc, &argv, true);  // Prints and exits.
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+
+  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+  tspipe::TrainConfig base;
+  base.stages = FLAGS_stages;
+  base.microbatches = FLAGS_microbatches;
+  base.batch_size = FLAGS_batch_size;
+  base.balance = ParseInts(FLAGS_balance, "balance");
+  base.widths = ParseInts(FLAGS_widths, "widths");
+  base.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
+  base.seed = FLAGS_seed;
+  base.device = FLAGS_device;
+
+  std::vector<std::string> names = Schedulers();
+  const auto known = tspipe::SchedulerNames();
+  for (const std::string& n : names) {
+    if (std::find(known.begin(), known.end(), n) == known.end()) {
+      LOG(ERROR) << "unknown scheduler '" << n << "'; choices:\n" << tspipe::DescribeSchedulers();
+      return 1;
+    }
+    tspipe::TrainConfig config = base;
+    config.scheduler = n;
+    // Fail fast on bad configurations, before any timing starts.
+    try {
+      tspipe::Trainer check(config);
+    } catch (const std::exception& e) {
+      LOG(ERROR) << n << ": " << e.what();
+      return 1;
+    }
+    auto* b = benchmark::RegisterBenchmark(("train/" + n).c_str(), RunTraining, config);
+    b->UseRealTime()->Unit(benchmark::kMillisecond);
+    if (FLAGS_steps > 0) b->Iterations(FLAGS_steps);
+  }
+  ComparisonReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  PrintComparison(names);
+  if (!FLAGS_plot.empty()) {
+    tspipe::WriteFileAtomically(FLAGS_plot, BarChartSvg(names));
+    LOG(INFO) << "wrote " << FLAGS_plot;
+  }
+  benchmark::Shutdown();
+  return g_results.size() == names.size() ? 0 : 1;
+}
