@@ -123,6 +123,28 @@ void LowerCommunication(Schedule* schedule) {
   s.ranks = std::move(lowered);
 }
 
+Schedule TeacherPrologue(const Schedule& s) {
+  Schedule p = s;
+  bool any = false;
+  for (auto& actions : p.ranks) {
+    std::vector<Action> kept;
+    for (Action a : actions) {
+      bool teacher = a.op == Op::kTeacherForward || a.op == Op::kSendTeacherActivation ||
+                     a.op == Op::kRecvTeacherActivation;
+      if (teacher && a.batch_offset == 1) {
+        a.batch_offset = 0;
+        kept.push_back(a);
+        any = true;
+      }
+    }
+    actions = std::move(kept);
+  }
+  if (!any) {
+    for (auto& actions : p.ranks) actions.clear();
+  }
+  return p;
+}
+
 std::string ToCsv(const Schedule& s) {
   std::ostringstream out;
   out << "# scheduler=" << s.scheduler << "\n";
@@ -191,7 +213,10 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
       std::string body = line.substr(1);
       body.erase(0, body.find_first_not_of(' '));
       size_t eq = body.find('=');
-      if (eq == std::string::npos) continue;  // A free comment.
+      // "# key=value" is a header; anything else (e.g. prose) is a comment.
+      if (eq == std::string::npos || eq == 0 || body.substr(0, eq).find(' ') != std::string::npos) {
+        continue;
+      }
       std::string key = body.substr(0, eq), value = body.substr(eq + 1);
       if (key == "scheduler") {
         s.scheduler = value;

@@ -59,6 +59,12 @@ void ReplicaShare(int n, int replicas, int replica, int* begin, int* end);
 // The input must contain compute actions only.
 void LowerCommunication(Schedule* schedule);
 
+// The teacher forwards a schedule runs one mini-batch ahead (batch_offset
+// +1, with their ST/RT), re-labelled offset 0 and kept in order: what must run
+// once before the first iteration so that the first loss has its teacher
+// outputs. Empty (no actions) for schedules without look-ahead.
+Schedule TeacherPrologue(const Schedule& schedule);
+
 // CSV form: '#'-prefixed header lines (scheduler, stages, microbatches,
 // workload, placement), then one line per rank: "rank,action,action,...".
 std::string ToCsv(const Schedule& schedule);

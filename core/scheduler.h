@@ -9,6 +9,7 @@
 
 #include "core/registry.h"
 #include "core/schedule.h"
+#include "core/simulator.h"
 
 namespace tspipe {
 
@@ -19,6 +20,9 @@ struct SchedulerOptions {
   // stage for pipelines).
   int num_devices = 0;
   Workload workload;
+  // Expected op costs, for schedulers that plan with them (TSPipe fills
+  // bubbles by list scheduling on these). Relative values are what matter.
+  CostModel costs;
 };
 
 class Scheduler {

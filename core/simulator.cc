@@ -133,7 +133,39 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
   return result;
 }
 
-std::string FormatStats(const Schedule& s, const SimulationResult& r) {
+Schedule Unroll(const Schedule& s, int iterations) {
+  Schedule u = s;
+  for (int r = 0; r < s.num_ranks(); ++r) {
+    u.ranks[r].clear();
+    for (int i = 0; i < iterations; ++i) {
+      for (Action a : s.ranks[r]) {
+        a.batch_offset += i;
+        u.ranks[r].push_back(a);
+      }
+    }
+  }
+  return u;
+}
+
+SteadyState SimulateSteadyState(const Schedule& s, const CostModel& costs) {
+  // The period is the slope of makespan over iteration count, measured far
+  // enough from the start that the fill no longer matters.
+  constexpr int kShort = 6, kLong = 12;
+  SimulationResult a = Simulate(Unroll(s, kShort), costs);
+  SimulationResult b = Simulate(Unroll(s, kLong), costs);
+  SteadyState out;
+  if (a.deadlocked || b.deadlocked) {
+    out.deadlocked = true;
+    return out;
+  }
+  out.period = (b.makespan - a.makespan) / (kLong - kShort);
+  double busy = 0;
+  for (int r = 0; r < s.num_ranks(); ++r) busy += (b.busy[r] - a.busy[r]) / (kLong - kShort);
+  out.bubble_fraction = out.period > 0 ? 1.0 - busy / (out.period * s.num_ranks()) : 0.0;
+  return out;
+}
+
+std::string FormatStats(const Schedule& s, const SimulationResult& r, const CostModel& costs) {
   std::ostringstream out;
   char buf[64];
   out << "scheduler=" << s.scheduler << "\n";
@@ -148,6 +180,13 @@ std::string FormatStats(const Schedule& s, const SimulationResult& r) {
   out << "makespan=" << buf << "\n";
   std::snprintf(buf, sizeof(buf), "%.6f", r.BubbleFraction());
   out << "bubble_fraction=" << buf << "\n";
+  SteadyState steady = SimulateSteadyState(s, costs);
+  if (!steady.deadlocked) {
+    std::snprintf(buf, sizeof(buf), "%.6f", steady.bubble_fraction);
+    out << "steady_bubble_fraction=" << buf << "\n";
+    std::snprintf(buf, sizeof(buf), "%.6g", steady.period);
+    out << "steady_period=" << buf << "\n";
+  }
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
     std::snprintf(buf, sizeof(buf), "%.6f", r.Utilisation(rank));
     out << "utilisation_rank" << rank << "=" << buf << "\n";

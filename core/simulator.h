@@ -53,9 +53,28 @@ struct SimulationResult {
 
 SimulationResult Simulate(const Schedule& schedule, const CostModel& costs);
 
+// Steady state of training with no barrier between iterations: each rank runs
+// its list again as soon as it finishes it (as the executor does), so one
+// iteration's drain overlaps the next one's fill.
+struct SteadyState {
+  // Time per iteration once the pipeline is full.
+  double period = 0.0;
+  // 1 - busy time per iteration / (ranks * period).
+  double bubble_fraction = 0.0;
+  bool deadlocked = false;
+};
+SteadyState SimulateSteadyState(const Schedule& schedule, const CostModel& costs);
+
+// `iterations` copies of each rank's list back to back; copy i has its batch
+// offsets shifted by i so that its messages are distinct.
+Schedule Unroll(const Schedule& schedule, int iterations);
+
 // Human-readable statistics, one "key=value" per line, including
-// "bubble_fraction=<number>" and "utilisation_rank<r>=<number>".
-std::string FormatStats(const Schedule& schedule, const SimulationResult& result);
+// "bubble_fraction=<number>" (one iteration, from an idle pipeline),
+// "steady_bubble_fraction=<number>" (iterations back to back) and
+// "utilisation_rank<r>=<number>".
+std::string FormatStats(const Schedule& schedule, const SimulationResult& result,
+                        const CostModel& costs);
 
 }  // namespace tspipe
 

@@ -57,6 +57,10 @@ int main(int argc, char** argv) {
       options.workload.has_teacher = FLAGS_teacher || FLAGS_teacher_updates;
       options.workload.teacher_updates = FLAGS_teacher_updates;
       options.workload.local_losses = FLAGS_local_losses;
+      options.costs.forward = FLAGS_forward_cost;
+      options.costs.teacher_forward = FLAGS_teacher_cost;
+      options.costs.backward = FLAGS_backward_cost;
+      options.costs.message = FLAGS_message_cost;
       schedule = tspipe::BuildSchedule(FLAGS_scheduler, options);
     }
     tspipe::CostModel costs;
@@ -70,7 +74,7 @@ int main(int argc, char** argv) {
     } else if (FLAGS_format == "csv") {
       std::cout << tspipe::ToCsv(schedule);
     } else if (FLAGS_format == "stats") {
-      std::cout << tspipe::FormatStats(schedule, sim);
+      std::cout << tspipe::FormatStats(schedule, sim, costs);
     } else {
       LOG(ERROR) << "--format must be grid, csv or stats, got '" << FLAGS_format << "'";
       return 1;

@@ -1,0 +1,186 @@
+// TSPipe (Lim et al., ICML 2022): teacher and student pipelined over the same
+// stages; the teacher forwards of the *next* mini-batch (batch_offset +1) fill
+// the bubbles of the student's forward/backward ("relaxed dependency"), and
+// each stage steps its optimizer right after its own backward.
+//
+// The reference hard-codes one steady-state order per stage and needs
+// M = N - 1 micro-batches so that the teacher forwards exactly fill the gap.
+// Here the order comes from list scheduling on the expected costs, so any N
+// and M work: the action that can start earliest anywhere is placed next
+// (ties: backward > loss > student forward > optimizer > teacher forward,
+// then the lower rank). Teacher forwards are thus only taken when the
+// student's critical path has nothing ready, i.e. they fill bubbles. With a
+// frozen teacher the math is exactly sequential KD (the teacher never
+// changes); with a momentum teacher the next-batch forward sees target
+// version b-1 for batch b+1, TSPipe's one-step-staler update.
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+
+#include "core/scheduler.h"
+
+namespace tspipe {
+namespace {
+
+constexpr double kUnknown = std::numeric_limits<double>::infinity();
+
+class TSPipeScheduler : public Scheduler {
+ public:
+  int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
+
+  Schedule Build(const SchedulerOptions& o) const override {
+    if (o.num_devices != 0 && o.num_devices != o.num_stages) {
+      throw std::invalid_argument("tspipe runs one stage per device: " +
+                                  std::to_string(o.num_stages) + " stages need " +
+                                  std::to_string(o.num_stages) + " devices, got " +
+                                  std::to_string(o.num_devices));
+    }
+    if (o.workload.local_losses) {
+      throw std::invalid_argument(
+          "tspipe pipelines one end-to-end loss; blockwise (local) losses need pipebd");
+    }
+    const int n = o.num_stages, m = o.num_microbatches, last = n - 1;
+    const bool teacher = o.workload.has_teacher;
+    const CostModel& c = o.costs;
+    const double msg = c.message;
+
+    Schedule s;
+    s.num_stages = n;
+    s.num_microbatches = m;
+    s.workload = o.workload;
+    s.ranks.resize(n);
+    for (int st = 0; st < n; ++st) s.placement.push_back({st});
+
+    // List-schedule kIterations iterations back to back, as the executor
+    // runs them (no barrier: a rank starts iteration i+1 as soon as it has
+    // finished its own part of iteration i), and keep the order of a middle
+    // iteration: the steady state, free of the first iteration's fill.
+    constexpr int kIterations = 4, kTemplate = 2;
+    using Times = std::vector<std::vector<double>>;  // [stage][micro-batch]
+    std::vector<Times> f_end(kIterations, Times(n, std::vector<double>(m, kUnknown)));
+    std::vector<Times> t_end = f_end, b_end = f_end;
+    std::vector<std::vector<double>> loss_end(kIterations, std::vector<double>(n, kUnknown));
+    struct RankState {
+      int iteration = 0;
+      int next_f = 0, next_t = 0, next_b = 0, done = 0;
+      bool loss = false, opt = false, update = false;
+      double clock = 0.0;
+    };
+    std::vector<RankState> rank(n);
+    std::vector<int> per_iteration(n);
+    for (int st = 0; st < n; ++st) {
+      per_iteration[st] = m * (teacher ? 3 : 2) + 1 + (st == last ? 1 : 0) +
+                          (o.workload.teacher_updates ? 1 : 0);
+    }
+
+    enum Kind { kBackward, kLossKind, kForward, kOpt, kUpdate, kTeacher, kNone };
+    auto candidate = [&](int st, Kind* kind, double* start) {
+      *kind = kNone;
+      *start = kUnknown;
+      const RankState& r = rank[st];
+      if (r.iteration >= kIterations) return;
+      const int i = r.iteration;
+      auto offer = [&](Kind k, double ready) {
+        double t = std::max(r.clock, ready);
+        // Earliest start wins; equal starts go to the lower Kind value
+        // (higher priority).
+        if (t < *start || (t == *start && k < *kind)) {
+          *start = t;
+          *kind = k;
+        }
+      };
+      if (r.next_f < m) offer(kForward, st == 0 ? 0.0 : f_end[i][st - 1][r.next_f] + msg);
+      if (teacher && r.next_t < m) {
+        offer(kTeacher, st == 0 ? 0.0 : t_end[i][st - 1][r.next_t] + msg);
+      }
+      if (st == last && !r.loss && r.next_f == m) offer(kLossKind, r.clock);
+      if (r.next_b < m && r.next_b < r.next_f) {
+        offer(kBackward, st == last ? loss_end[i][st] : b_end[i][st + 1][r.next_b] + msg);
+      }
+      if (!r.opt && r.next_b == m) offer(kOpt, r.clock);
+      if (o.workload.teacher_updates && r.opt && !r.update) offer(kUpdate, r.clock);
+    };
+
+    std::vector<std::vector<Action>> kept(n);
+    while (true) {
+      int best_stage = -1;
+      Kind best_kind = kNone;
+      double best_start = kUnknown;
+      for (int st = 0; st < n; ++st) {
+        Kind k;
+        double t;
+        candidate(st, &k, &t);
+        if (k != kNone && (best_stage < 0 || t < best_start)) {
+          best_stage = st;
+          best_kind = k;
+          best_start = t;
+        }
+      }
+      if (best_stage < 0) break;
+      const int st = best_stage;
+      RankState& r = rank[st];
+      const int i = r.iteration;
+      Action a;
+      a.stage = st;
+      switch (best_kind) {
+        case kForward:
+          a.microbatch = r.next_f++;
+          a.op = Op::kForward;
+          f_end[i][st][a.microbatch] = r.clock = best_start + c.Cost(a);
+          break;
+        case kTeacher:
+          a.microbatch = r.next_t++;
+          a.op = Op::kTeacherForward;
+          a.batch_offset = 1;
+          t_end[i][st][a.microbatch] = r.clock = best_start + c.Cost(a);
+          break;
+        case kBackward:
+          a.microbatch = r.next_b++;
+          a.op = Op::kBackward;
+          b_end[i][st][a.microbatch] = r.clock = best_start + c.Cost(a);
+          break;
+        case kLossKind:
+          a.op = Op::kLoss;
+          r.loss = true;
+          loss_end[i][st] = r.clock = best_start + c.Cost(a);
+          break;
+        case kOpt:
+          a.op = Op::kOptimizerStep;
+          r.opt = true;
+          r.clock = best_start + c.Cost(a);
+          break;
+        case kUpdate:
+          a.op = Op::kTeacherUpdate;
+          r.update = true;
+          r.clock = best_start + c.Cost(a);
+          break;
+        case kNone:
+          break;
+      }
+      if (i == kTemplate) kept[st].push_back(a);
+      if (++r.done == per_iteration[st]) {
+        double clock = r.clock;
+        r = RankState();
+        r.iteration = i + 1;
+        r.clock = clock;
+      }
+    }
+    for (int st = 0; st < n; ++st) {
+      if (static_cast<int>(kept[st].size()) != per_iteration[st]) {
+        throw std::logic_error("tspipe list scheduling left stage " + std::to_string(st) +
+                               " incomplete");
+      }
+      s.ranks[st] = std::move(kept[st]);
+    }
+    LowerCommunication(&s);
+    return s;
+  }
+};
+
+TSPIPE_REGISTER_SCHEDULER("tspipe",
+                          "TSPipe: teacher forwards of the next mini-batch fill the "
+                          "student pipeline's bubbles; per-stage optimizer steps",
+                          TSPipeScheduler);
+
+}  // namespace
+}  // namespace tspipe
