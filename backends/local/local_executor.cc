@@ -19,8 +19,9 @@ namespace {
 
 enum class Channel { kActivation, kTeacherActivation, kGradient };
 
-// (channel, receiving stage, micro-batch, batch offset): unique within a step.
-using MessageKey = std::tuple<Channel, int, int, int>;
+// (channel, receiving stage, micro-batch, absolute index of the mini-batch
+// the data belongs to): unique over a whole run, so iterations may overlap.
+using MessageKey = std::tuple<Channel, int, int, int64_t>;
 
 // One rank's incoming messages. Take() waits with a deadline and gives up
 // early when another rank has failed, so a step never hangs.
@@ -91,9 +92,10 @@ struct StageSlot {
   std::vector<Activation> outputs;       // Student outputs, graph attached.
   std::vector<Activation> output_grads;  // d loss / d outputs.
   std::vector<Activation> input_grads;   // d loss / d inputs, awaiting SG.
-  // By batch offset (0 = this step, 1 = next step), then micro-batch.
-  std::map<int, std::vector<Activation>> teacher_inputs;
-  std::map<int, std::vector<Activation>> teacher_outputs;
+  // By absolute mini-batch index, then micro-batch. Teacher outputs computed
+  // one batch ahead wait here for the next iteration's loss.
+  std::map<int64_t, std::vector<Activation>> teacher_inputs;
+  std::map<int64_t, std::vector<Activation>> teacher_outputs;
 
   void Reset(int m) {
     inputs.assign(m, {});
@@ -101,6 +103,12 @@ struct StageSlot {
     output_grads.assign(m, {});
     input_grads.assign(m, {});
     teacher_inputs.clear();
+  }
+
+  // Drops teacher data of mini-batches before `batch`.
+  void ForgetBefore(int64_t batch) {
+    teacher_outputs.erase(teacher_outputs.begin(), teacher_outputs.lower_bound(batch));
+    teacher_inputs.erase(teacher_inputs.begin(), teacher_inputs.lower_bound(batch));
   }
 };
 
@@ -136,6 +144,7 @@ class LocalExecutor::Impl {
         slot.Reset(schedule_.num_microbatches);
       }
     }
+    prologue_ = TeacherPrologue(schedule_);
     handlers_.fill(nullptr);
     handlers_[static_cast<int>(Op::kForward)] = &Impl::Forward;
     handlers_[static_cast<int>(Op::kTeacherForward)] = &Impl::TeacherForward;
@@ -153,18 +162,24 @@ class LocalExecutor::Impl {
     // stages, and an op without a handler is a hard error at run time.
   }
 
-  StepResult Step(const Batch& batch, const Batch* next) {
+  std::vector<StepResult> Run(const std::vector<Batch>& batches, const Batch* after) {
     const int m = schedule_.num_microbatches;
-    micro_[0] = SplitBatch(batch, m);
-    micro_[1] = next != nullptr ? SplitBatch(*next, m) : std::vector<Batch>{};
-    losses_.assign(schedule_.num_ranks(), 0.0);
+    const int n = static_cast<int>(batches.size());
+    data_.clear();
+    for (int i = 0; i < n; ++i) data_[steps_done_ + i] = SplitBatch(batches[i], m);
+    if (after != nullptr) data_[steps_done_ + n] = SplitBatch(*after, m);
+    // Teacher outputs for the first batch exist only if the previous call
+    // looked ahead; otherwise the prologue computes them.
+    run_prologue_ = !lookahead_ready_;
+    losses_.assign(schedule_.num_ranks(), std::vector<double>(n, 0.0));
+    current_.assign(schedule_.num_ranks(), 0);
     errors_.clear();
     abort_ = false;
     for (auto& box : mailboxes_) box->Clear();
 
     std::vector<std::thread> threads;
     for (int r = 0; r < schedule_.num_ranks(); ++r) {
-      threads.emplace_back([this, r] { RunRank(r); });
+      threads.emplace_back([this, r, n] { RunRank(r, n); });
     }
     for (auto& t : threads) t.join();
     // Kernels may still be queued on the devices; a step ends when they finish
@@ -172,34 +187,33 @@ class LocalExecutor::Impl {
     for (const torch::Device& d : devices_) {
       if (d.is_cuda()) torch::cuda::synchronize(d.index());
     }
-
     for (int r = 0; r < schedule_.num_ranks(); ++r) {
-      for (auto& [s, slot] : slots_[r]) {
+      for (auto& [stage, slot] : slots_[r]) {
         slot.Reset(m);
         if (!errors_.empty()) {
-          // A failed step leaves no half-accumulated gradients behind.
+          // A failed run leaves no half-accumulated gradients behind.
           if (slot.optimizer) slot.optimizer->zero_grad();
           slot.teacher_outputs.clear();
-          continue;
         }
-        // Teacher outputs computed one step early become this step's.
-        auto ahead = slot.teacher_outputs.find(1);
-        std::vector<Activation> carried;
-        if (ahead != slot.teacher_outputs.end()) carried = std::move(ahead->second);
-        slot.teacher_outputs.clear();
-        if (!carried.empty()) slot.teacher_outputs[0] = std::move(carried);
       }
     }
-    if (!errors_.empty()) throw std::runtime_error(errors_.front());
-    ++steps_done_;
-    StepResult result;
-    for (double l : losses_) result.loss += l;
-    result.samples = batch.size();
-    return result;
+    data_.clear();
+    if (!errors_.empty()) {
+      lookahead_ready_ = false;
+      throw std::runtime_error(errors_.front());
+    }
+    lookahead_ready_ = after != nullptr;
+    std::vector<StepResult> results(n);
+    for (int i = 0; i < n; ++i) {
+      for (int r = 0; r < schedule_.num_ranks(); ++r) results[i].loss += losses_[r][i];
+      results[i].samples = batches[i].size();
+    }
+    steps_done_ += n;
+    return results;
   }
 
   const Schedule& schedule() const { return schedule_; }
-  int steps_done() const { return steps_done_; }
+  int steps_done() const { return static_cast<int>(steps_done_); }
 
  private:
   using Handler = void (Impl::*)(int rank, const Action& action);
@@ -240,26 +254,36 @@ class LocalExecutor::Impl {
     if (!options_.make_optimizer) throw std::invalid_argument("no optimizer factory given");
   }
 
-  void RunRank(int rank) {
-    const auto& actions = schedule_.ranks[rank];
+  void RunRank(int rank, int iterations) {
+    const std::vector<Action>* actions = nullptr;
     size_t i = 0;
     try {
       c10::DeviceGuard guard(devices_[rank]);
-      for (; i < actions.size(); ++i) {
-        if (abort_.load()) return;
-        const Action& a = actions[i];
-        Handler h = handlers_[static_cast<int>(a.op)];
-        if (h == nullptr) {
-          throw std::logic_error(std::string("the local backend has no handler for op ") +
-                                 OpName(a.op).data());
+      auto run = [&](const std::vector<Action>& list, int64_t batch) {
+        actions = &list;
+        current_[rank] = batch;
+        for (auto& [stage, slot] : slots_[rank]) slot.ForgetBefore(batch);
+        for (i = 0; i < list.size(); ++i) {
+          if (abort_.load()) return false;
+          const Action& a = list[i];
+          Handler h = handlers_[static_cast<int>(a.op)];
+          if (h == nullptr) {
+            throw std::logic_error(std::string("the local backend has no handler for op ") +
+                                   OpName(a.op).data());
+          }
+          (this->*h)(rank, a);
         }
-        (this->*h)(rank, a);
+        return true;
+      };
+      if (run_prologue_ && !run(prologue_.ranks[rank], steps_done_)) return;
+      for (int it = 0; it < iterations; ++it) {
+        if (!run(schedule_.ranks[rank], steps_done_ + it)) return;
       }
     } catch (const std::exception& e) {
       std::ostringstream msg;
       msg << "rank " << rank << " failed at step " << i;
-      if (i < actions.size()) msg << " (" << ToString(actions[i]) << ")";
-      msg << " of training step " << steps_done_ + 1 << ": " << e.what();
+      if (actions != nullptr && i < actions->size()) msg << " (" << ToString((*actions)[i]) << ")";
+      msg << " of training step " << current_[rank] + 1 << ": " << e.what();
       {
         std::lock_guard<std::mutex> lock(error_mu_);
         errors_.push_back(msg.str());
@@ -269,7 +293,22 @@ class LocalExecutor::Impl {
     }
   }
 
+  // The micro-batches of the mini-batch `offset` after the rank's current
+  // one, or nullptr if it was not given (end of training).
+  const std::vector<Batch>* Data(int rank, int offset) const {
+    auto it = data_.find(current_[rank] + offset);
+    return it == data_.end() ? nullptr : &it->second;
+  }
+
+  const std::vector<Batch>& Current(int rank) const {
+    const std::vector<Batch>* d = Data(rank, 0);
+    TORCH_CHECK(d != nullptr, "no data for mini-batch ", current_[rank]);
+    return *d;
+  }
+
   StageSlot& Slot(int rank, int stage) { return slots_[rank].at(stage); }
+  // Absolute index of the mini-batch an action's data belongs to.
+  int64_t BatchOf(int rank, const Action& a) const { return current_[rank] + a.batch_offset; }
   bool Local(int rank, int stage) { return slots_[rank].count(stage) > 0; }
   const torch::Device& Dev(int rank) const { return devices_[rank]; }
 
@@ -287,7 +326,7 @@ class LocalExecutor::Impl {
     StageSlot& slot = Slot(rank, a.stage);
     Activation& input = slot.inputs[a.microbatch];
     if (a.stage == 0) {
-      input = ToDevice(micro_[0][a.microbatch].inputs, Dev(rank));
+      input = ToDevice(Current(rank)[a.microbatch].inputs, Dev(rank));
     } else if (Local(rank, a.stage - 1)) {
       input = Leaf(Slot(rank, a.stage - 1).outputs[a.microbatch]);
     }
@@ -297,20 +336,19 @@ class LocalExecutor::Impl {
 
   void TeacherForward(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
-    const int off = a.batch_offset;
-    TORCH_CHECK(off == 0 || off == 1, "teacher forwards may run for this or the next batch, not ",
-                ToString(a));
-    if (off == 1 && micro_[1].empty()) return;  // No next batch: training ends.
+    const std::vector<Batch>* data = Data(rank, a.batch_offset);
+    if (data == nullptr) return;  // Look-ahead past the end of training.
+    const int64_t batch = current_[rank] + a.batch_offset;
     Activation input;
     if (a.stage == 0) {
-      input = ToDevice(micro_[off][a.microbatch].inputs, Dev(rank));
+      input = ToDevice((*data)[a.microbatch].inputs, Dev(rank));
     } else if (Local(rank, a.stage - 1)) {
-      input = Slot(rank, a.stage - 1).teacher_outputs[off].at(a.microbatch);
+      input = Slot(rank, a.stage - 1).teacher_outputs.at(batch).at(a.microbatch);
     } else {
-      input = std::move(slot.teacher_inputs[off].at(a.microbatch));
+      input = std::move(slot.teacher_inputs.at(batch).at(a.microbatch));
     }
     torch::NoGradGuard no_grad;
-    auto& outs = slot.teacher_outputs[off];
+    auto& outs = slot.teacher_outputs[batch];
     outs.resize(schedule_.num_microbatches);
     outs[a.microbatch] = slot.teacher->Forward(input);
   }
@@ -325,10 +363,10 @@ class LocalExecutor::Impl {
     for (int k : mbs) {
       TORCH_CHECK(!slot.outputs[k].empty(), "no student output of micro-batch ", k);
       leaves.push_back(Leaf(slot.outputs[k]));
-      targets.push_back(micro_[0][k].targets);
-      samples += micro_[0][k].size();
+      targets.push_back(Current(rank)[k].targets);
+      samples += Current(rank)[k].size();
       if (schedule_.workload.has_teacher) {
-        auto it = slot.teacher_outputs.find(0);
+        auto it = slot.teacher_outputs.find(current_[rank]);
         TORCH_CHECK(it != slot.teacher_outputs.end() && k < static_cast<int>(it->second.size()) &&
                         !it->second[k].empty(),
                     "no teacher output of micro-batch ", k, " on stage ", a.stage);
@@ -344,13 +382,14 @@ class LocalExecutor::Impl {
     in.student = &student_all;
     in.teacher = teacher.empty() ? nullptr : &teacher_all;
     in.targets = &targets_all;
-    in.step = steps_done_ + 1;
+    in.step = static_cast<int>(current_[rank]) + 1;
     torch::Tensor loss = algorithm_->Loss(in);
     TORCH_CHECK(loss.numel() == 1, "algorithm '", algorithm_->name(), "' returned a loss of ",
                 loss.numel(), " elements; it must be a scalar");
     // Each loss action is the mean over its samples; weighting by the share
     // of the mini-batch makes the sum over actions the mini-batch mean.
-    const double share = static_cast<double>(samples) / (micro_[0].size() * micro_[0][0].size());
+    const double share =
+        static_cast<double>(samples) / (Current(rank).size() * Current(rank)[0].size());
     torch::Tensor scaled = loss * share;
     std::vector<torch::Tensor> wrt;
     for (const Activation& leaf : leaves) {
@@ -374,7 +413,7 @@ class LocalExecutor::Impl {
         }
       }
     }
-    losses_[rank] += scaled.item<double>();
+    losses_[rank][current_[rank] - steps_done_] += scaled.item<double>();
   }
 
   void Backward(int rank, const Action& a) {
@@ -415,42 +454,42 @@ class LocalExecutor::Impl {
   void SendActivation(int rank, const Action& a) {
     const Activation& out = Slot(rank, a.stage).outputs[a.microbatch];
     TORCH_CHECK(!out.empty(), "nothing to send");
-    mailboxes_[a.peer]->Put({Channel::kActivation, a.stage + 1, a.microbatch, a.batch_offset},
+    mailboxes_[a.peer]->Put({Channel::kActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
                             ToDevice(Detached(out), Dev(a.peer)));
   }
 
   void RecvActivation(int rank, const Action& a) {
     Slot(rank, a.stage).inputs[a.microbatch] =
-        Leaf(Receive(rank, {Channel::kActivation, a.stage, a.microbatch, a.batch_offset}, a));
+        Leaf(Receive(rank, {Channel::kActivation, a.stage, a.microbatch, BatchOf(rank, a)}, a));
   }
 
   void SendTeacherActivation(int rank, const Action& a) {
-    if (a.batch_offset == 1 && micro_[1].empty()) return;
-    const Activation& out = Slot(rank, a.stage).teacher_outputs[a.batch_offset].at(a.microbatch);
-    mailboxes_[a.peer]->Put(
-        {Channel::kTeacherActivation, a.stage + 1, a.microbatch, a.batch_offset},
-        ToDevice(out, Dev(a.peer)));
+    if (Data(rank, a.batch_offset) == nullptr) return;  // Look-ahead past the end.
+    const Activation& out =
+        Slot(rank, a.stage).teacher_outputs.at(BatchOf(rank, a)).at(a.microbatch);
+    mailboxes_[a.peer]->Put({Channel::kTeacherActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
+                            ToDevice(out, Dev(a.peer)));
   }
 
   void RecvTeacherActivation(int rank, const Action& a) {
-    if (a.batch_offset == 1 && micro_[1].empty()) return;
-    auto& inputs = Slot(rank, a.stage).teacher_inputs[a.batch_offset];
+    if (Data(rank, a.batch_offset) == nullptr) return;
+    auto& inputs = Slot(rank, a.stage).teacher_inputs[BatchOf(rank, a)];
     inputs.resize(schedule_.num_microbatches);
     inputs[a.microbatch] = Receive(
-        rank, {Channel::kTeacherActivation, a.stage, a.microbatch, a.batch_offset}, a);
+        rank, {Channel::kTeacherActivation, a.stage, a.microbatch, BatchOf(rank, a)}, a);
   }
 
   void SendGradient(int rank, const Action& a) {
     Activation& g = Slot(rank, a.stage).input_grads[a.microbatch];
     TORCH_CHECK(!g.empty(), "no input gradient to send");
-    mailboxes_[a.peer]->Put({Channel::kGradient, a.stage - 1, a.microbatch, a.batch_offset},
+    mailboxes_[a.peer]->Put({Channel::kGradient, a.stage - 1, a.microbatch, BatchOf(rank, a)},
                             ToDevice(g, Dev(a.peer)));
     g.clear();
   }
 
   void RecvGradient(int rank, const Action& a) {
     Slot(rank, a.stage).output_grads[a.microbatch] =
-        Receive(rank, {Channel::kGradient, a.stage, a.microbatch, a.batch_offset}, a);
+        Receive(rank, {Channel::kGradient, a.stage, a.microbatch, BatchOf(rank, a)}, a);
   }
 
   void OptimizerStep(int rank, const Action& a) {
@@ -463,7 +502,8 @@ class LocalExecutor::Impl {
 
   void TeacherUpdate(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
-    algorithm_->UpdateTeacher(a.stage, *slot.student, *slot.teacher, steps_done_ + 1);
+    algorithm_->UpdateTeacher(a.stage, *slot.student, *slot.teacher,
+                              static_cast<int>(current_[rank]) + 1);
   }
 
   Schedule schedule_;
@@ -473,12 +513,18 @@ class LocalExecutor::Impl {
   std::vector<std::map<int, StageSlot>> slots_;
   std::vector<std::unique_ptr<Mailbox>> mailboxes_;
   std::array<Handler, kNumOps> handlers_;
-  std::vector<Batch> micro_[2];
-  std::vector<double> losses_;
+  Schedule prologue_;
+  // Micro-batches by absolute mini-batch index, for the current Run().
+  std::map<int64_t, std::vector<Batch>> data_;
+  // Absolute mini-batch index each rank is working on.
+  std::vector<int64_t> current_;
+  bool run_prologue_ = false;
+  bool lookahead_ready_ = false;
+  std::vector<std::vector<double>> losses_;  // [rank][iteration]
   std::atomic<bool> abort_{false};
   std::mutex error_mu_;
   std::vector<std::string> errors_;
-  int steps_done_ = 0;
+  int64_t steps_done_ = 0;
 };
 
 LocalExecutor::LocalExecutor(Schedule schedule, std::vector<Stage> student,
@@ -489,8 +535,13 @@ LocalExecutor::LocalExecutor(Schedule schedule, std::vector<Stage> student,
 
 LocalExecutor::~LocalExecutor() = default;
 
+std::vector<StepResult> LocalExecutor::Run(const std::vector<Batch>& batches,
+                                           const Batch* after) {
+  return impl_->Run(batches, after);
+}
+
 StepResult LocalExecutor::Step(const Batch& batch, const Batch* next) {
-  return impl_->Step(batch, next);
+  return impl_->Run({batch}, next)[0];
 }
 
 const Schedule& LocalExecutor::schedule() const { return impl_->schedule(); }

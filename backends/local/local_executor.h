@@ -52,11 +52,18 @@ class LocalExecutor {
   LocalExecutor(const LocalExecutor&) = delete;
   LocalExecutor& operator=(const LocalExecutor&) = delete;
 
-  // Runs one iteration of the schedule on `batch` (one optimizer step per
-  // stage). `next` is the following mini-batch, for schedules that run its
-  // teacher forwards early (batch_offset +1); nullptr at the end of training.
-  // If any rank fails, every rank stops and this throws std::runtime_error
-  // naming the rank and action.
+  // Runs one iteration of the schedule per batch (one optimizer step per
+  // stage each), with no barrier between iterations: a rank starts batch i+1
+  // as soon as it has finished its own part of batch i, as TSPipe requires.
+  // `after` is the mini-batch the next call will start with, for schedules
+  // that run teacher forwards one batch ahead (batch_offset +1); pass nullptr
+  // at the end of training (the look-ahead is then skipped, and the next call
+  // first runs the teacher prologue). If any rank fails, every rank stops and
+  // this throws std::runtime_error naming the rank and action; gradients of
+  // the failed step are discarded.
+  std::vector<StepResult> Run(const std::vector<Batch>& batches, const Batch* after = nullptr);
+
+  // Run({batch}, next)[0].
   StepResult Step(const Batch& batch, const Batch* next = nullptr);
 
   const Schedule& schedule() const;
