@@ -5,11 +5,13 @@ bin="$1"
 out="${TEST_TMPDIR:-/tmp}/bench.txt"
 plot="${TEST_TMPDIR:-/tmp}/bench.svg"
 "${bin}" --scheduler=all --stages=2 --microbatches=2 --batch_size=8 --widths=4,8 \
-  --blocks=1,1 --benchmark_min_time=0.01 --plot="${plot}" >"${out}" 2>&1 || {
+  --blocks=1,1 --teacher_widths=8,8 --teacher_blocks=1,1 --steps_per_iteration=2 \
+  --benchmark_min_time=0.01 --plot="${plot}" >"${out}" 2>&1 || {
   cat "${out}"; exit 1; }
 cat "${out}"
 grep -q 'samples_per_second' "${out}"
 grep -Eq '^gpipe +2 ' "${out}"
+grep -Eq '^tspipe +2 ' "${out}"
 grep -Eq '^sequential +1 .* 1\.000 ' "${out}"
 grep -q '</svg>' "${plot}"
 # Bad input fails before any timing, naming the problem.

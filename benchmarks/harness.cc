@@ -10,6 +10,7 @@
 #include "core/simulator.h"
 #include "models/resnet.h"
 
+
 namespace tspipe {
 
 namespace {
@@ -65,13 +66,30 @@ class Trainer::Impl {
                                   " entries for " + std::to_string(c.stages) + " stages");
     }
     std::vector<Stage> stages = Partition(blocks, balance);
+    std::vector<Stage> teacher_stages;
+    if (algorithm_->workload().has_teacher) {
+      ResNetOptions to;
+      to.widths = c.teacher_widths;
+      to.blocks_per_group = c.teacher_blocks_per_group;
+      teacher_ = MakeResNet(to);
+      BlockList tblocks = BlocksFromSequential(teacher_);
+      std::vector<int> tbalance = c.teacher_balance.empty()
+                                      ? EvenBalance(static_cast<int>(tblocks.size()), c.stages)
+                                      : c.teacher_balance;
+      if (static_cast<int>(tbalance.size()) != c.stages) {
+        throw std::invalid_argument("teacher balance has " + std::to_string(tbalance.size()) +
+                                    " entries for " + std::to_string(c.stages) + " stages");
+      }
+      teacher_stages = Partition(tblocks, tbalance);
+    }
 
     SchedulerOptions so;
     so.num_stages = c.stages;
     so.num_microbatches = c.microbatches;
     so.workload = algorithm_->workload();
     Schedule schedule = BuildSchedule(c.scheduler, so);
-    bubble_ = Simulate(schedule, CostModel{}).BubbleFraction();
+    // Steady state: Train() runs iterations back to back, as simulated here.
+    bubble_ = SimulateSteadyState(schedule, CostModel{}).bubble_fraction;
     devices_ = schedule.num_ranks();
 
     LocalExecutorOptions eo;
@@ -82,18 +100,21 @@ class Trainer::Impl {
           new torch::optim::SGD(params, torch::optim::SGDOptions(lr).momentum(momentum)));
     };
     executor_ = std::make_unique<LocalExecutor>(std::move(schedule), std::move(stages),
-                                                std::vector<Stage>{}, algorithm_.get(), eo);
+                                                std::move(teacher_stages), algorithm_.get(), eo);
     for (int i = 0; i < std::max(1, c.num_batches); ++i) {
       batches_.push_back(Batch{{torch::randn({c.batch_size, 1, 28, 28})},
                                {torch::randint(0, 10, {c.batch_size})}});
     }
   }
 
-  double Step() {
-    const Batch& b = batches_[next_ % batches_.size()];
-    const Batch& n = batches_[(next_ + 1) % batches_.size()];
-    ++next_;
-    return executor_->Step(b, &n).loss;
+  double Step() { return Train(1); }
+
+  double Train(int steps) {
+    std::vector<Batch> run;
+    for (int i = 0; i < steps; ++i) run.push_back(batches_[(next_ + i) % batches_.size()]);
+    next_ += steps;
+    const Batch& after = batches_[next_ % batches_.size()];
+    return executor_->Run(run, &after).back().loss;
   }
 
   int num_devices() const { return devices_; }
@@ -104,6 +125,7 @@ class Trainer::Impl {
   TrainConfig config_;
   std::unique_ptr<Algorithm> algorithm_;
   torch::nn::Sequential model_{nullptr};
+  torch::nn::Sequential teacher_{nullptr};
   std::unique_ptr<LocalExecutor> executor_;
   std::vector<Batch> batches_;
   size_t next_ = 0;
@@ -114,6 +136,7 @@ class Trainer::Impl {
 Trainer::Trainer(const TrainConfig& config) : impl_(std::make_unique<Impl>(config)) {}
 Trainer::~Trainer() = default;
 double Trainer::Step() { return impl_->Step(); }
+double Trainer::Train(int steps) { return impl_->Train(steps); }
 int Trainer::num_devices() const { return impl_->num_devices(); }
 int Trainer::batch_size() const { return impl_->batch_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }

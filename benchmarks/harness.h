@@ -20,6 +20,10 @@ struct TrainConfig {
   // Student ResNet shape (see models/resnet.h).
   std::vector<int> widths = {16, 32, 64};
   std::vector<int> blocks_per_group = {1, 1, 1};
+  // Teacher ResNet (algorithms with a teacher); larger than the student.
+  std::vector<int> teacher_widths = {32, 64, 128};
+  std::vector<int> teacher_blocks_per_group = {2, 2, 2};
+  std::vector<int> teacher_balance;  // Empty = as even as possible.
   double learning_rate = 0.05;
   double momentum = 0.9;
   int seed = 0;
@@ -29,6 +33,8 @@ struct TrainConfig {
   // "cpu" (every rank on the CPU; a rank is a thread) or "cuda" (rank r on
   // cuda:r; needs a --config=cuda build and one GPU per rank).
   std::string device = "cpu";
+  // Steps per Train() call in benchmarks (see Trainer::Train).
+  int steps_per_iteration = 4;
 };
 
 // Trains on synthetic 28x28 single-channel images with 10 classes.
@@ -41,10 +47,13 @@ class Trainer {
 
   // One optimizer step on the next synthetic batch; returns its loss.
   double Step();
+  // `steps` optimizer steps back to back (no barrier between iterations, the
+  // next batch's teacher forwards overlapping); returns the last loss.
+  double Train(int steps);
   int num_devices() const;
   int batch_size() const;
-  // Bubble of this run's schedule under the simulator with forward 1,
-  // backward 2 (teacher forward 1).
+  // Steady-state bubble of this run's schedule under the simulator with
+  // forward 1, backward 2, teacher forward 1.
   double simulated_bubble() const;
 
  private:

@@ -30,13 +30,28 @@ DEFINE_string(widths, "16,32,64", "ResNet channels per group.");
 DEFINE_string(blocks, "1,1,1", "ResNet basic blocks per group.");
 DEFINE_int32(threads_per_device, 1,
              "Intra-op threads per device (rank). On CPU a device is a core.");
-DEFINE_int32(steps, 0, "Training steps per scheduler; 0 lets Google Benchmark decide.");
+DEFINE_int32(steps, 0, "Timed iterations per scheduler; 0 lets Google Benchmark decide.");
+DEFINE_int32(steps_per_iteration, 4,
+             "Optimizer steps per benchmark iteration, run back to back with no barrier "
+             "between them (TSPipe overlaps one step's drain with the next one's fill).");
+DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group (kd).");
+DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group (kd).");
+DEFINE_string(teacher_balance, "", "Teacher blocks per stage; empty = even.");
 DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
 DEFINE_int32(seed, 0, "Seed for model initialisation and synthetic data.");
 DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
 DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
 
+// Which algorithm this binary benchmarks: set per target by the BUILD file.
+#ifndef TSPIPE_BENCHMARK_ALGORITHM
+#define TSPIPE_BENCHMARK_ALGORITHM supervised
+#endif
+#define TSPIPE_STRINGIFY_INNER(x) #x
+#define TSPIPE_STRINGIFY(x) TSPIPE_STRINGIFY_INNER(x)
+
 namespace {
+
+const char kAlgorithm[] = TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM);
 
 std::vector<int> ParseInts(const std::string& text, const char* flag) {
   std::vector<int> out;
@@ -79,26 +94,28 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
     LOG(ERROR) << config.scheduler << ": " << e.what();
     return;
   }
-  trainer->Step();  // Warm-up: allocator, first-touch, thread start.
+  trainer->Train(config.steps_per_iteration);  // Warm-up: allocator, prologue.
   const auto start = std::chrono::steady_clock::now();
   int64_t step = 0;
   double loss = 0;
   for (auto _ : state) {
-    loss = trainer->Step();
-    ++step;
-    if (FLAGS_log_every > 0 && step % FLAGS_log_every == 0) {
+    loss = trainer->Train(config.steps_per_iteration);
+    step += config.steps_per_iteration;
+    if (FLAGS_log_every > 0 && step % FLAGS_log_every < config.steps_per_iteration) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       double rate = step * config.batch_size / secs;
       std::ostringstream eta;
-      if (state.max_iterations > 0 && FLAGS_steps > 0) {
-        eta << ", ETA " << static_cast<int>((state.max_iterations - step) * secs / step) << " s";
+      if (FLAGS_steps > 0) {
+        int64_t total = static_cast<int64_t>(FLAGS_steps) * config.steps_per_iteration;
+        eta << ", ETA " << static_cast<int>((total - step) * secs / step) << " s";
       }
       LOG(INFO) << config.scheduler << " step " << step << ", loss " << loss << ", " << rate
                 << " samples/s" << eta.str();
     }
   }
   state.counters["samples_per_second"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * config.batch_size, benchmark::Counter::kIsRate);
+      static_cast<double>(state.iterations()) * config.steps_per_iteration * config.batch_size,
+      benchmark::Counter::kIsRate);
   state.counters["devices"] = trainer->num_devices();
   state.counters["sim_bubble"] = trainer->simulated_bubble();
   state.counters["loss"] = loss;
@@ -131,7 +148,7 @@ std::string BarChartSvg(const std::vector<std::string>& names) {
   int width = left + static_cast<int>(names.size()) * (bar + gap) + 40;
   out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\""
       << height + 80 << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-      << "<text x=\"10\" y=\"20\" font-size=\"14\">Training throughput (samples/s), "
+      << "<text x=\"10\" y=\"20\" font-size=\"14\">" << kAlgorithm << " throughput (samples/s), "
       << FLAGS_stages << " stages, " << FLAGS_microbatches << " micro-batches, batch "
       << FLAGS_batch_size << "</text>\n";
   int x = left;
@@ -180,7 +197,8 @@ void PrintComparison(const std::vector<std::string>& names) {
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
-      "Compares schedulers training a ResNet on synthetic 28x28 images.\n"
+      std::string("Compares schedulers training a ResNet on synthetic 28x28 images (algorithm: ") +
+      TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM) + ").\n"
       "Google Benchmark flags (--benchmark_min_time=...) are accepted too.\nSchedulers:\n" +
       tspipe::DescribeSchedulers());
   for (int i = 1; i < argc; ++i) {
@@ -204,6 +222,11 @@ int main(int argc, char** argv) {
   base.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
   base.seed = FLAGS_seed;
   base.device = FLAGS_device;
+  base.algorithm = kAlgorithm;
+  base.steps_per_iteration = FLAGS_steps_per_iteration;
+  base.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
+  base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
+  base.teacher_balance = ParseInts(FLAGS_teacher_balance, "teacher_balance");
 
   std::vector<std::string> names = Schedulers();
   const auto known = tspipe::SchedulerNames();
