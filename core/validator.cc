@@ -1,7 +1,6 @@
 #include "core/validator.h"
 
 #include <map>
-#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -119,7 +118,6 @@ class Checker {
           continue;
         }
         pos_[r].emplace(KeyOf(a), i);
-        where_[KeyOf(a)].insert(r);
       }
     }
   }
@@ -351,7 +349,6 @@ class Checker {
   const Schedule& s_;
   ValidationResult result_;
   std::vector<std::map<Key, size_t>> pos_;
-  std::map<Key, std::set<int>> where_;
 };
 
 }  // namespace
