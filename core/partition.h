@@ -20,6 +20,10 @@ using Activation = std::vector<torch::Tensor>;
 class BlockImpl : public torch::nn::Module {
  public:
   virtual Activation Forward(const Activation& input) = 0;
+  // A deep copy with its own parameters and buffers (equal values), for
+  // data-parallel replicas. Block types opt in; the default throws
+  // std::logic_error naming the block.
+  virtual std::shared_ptr<BlockImpl> Replicate() const;
 };
 using Block = std::shared_ptr<BlockImpl>;
 using BlockList = std::vector<Block>;
@@ -30,6 +34,9 @@ class TensorBlockImpl : public BlockImpl {
  public:
   explicit TensorBlockImpl(torch::nn::AnyModule module);
   Activation Forward(const Activation& input) override;
+  // Needs the wrapped module to be a torch::nn::Cloneable (all built-in
+  // modules are).
+  std::shared_ptr<BlockImpl> Replicate() const override;
 
  private:
   torch::nn::AnyModule module_;
@@ -44,6 +51,10 @@ class StageImpl : public torch::nn::Module {
  public:
   StageImpl(BlockList blocks, int first_block);
   Activation Forward(const Activation& input);
+  // Deep copy of every block (see BlockImpl::Replicate), on the same device.
+  // Leaves the global random generator as it found it, so making replicas
+  // does not change what a seeded run draws afterwards.
+  std::shared_ptr<StageImpl> Replicate() const;
   int first_block() const { return first_block_; }
   int num_blocks() const { return static_cast<int>(blocks_.size()); }
 

@@ -1,6 +1,9 @@
 // Partitions, micro-batches and the algorithm base: the core code that needs
 // LibTorch, kept in one translation unit (each <torch/torch.h> TU costs
 // ~15 s on 2 cores).
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -19,6 +22,22 @@ Activation TensorBlockImpl::Forward(const Activation& input) {
   Activation out = input;
   out[0] = module_.forward(input[0]);
   return out;
+}
+
+std::shared_ptr<BlockImpl> BlockImpl::Replicate() const {
+  throw std::logic_error("block " + name() +
+                         " cannot be replicated; override BlockImpl::Replicate to use it "
+                         "with data parallelism");
+}
+
+std::shared_ptr<BlockImpl> TensorBlockImpl::Replicate() const {
+  try {
+    return std::make_shared<TensorBlockImpl>(module_.clone());
+  } catch (const c10::Error& e) {
+    throw std::logic_error("block " + module_.ptr()->name() +
+                           " cannot be replicated (make it a torch::nn::Cloneable): " +
+                           e.what_without_backtrace());
+  }
 }
 
 BlockList BlocksFromSequential(const torch::nn::Sequential& sequential) {
@@ -40,6 +59,24 @@ Activation StageImpl::Forward(const Activation& input) {
   Activation x = input;
   for (auto& block : blocks_) x = block->Forward(x);
   return x;
+}
+
+std::shared_ptr<StageImpl> StageImpl::Replicate() const {
+  // Cloneable::clone re-runs reset(), which draws fresh initial values
+  // before copying ours over them.
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  at::Tensor rng_state;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rng_state = gen.get_state();
+  }
+  BlockList copies;
+  for (const Block& b : blocks_) copies.push_back(b->Replicate());
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng_state);
+  }
+  return std::make_shared<StageImpl>(std::move(copies), first_block_);
 }
 
 void CheckBalance(const std::vector<int>& balance, int num_blocks) {

@@ -9,21 +9,24 @@ namespace nn = torch::nn;
 
 // He et al.'s basic block: two 3x3 convolutions with a residual connection;
 // a 1x1 projection when the shape changes.
-class BasicBlockImpl : public nn::Module {
+class BasicBlockImpl : public nn::Cloneable<BasicBlockImpl> {
  public:
-  BasicBlockImpl(int in, int out, int stride)
-      : conv1_(nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false)),
-        bn1_(out),
-        conv2_(nn::Conv2dOptions(out, out, 3).padding(1).bias(false)),
-        bn2_(out) {
-    register_module("conv1", conv1_);
-    register_module("bn1", bn1_);
-    register_module("conv2", conv2_);
-    register_module("bn2", bn2_);
-    if (stride != 1 || in != out) {
-      shortcut_ = nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false)),
-                                 nn::BatchNorm2d(out));
-      register_module("shortcut", shortcut_);
+  BasicBlockImpl(int in, int out, int stride) : in_(in), out_(out), stride_(stride) { reset(); }
+
+  // Builds the submodules; Cloneable calls it again to deep-copy a block
+  // (data-parallel replicas).
+  void reset() override {
+    conv1_ = register_module(
+        "conv1", nn::Conv2d(nn::Conv2dOptions(in_, out_, 3).stride(stride_).padding(1).bias(false)));
+    bn1_ = register_module("bn1", nn::BatchNorm2d(out_));
+    conv2_ = register_module(
+        "conv2", nn::Conv2d(nn::Conv2dOptions(out_, out_, 3).padding(1).bias(false)));
+    bn2_ = register_module("bn2", nn::BatchNorm2d(out_));
+    if (stride_ != 1 || in_ != out_) {
+      shortcut_ = register_module(
+          "shortcut",
+          nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in_, out_, 1).stride(stride_).bias(false)),
+                         nn::BatchNorm2d(out_)));
     }
   }
 
@@ -34,38 +37,43 @@ class BasicBlockImpl : public nn::Module {
   }
 
  private:
-  nn::Conv2d conv1_;
-  nn::BatchNorm2d bn1_;
-  nn::Conv2d conv2_;
-  nn::BatchNorm2d bn2_;
+  int in_, out_, stride_;
+  nn::Conv2d conv1_{nullptr};
+  nn::BatchNorm2d bn1_{nullptr};
+  nn::Conv2d conv2_{nullptr};
+  nn::BatchNorm2d bn2_{nullptr};
   nn::Sequential shortcut_{nullptr};
 };
 TORCH_MODULE(BasicBlock);
 
 // conv3x3-BN-ReLU at full resolution.
-class StemImpl : public nn::Module {
+class StemImpl : public nn::Cloneable<StemImpl> {
  public:
-  StemImpl(int in, int out)
-      : conv_(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)), bn_(out) {
-    register_module("conv", conv_);
-    register_module("bn", bn_);
+  StemImpl(int in, int out) : in_(in), out_(out) { reset(); }
+  void reset() override {
+    conv_ = register_module("conv",
+                            nn::Conv2d(nn::Conv2dOptions(in_, out_, 3).padding(1).bias(false)));
+    bn_ = register_module("bn", nn::BatchNorm2d(out_));
   }
   torch::Tensor forward(torch::Tensor x) { return torch::relu(bn_(conv_(x))); }
 
  private:
-  nn::Conv2d conv_;
-  nn::BatchNorm2d bn_;
+  int in_, out_;
+  nn::Conv2d conv_{nullptr};
+  nn::BatchNorm2d bn_{nullptr};
 };
 TORCH_MODULE(Stem);
 
 // Global average pool and a linear classifier.
-class HeadImpl : public nn::Module {
+class HeadImpl : public nn::Cloneable<HeadImpl> {
  public:
-  HeadImpl(int in, int classes) : fc_(in, classes) { register_module("fc", fc_); }
+  HeadImpl(int in, int classes) : in_(in), classes_(classes) { reset(); }
+  void reset() override { fc_ = register_module("fc", nn::Linear(in_, classes_)); }
   torch::Tensor forward(torch::Tensor x) { return fc_(x.mean({2, 3})); }
 
  private:
-  nn::Linear fc_;
+  int in_, classes_;
+  nn::Linear fc_{nullptr};
 };
 TORCH_MODULE(Head);
 

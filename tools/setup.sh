@@ -19,7 +19,7 @@ CACHE_DIR="${TSPIPE_CACHE:-${HOME}/.cache/tspipe}"
 DEFAULT_LIBTORCH="${CACHE_DIR}/libtorch-${TORCH_VERSION}"
 APT_PACKAGES=(bazel-bootstrap bazel-bootstrap-source libgflags-dev
   libgoogle-glog-dev libunwind-dev libgtest-dev libbenchmark-dev libgloo-dev
-  dataset-fashion-mnist python3 python3-pip g++ unzip)
+  zlib1g-dev dataset-fashion-mnist python3 python3-pip g++ unzip)
 
 log() { echo "[tspipe setup] $*" >&2; }
 die() { echo "[tspipe setup] ERROR: $*" >&2; exit 1; }

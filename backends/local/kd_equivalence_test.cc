@@ -1,6 +1,6 @@
 // KD with a frozen teacher has no staleness, so TSPipe (teacher forwards one
-// batch ahead, no barrier between iterations), GPipe and sequential must all
-// equal plain sequential KD, written here with torch::nn::Sequential only.
+// batch ahead, no barrier between iterations), GPipe, data parallel and
+// sequential must all equal plain sequential KD, written here with torch::nn::Sequential only.
 #include <gtest/gtest.h>
 
 #include "algorithms/kd.h"
@@ -42,8 +42,12 @@ TEST_P(KdEquivalenceTest, MatchesPlainSequentialKd) {
   const int stages = static_cast<int>(c.student_balance.size());
   KdOptions kd;
   torch::manual_seed(11);
+  // Float64, so that a 1e-9 tolerance separates bugs from rounding (see
+  // local_executor_test.cc).
   torch::nn::Sequential teacher = MakeResNet(Teacher());
   torch::nn::Sequential ref_teacher = MakeResNet(Teacher());
+  teacher->to(torch::kFloat64);
+  ref_teacher->to(torch::kFloat64);
   CopyState(*teacher, *ref_teacher);
   // A "pre-trained" teacher: perturb its batch-norm statistics so that eval
   // mode differs from train mode (a teacher left in train mode would fail).
@@ -57,6 +61,8 @@ TEST_P(KdEquivalenceTest, MatchesPlainSequentialKd) {
   torch::manual_seed(12);
   torch::nn::Sequential student = MakeResNet(Student());
   torch::nn::Sequential ref_student = MakeResNet(Student());
+  student->to(torch::kFloat64);
+  ref_student->to(torch::kFloat64);
   CopyState(*student, *ref_student);
   torch::optim::SGD ref_opt(ref_student->parameters(), Sgd());
   ref_teacher->eval();
@@ -65,7 +71,8 @@ TEST_P(KdEquivalenceTest, MatchesPlainSequentialKd) {
   std::vector<Batch> batches;
   torch::manual_seed(13);
   for (int i = 0; i < steps + 1; ++i) {
-    batches.push_back(Batch{{torch::randn({batch, 1, 28, 28})}, {torch::randint(0, 10, {batch})}});
+    batches.push_back(Batch{{torch::randn({batch, 1, 28, 28}, torch::kFloat64)},
+                            {torch::randint(0, 10, {batch})}});
   }
 
   KnowledgeDistillation algorithm(kd);
@@ -97,14 +104,14 @@ TEST_P(KdEquivalenceTest, MatchesPlainSequentialKd) {
       s_logits.push_back(ref_student->forward(x));
     }
     torch::Tensor loss = KdLoss(torch::cat(s_logits), torch::cat(t_logits), b.targets[0], kd);
-    EXPECT_NEAR(results[i].loss, loss.item<double>(), 1e-4) << "step " << i;
+    EXPECT_NEAR(results[i].loss, loss.item<double>(), 1e-9) << "step " << i;
     loss.backward();
     ref_opt.step();
     ref_opt.zero_grad();
   }
   auto pa = student->named_parameters(), pb = ref_student->named_parameters();
   for (size_t i = 0; i < pa.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(pa[i].value(), pb[i].value(), 1e-4, 1e-5))
+    EXPECT_TRUE(torch::allclose(pa[i].value(), pb[i].value(), 1e-9, 1e-10))
         << pa[i].key() << " max diff "
         << (pa[i].value() - pb[i].value()).abs().max().item<double>();
   }
@@ -120,7 +127,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"tspipe", {3, 2}, {5, 3}, 4}, Case{"tspipe", {2, 1, 1, 1}, {1, 3, 2, 2}, 2},
                       Case{"tspipe", {2, 1, 1, 1}, {2, 2, 2, 2}, 4}, Case{"gpipe", {3, 2}, {4, 4}, 4},
                       Case{"gpipe", {1, 2, 1, 1}, {2, 2, 2, 2}, 2},
-                      Case{"sequential", {3, 2}, {6, 2}, 4}),
+                      Case{"sequential", {3, 2}, {6, 2}, 4},
+                      // Data parallel: 2 and 4 replicas, and 3 replicas with
+                      // unequal shares (2, 1, 1 micro-batches).
+                      Case{"dp", {3, 2}, {4, 4}, 4}, Case{"dp", {2, 1, 1, 1}, {2, 2, 2, 2}, 4},
+                      Case{"dp", {2, 2, 1}, {3, 3, 2}, 4}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return info.param.scheduler + "_s" + std::to_string(info.param.student_balance.size()) +
              "_m" + std::to_string(info.param.microbatches) + "_" + std::to_string(info.index);

@@ -62,6 +62,66 @@ class Mailbox {
   std::map<MessageKey, Activation> messages_;
 };
 
+// The single-process all-reduce: replicas of a stage deposit their gradients
+// under (stage, mini-batch) and each waits until the whole group has arrived.
+class GradientReducer {
+ public:
+  using Key = std::pair<int, int64_t>;
+  using Parts = std::vector<std::vector<torch::Tensor>>;
+
+  // Deposits `grads` as replica `replica` of `group_size` and waits for the
+  // others; *all then holds every replica's gradients (valid until this
+  // replica calls Leave). Returns false with *error on timeout or abort.
+  bool Arrive(const Key& key, int replica, int group_size, std::vector<torch::Tensor> grads,
+              std::chrono::milliseconds timeout, const std::atomic<bool>& abort, const Parts** all,
+              std::string* error) {
+    std::unique_lock<std::mutex> lock(mu_);
+    Entry& e = entries_[key];
+    if (e.parts.empty()) e.parts.resize(group_size);
+    e.parts[replica] = std::move(grads);
+    ++e.arrived;
+    cv_.notify_all();
+    bool ready = cv_.wait_for(lock, timeout, [&] { return abort.load() || e.arrived == group_size; });
+    if (abort.load()) {
+      *error = "aborted: another rank failed";
+      return false;
+    }
+    if (!ready) {
+      *error = "timed out after " + std::to_string(timeout.count()) + " ms with " +
+               std::to_string(e.arrived) + " of " + std::to_string(group_size) +
+               " replicas arrived";
+      return false;
+    }
+    *all = &e.parts;
+    return true;
+  }
+
+  // The last replica to leave frees the entry.
+  void Leave(const Key& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (++it->second.left == static_cast<int>(it->second.parts.size())) entries_.erase(it);
+  }
+
+  void Wake() { cv_.notify_all(); }
+
+  void Clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.clear();
+  }
+
+ private:
+  struct Entry {
+    Parts parts;
+    int arrived = 0;
+    int left = 0;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // std::map: references to entries stay valid while others are inserted.
+  std::map<Key, Entry> entries_;
+};
+
 // A detached copy that autograd tracks from here: stage boundaries cut the
 // graph so that each stage's backward is a separate action.
 Activation Leaf(const Activation& a) {
@@ -128,11 +188,14 @@ class LocalExecutor::Impl {
       mailboxes_.push_back(std::make_unique<Mailbox>());
       for (int s : schedule_.StagesOnRank(r)) {
         StageSlot& slot = slots_[r][s];
-        slot.student = student[s];
+        // The first replica is the caller's stage (so the caller's model is
+        // the trained one); further replicas are deep copies.
+        const bool first = schedule_.ReplicaIndex(s, r) == 0;
+        slot.student = first ? student[s] : student[s]->Replicate();
         slot.student->to(devices_[r]);
         slot.student->train();
         if (!teacher.empty()) {
-          slot.teacher = teacher[s];
+          slot.teacher = first ? teacher[s] : teacher[s]->Replicate();
           slot.teacher->to(devices_[r]);
           // Teachers run inference only: fixed batch-norm statistics, no
           // dropout.
@@ -158,8 +221,7 @@ class LocalExecutor::Impl {
     handlers_[static_cast<int>(Op::kRecvGradient)] = &Impl::RecvGradient;
     handlers_[static_cast<int>(Op::kOptimizerStep)] = &Impl::OptimizerStep;
     handlers_[static_cast<int>(Op::kTeacherUpdate)] = &Impl::TeacherUpdate;
-    // kAllReduceGradients has no handler: the constructor refuses replicated
-    // stages, and an op without a handler is a hard error at run time.
+    handlers_[static_cast<int>(Op::kAllReduceGradients)] = &Impl::AllReduceGradients;
   }
 
   std::vector<StepResult> Run(const std::vector<Batch>& batches, const Batch* after) {
@@ -176,6 +238,7 @@ class LocalExecutor::Impl {
     errors_.clear();
     abort_ = false;
     for (auto& box : mailboxes_) box->Clear();
+    reducer_.Clear();
 
     std::vector<std::thread> threads;
     for (int r = 0; r < schedule_.num_ranks(); ++r) {
@@ -238,13 +301,6 @@ class LocalExecutor::Impl {
       throw std::invalid_argument("schedule was built for a different workload than algorithm '" +
                                   algorithm_->name() + "' needs");
     }
-    for (int s = 0; s < n; ++s) {
-      if (schedule_.placement[s].size() != 1) {
-        throw std::invalid_argument("the local backend does not run replicated stages yet (stage " +
-                                    std::to_string(s) + " has " +
-                                    std::to_string(schedule_.placement[s].size()) + " replicas)");
-      }
-    }
     if (!options_.devices.empty() &&
         static_cast<int>(options_.devices.size()) != schedule_.num_ranks()) {
       throw std::invalid_argument("schedule has " + std::to_string(schedule_.num_ranks()) +
@@ -290,6 +346,7 @@ class LocalExecutor::Impl {
       }
       abort_ = true;
       for (auto& box : mailboxes_) box->Wake();
+      reducer_.Wake();
     }
   }
 
@@ -500,6 +557,37 @@ class LocalExecutor::Impl {
     slot.optimizer->zero_grad();
   }
 
+  // Sums the stage's gradients over its replicas (in replica order, so every
+  // replica gets bitwise the same sum). Losses are already weighted by each
+  // replica's share of the mini-batch, so the sum is the mini-batch gradient.
+  void AllReduceGradients(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    const std::vector<int>& group = schedule_.placement[a.stage];
+    std::vector<torch::Tensor> params = slot.student->parameters();
+    std::vector<torch::Tensor> grads;
+    for (const torch::Tensor& p : params) grads.push_back(p.grad());
+    const std::vector<std::vector<torch::Tensor>>* all = nullptr;
+    const GradientReducer::Key key{a.stage, BatchOf(rank, a)};
+    const int replica = schedule_.ReplicaIndex(a.stage, rank);
+    std::string error;
+    if (!reducer_.Arrive(key, replica, static_cast<int>(group.size()), std::move(grads),
+                         options_.recv_timeout, abort_, &all, &error)) {
+      throw std::runtime_error(error + " for " + ToString(a));
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      torch::Tensor sum;
+      for (const auto& part : *all) {
+        if (!part[i].defined()) continue;
+        torch::Tensor g = part[i].to(Dev(rank));
+        sum = sum.defined() ? sum + g : g.clone();
+      }
+      // A new tensor, not an in-place update: the other replicas may still
+      // be reading the gradient this replica deposited.
+      if (sum.defined()) params[i].mutable_grad() = sum;
+    }
+    reducer_.Leave(key);
+  }
+
   void TeacherUpdate(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
     algorithm_->UpdateTeacher(a.stage, *slot.student, *slot.teacher,
@@ -512,6 +600,7 @@ class LocalExecutor::Impl {
   std::vector<torch::Device> devices_;
   std::vector<std::map<int, StageSlot>> slots_;
   std::vector<std::unique_ptr<Mailbox>> mailboxes_;
+  GradientReducer reducer_;
   std::array<Handler, kNumOps> handlers_;
   Schedule prologue_;
   // Micro-batches by absolute mini-batch index, for the current Run().

@@ -1,0 +1,81 @@
+// Data parallelism: every device holds a replica of the whole model (teacher
+// and student, all stages), takes a contiguous share of the micro-batches,
+// runs them like the sequential schedule does, then the replicas all-reduce
+// their gradients (summed: each replica's loss is already weighted by its
+// share of the mini-batch) and step their optimizers. Replicas start equal and
+// see equal gradients, so they stay equal without broadcasting parameters.
+//
+// Same schedule data for the single-process backend (replicas are threads)
+// and for c10d (replicas are processes).
+#include "core/scheduler.h"
+
+namespace tspipe {
+namespace {
+
+class DataParallelScheduler : public Scheduler {
+ public:
+  // The same device count as the pipelines by default, so that throughputs
+  // compare on equal hardware.
+  int NumDevices(const SchedulerOptions& o) const override {
+    return o.num_devices > 0 ? o.num_devices : o.num_stages;
+  }
+
+  Schedule Build(const SchedulerOptions& o) const override {
+    const int devices = NumDevices(o);
+    if (devices > o.num_microbatches) {
+      throw std::invalid_argument(
+          "dp splits the micro-batches over the devices: " + std::to_string(devices) +
+          " devices need at least " + std::to_string(devices) + " micro-batches, got " +
+          std::to_string(o.num_microbatches));
+    }
+    if (o.workload.local_losses) {
+      // Blockwise distillation over replicas is Pipe-BD's hybrid schedule,
+      // not plain data parallelism.
+      throw std::invalid_argument("dp does not run workloads with per-stage (local) losses");
+    }
+    Schedule s;
+    s.num_stages = o.num_stages;
+    s.num_microbatches = o.num_microbatches;
+    s.workload = o.workload;
+    std::vector<int> all(devices);
+    for (int r = 0; r < devices; ++r) all[r] = r;
+    s.placement.assign(o.num_stages, all);
+    s.ranks.resize(devices);
+    const int last = o.num_stages - 1;
+    for (int r = 0; r < devices; ++r) {
+      int begin, end;
+      ReplicaShare(o.num_microbatches, devices, r, &begin, &end);
+      auto& actions = s.ranks[r];
+      for (int mb = begin; mb < end; ++mb) {
+        for (int st = 0; st < o.num_stages; ++st) {
+          if (o.workload.has_teacher) actions.push_back({st, mb, Op::kTeacherForward});
+          actions.push_back({st, mb, Op::kForward});
+        }
+      }
+      actions.push_back({last, kAllMicrobatches, Op::kLoss});
+      for (int mb = begin; mb < end; ++mb) {
+        for (int st = last; st >= 0; --st) actions.push_back({st, mb, Op::kBackward});
+      }
+      // Last stage first: its gradients are complete earliest, which is the
+      // order a bucketed all-reduce overlapping the backward would use.
+      for (int st = last; st >= 0; --st) {
+        actions.push_back({st, kAllMicrobatches, Op::kAllReduceGradients});
+      }
+      for (int st = 0; st < o.num_stages; ++st) {
+        actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});
+        if (o.workload.teacher_updates) {
+          actions.push_back({st, kAllMicrobatches, Op::kTeacherUpdate});
+        }
+      }
+    }
+    return s;
+  }
+};
+
+TSPIPE_REGISTER_SCHEDULER("dp",
+                          "data parallel: a full replica per device, micro-batches "
+                          "split across replicas, gradients all-reduced",
+                          DataParallelScheduler);
+
+}  // namespace
+}  // namespace tspipe
