@@ -14,6 +14,8 @@ grep -Eq '^gpipe +2 ' "${out}"
 grep -Eq '^tspipe +2 ' "${out}"
 grep -Eq '^sequential +1 .* 1\.000 ' "${out}"
 grep -q '</svg>' "${plot}"
+grep -q 'auto balance: student ' "${out}"
+grep -Eq '^dp +2 ' "${out}"
 # Bad input fails before any timing, naming the problem.
 if "${bin}" --scheduler=gpipe --batch_size=10 --microbatches=4 >"${out}" 2>&1; then
   echo "accepted micro-batches that do not divide the batch"; exit 1

@@ -15,7 +15,8 @@ struct TrainConfig {
   int stages = 2;
   int microbatches = 4;
   int batch_size = 64;
-  // Blocks per stage; empty = as even as possible.
+  // Blocks per stage; empty = as even as possible (see PlanBalance for the
+  // measured alternative).
   std::vector<int> balance;
   // Student ResNet shape (see models/resnet.h).
   std::vector<int> widths = {16, 32, 64};
@@ -24,11 +25,23 @@ struct TrainConfig {
   std::vector<int> teacher_widths = {32, 64, 128};
   std::vector<int> teacher_blocks_per_group = {2, 2, 2};
   std::vector<int> teacher_balance;  // Empty = as even as possible.
+  // Teacher weights saved by Trainer::SaveModel of a run whose student had
+  // the teacher's shape; empty = a randomly initialised teacher (fine for
+  // throughput, useless for accuracy).
+  std::string teacher_checkpoint;
+  // Initial student weights (same format); empty = random initialisation.
+  std::string initial_checkpoint;
   double learning_rate = 0.05;
   double momentum = 0.9;
+  double weight_decay = 0;
   int seed = 0;
-  // Distinct synthetic batches cycled through (generated once, up front, so
-  // that data generation is not timed).
+  // "synthetic": random tensors, `num_batches` distinct batches generated up
+  // front and cycled (so data generation is not timed). "fashion_mnist": the
+  // train split from `data_dir`, reshuffled every epoch with `seed`.
+  std::string data = "synthetic";
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  // Use only the first N training images (0 = all): quick runs and tests.
+  int train_samples = 0;
   int num_batches = 4;
   // "cpu" (every rank on the CPU; a rank is a thread) or "cuda" (rank r on
   // cuda:r; needs a --config=cuda build and one GPU per rank).
@@ -37,21 +50,30 @@ struct TrainConfig {
   int steps_per_iteration = 4;
 };
 
-// Trains on synthetic 28x28 single-channel images with 10 classes.
+// Trains a student (and runs its teacher) on 28x28 single-channel images with
+// 10 classes, under the configured scheduler on the single-process backend.
 class Trainer {
  public:
-  // Throws std::invalid_argument naming the problem for bad configurations
-  // (unknown scheduler, bad balance, micro-batches not dividing the batch...).
+  // Throws std::invalid_argument (or std::runtime_error for missing data or
+  // checkpoint files) naming the problem: unknown scheduler, bad balance,
+  // micro-batches not dividing the batch, a checkpoint of another shape...
   explicit Trainer(const TrainConfig& config);
   ~Trainer();
 
-  // One optimizer step on the next synthetic batch; returns its loss.
-  double Step();
   // `steps` optimizer steps back to back (no barrier between iterations, the
   // next batch's teacher forwards overlapping); returns the last loss.
   double Train(int steps);
+  // Student top-1 accuracy on the Fashion-MNIST test split (eval mode: batch
+  // norm running statistics), or on the first `limit` test images if > 0.
+  double Evaluate(int limit = 0);
+  // Writes the student's parameters and buffers atomically (a temporary file
+  // renamed over `path`), loadable as TrainConfig::teacher_checkpoint.
+  void SaveModel(const std::string& path);
+  // max |a - b| over the two students' parameters (same shapes required).
+  double MaxParameterDifference(const Trainer& other) const;
   int num_devices() const;
   int batch_size() const;
+  int64_t train_set_size() const;
   // Steady-state bubble of this run's schedule under the simulator with
   // forward 1, backward 2, teacher forward 1.
   double simulated_bubble() const;
@@ -61,11 +83,28 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
+// A student/teacher partition chosen from measured block costs.
+struct BalancePlan {
+  std::vector<int> student;
+  std::vector<int> teacher;  // Empty without a teacher.
+  // Measured ms per micro-batch on each stage's device: student forward +
+  // backward plus teacher forward.
+  std::vector<double> stage_ms;
+  // The same for the even partition, for comparison.
+  std::vector<double> even_stage_ms;
+};
+
+// Times every block of the configured student (forward + backward, train
+// mode) and teacher (forward, eval mode) on one micro-batch on the first
+// device, then cuts both so that the slowest stage is as fast as possible
+// (core/balance.h). Ignores config.balance and config.teacher_balance.
+BalancePlan PlanBalance(const TrainConfig& config);
+
 // Threads each device (rank) may use for intra-op parallelism. On CPU a
 // device is a core: 1 thread per rank keeps ranks from competing for cores.
 void SetIntraOpThreads(int threads);
 
-// Names of registered schedulers and algorithms, for --help and "all".
+// Names of registered schedulers, for --help and "all".
 std::vector<std::string> SchedulerNames();
 std::string DescribeSchedulers();
 

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "benchmarks/harness.h"
+#include "core/balance.h"
 #include "core/file_util.h"
 
 DEFINE_string(scheduler, "gpipe,sequential",
@@ -25,7 +26,9 @@ DEFINE_string(scheduler, "gpipe,sequential",
 DEFINE_int32(stages, 2, "Pipeline stages (one device each for pipelines).");
 DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
 DEFINE_int32(batch_size, 64, "Samples per mini-batch.");
-DEFINE_string(balance, "", "Blocks per stage, e.g. '3,2'; empty = even.");
+DEFINE_string(balance, "auto",
+              "Blocks per stage: 'auto' (time every block, then cut student and teacher "
+              "jointly so the slowest stage is fastest), 'even', or a list like '3,2'.");
 DEFINE_string(widths, "16,32,64", "ResNet channels per group.");
 DEFINE_string(blocks, "1,1,1", "ResNet basic blocks per group.");
 DEFINE_int32(threads_per_device, 1,
@@ -36,7 +39,13 @@ DEFINE_int32(steps_per_iteration, 4,
              "between them (TSPipe overlaps one step's drain with the next one's fill).");
 DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group (kd).");
 DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group (kd).");
-DEFINE_string(teacher_balance, "", "Teacher blocks per stage; empty = even.");
+DEFINE_string(teacher_balance, "",
+              "Teacher blocks per stage, e.g. '4,4'; empty = chosen with --balance "
+              "(auto: jointly; otherwise even).");
+DEFINE_string(data, "synthetic",
+              "synthetic (random tensors, for throughput) or fashion_mnist (--data_dir).");
+DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
+              "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
 DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
 DEFINE_int32(seed, 0, "Seed for model initialisation and synthetic data.");
 DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
@@ -85,16 +94,19 @@ struct Measured {
 };
 std::map<std::string, Measured> g_results;
 
+// Built once in main (which also fails fast on bad configurations before
+// any timing starts) and trained by the benchmark.
+std::map<std::string, std::unique_ptr<tspipe::Trainer>> g_trainers;
+
 void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
-  std::unique_ptr<tspipe::Trainer> trainer;
+  tspipe::Trainer* trainer = g_trainers.at(config.scheduler).get();
   try {
-    trainer = std::make_unique<tspipe::Trainer>(config);
+    trainer->Train(config.steps_per_iteration);  // Warm-up: allocator, prologue.
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     LOG(ERROR) << config.scheduler << ": " << e.what();
     return;
   }
-  trainer->Train(config.steps_per_iteration);  // Warm-up: allocator, prologue.
   const auto start = std::chrono::steady_clock::now();
   int64_t step = 0;
   double loss = 0;
@@ -193,6 +205,13 @@ void PrintComparison(const std::vector<std::string>& names) {
   std::fflush(stdout);
 }
 
+std::string FormatMs(const std::vector<double>& ms) {
+  std::ostringstream out;
+  out.precision(3);
+  for (size_t i = 0; i < ms.size(); ++i) out << (i ? "/" : "") << ms[i];
+  return out.str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -217,7 +236,9 @@ int main(int argc, char** argv) {
   base.stages = FLAGS_stages;
   base.microbatches = FLAGS_microbatches;
   base.batch_size = FLAGS_batch_size;
-  base.balance = ParseInts(FLAGS_balance, "balance");
+  if (FLAGS_balance != "auto" && FLAGS_balance != "even") {
+    base.balance = ParseInts(FLAGS_balance, "balance");
+  }
   base.widths = ParseInts(FLAGS_widths, "widths");
   base.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
   base.seed = FLAGS_seed;
@@ -227,6 +248,22 @@ int main(int argc, char** argv) {
   base.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
   base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
   base.teacher_balance = ParseInts(FLAGS_teacher_balance, "teacher_balance");
+  base.data = FLAGS_data;
+  base.data_dir = FLAGS_data_dir;
+  if (FLAGS_balance == "auto") {
+    try {
+      tspipe::BalancePlan plan = tspipe::PlanBalance(base);
+      base.balance = plan.student;
+      if (base.teacher_balance.empty()) base.teacher_balance = plan.teacher;
+      LOG(INFO) << "auto balance: student " << tspipe::FormatBalance(plan.student)
+                << (plan.teacher.empty() ? "" : ", teacher " + tspipe::FormatBalance(plan.teacher))
+                << "; measured ms per micro-batch by stage " << FormatMs(plan.stage_ms)
+                << " (even split: " << FormatMs(plan.even_stage_ms) << ")";
+    } catch (const std::exception& e) {
+      LOG(ERROR) << e.what();
+      return 1;
+    }
+  }
 
   std::vector<std::string> names = Schedulers();
   const auto known = tspipe::SchedulerNames();
@@ -239,7 +276,7 @@ int main(int argc, char** argv) {
     config.scheduler = n;
     // Fail fast on bad configurations, before any timing starts.
     try {
-      tspipe::Trainer check(config);
+      g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
     } catch (const std::exception& e) {
       LOG(ERROR) << n << ": " << e.what();
       return 1;
@@ -256,5 +293,6 @@ int main(int argc, char** argv) {
     LOG(INFO) << "wrote " << FLAGS_plot;
   }
   benchmark::Shutdown();
+  g_trainers.clear();
   return g_results.size() == names.size() ? 0 : 1;
 }

@@ -1,4 +1,4 @@
-#include "partitioning/balance.h"
+#include "core/balance.h"
 
 #include <gtest/gtest.h>
 

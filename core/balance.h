@@ -5,8 +5,8 @@
 // micro-batch is the sum of both, and the slowest device sets the pipeline's
 // pace. Balancing the two models separately would ignore that they share the
 // devices.
-#ifndef TSPIPE_PARTITIONING_BALANCE_H_
-#define TSPIPE_PARTITIONING_BALANCE_H_
+#ifndef TSPIPE_CORE_BALANCE_H_
+#define TSPIPE_CORE_BALANCE_H_
 
 #include <string>
 #include <vector>
@@ -43,4 +43,4 @@ std::string FormatBalance(const std::vector<int>& balance);
 
 }  // namespace tspipe
 
-#endif  // TSPIPE_PARTITIONING_BALANCE_H_
+#endif  // TSPIPE_CORE_BALANCE_H_

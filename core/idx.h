@@ -1,8 +1,8 @@
 // Reader for IDX files, the format MNIST and Fashion-MNIST ship in. Kept free
 // of LibTorch so it compiles fast and its error paths are cheap to test; the
 // caller turns the bytes into tensors.
-#ifndef TSPIPE_DATASETS_IDX_H_
-#define TSPIPE_DATASETS_IDX_H_
+#ifndef TSPIPE_CORE_IDX_H_
+#define TSPIPE_CORE_IDX_H_
 
 #include <cstdint>
 #include <string>
@@ -42,4 +42,4 @@ FashionMnistSplit LoadFashionMnist(const std::string& dir, bool train);
 
 }  // namespace tspipe
 
-#endif  // TSPIPE_DATASETS_IDX_H_
+#endif  // TSPIPE_CORE_IDX_H_

@@ -1,4 +1,4 @@
-#include "datasets/idx.h"
+#include "core/idx.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

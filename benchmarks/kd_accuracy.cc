@@ -1,0 +1,259 @@
+// Knowledge distillation to accuracy on Fashion-MNIST, end to end:
+//  1. train the teacher (a larger ResNet) with labels and save it atomically,
+//     or load it if the checkpoint already exists;
+//  2. distil it into the student under each --scheduler, same seed and data
+//     order, and compare test accuracy and parameters against the sequential
+//     run (with a frozen teacher every scheduler computes the same thing);
+//  3. train the same student without a teacher for the same steps.
+//
+//   ./tools/bazel run //benchmarks:kd_accuracy -- --scheduler=tspipe,sequential
+//
+// Relative paths (--teacher_checkpoint, --report) are resolved against the
+// directory `bazel run` was started from.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+
+#include "benchmarks/harness.h"
+#include "core/balance.h"
+#include "core/file_util.h"
+
+DEFINE_string(scheduler, "tspipe,sequential",
+              "Comma-separated schedulers to distil under; 'sequential' is the reference the "
+              "others' parameters are compared with.");
+DEFINE_int32(stages, 2, "Pipeline stages.");
+DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
+DEFINE_int32(batch_size, 128, "Samples per mini-batch.");
+DEFINE_string(balance, "auto", "Blocks per stage: auto, even, or a list like '3,2'.");
+DEFINE_string(widths, "16,32,64", "Student ResNet channels per group.");
+DEFINE_string(blocks, "1,1,1", "Student ResNet basic blocks per group.");
+DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group.");
+DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group.");
+DEFINE_string(teacher_checkpoint, "fashion_mnist_teacher.pt",
+              "Teacher weights: loaded if the file exists, else trained and saved here.");
+DEFINE_bool(retrain_teacher, false, "Train and overwrite the teacher checkpoint even if it exists.");
+DEFINE_string(teacher_scheduler, "gpipe", "Scheduler for training the teacher.");
+DEFINE_int32(teacher_steps, 940, "Teacher optimizer steps (940 x 128 = 2 epochs).");
+DEFINE_int32(steps, 470, "Student optimizer steps per run (470 x 128 = 1 epoch).");
+DEFINE_double(learning_rate, 0.05, "SGD learning rate.");
+DEFINE_double(momentum, 0.9, "SGD momentum.");
+DEFINE_double(weight_decay, 5e-4, "SGD weight decay.");
+DEFINE_int32(seed, 0, "Seed for initialisation and the data order (the same for every run).");
+DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
+              "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
+DEFINE_int32(train_samples, 0, "Use only the first N training images (0 = all 60000).");
+DEFINE_int32(eval_samples, 0, "Evaluate on the first N test images (0 = all 10000).");
+DEFINE_int32(threads_per_device, 1, "Intra-op threads per device (rank).");
+DEFINE_int32(log_every, 50, "Log step, loss, samples/s and ETA every N steps (0: never).");
+DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
+DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
+
+namespace {
+
+std::vector<int> ParseInts(const std::string& text, const char* flag) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stoi(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      LOG(FATAL) << "--" << flag << ": '" << item << "' is not an integer";
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> Split(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(item);
+  return out;
+}
+
+// `bazel run` starts binaries in their runfiles tree; users mean paths
+// relative to where they typed the command.
+std::string UserPath(const std::string& path) {
+  const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (path.empty() || path[0] == '/' || cwd == nullptr) return path;
+  return std::string(cwd) + "/" + path;
+}
+
+bool Exists(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f != nullptr) std::fclose(f);
+  return f != nullptr;
+}
+
+// Trains `steps` steps in chunks, logging progress; returns seconds taken.
+double TrainWithProgress(tspipe::Trainer& trainer, int steps, const std::string& label) {
+  const auto start = std::chrono::steady_clock::now();
+  const int chunk = FLAGS_log_every > 0 ? FLAGS_log_every : steps;
+  int done = 0;
+  while (done < steps) {
+    const int n = std::min(chunk, steps - done);
+    const double loss = trainer.Train(n);
+    done += n;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (FLAGS_log_every > 0) {
+      const double rate = static_cast<double>(done) * trainer.batch_size() / secs;
+      LOG(INFO) << label << ": step " << done << "/" << steps << ", loss " << loss << ", "
+                << static_cast<int>(rate) << " samples/s, ETA "
+                << static_cast<int>((steps - done) * secs / done) << " s";
+    }
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct Row {
+  std::string run;
+  std::string scheduler;
+  int steps = 0;
+  double accuracy = 0;
+  std::string diff = "-";
+  double seconds = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "Trains (or loads) a Fashion-MNIST teacher, distils it into a student under each "
+      "scheduler, and compares test accuracy with a student trained without a teacher.");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+
+  tspipe::TrainConfig base;
+  base.stages = FLAGS_stages;
+  base.microbatches = FLAGS_microbatches;
+  base.batch_size = FLAGS_batch_size;
+  base.widths = ParseInts(FLAGS_widths, "widths");
+  base.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
+  base.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
+  base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
+  base.learning_rate = FLAGS_learning_rate;
+  base.momentum = FLAGS_momentum;
+  base.weight_decay = FLAGS_weight_decay;
+  base.seed = FLAGS_seed;
+  base.data = "fashion_mnist";
+  base.data_dir = FLAGS_data_dir;
+  base.train_samples = FLAGS_train_samples;
+  base.device = FLAGS_device;
+  const std::string checkpoint = UserPath(FLAGS_teacher_checkpoint);
+  std::vector<Row> rows;
+
+  try {
+    // 1. The teacher: a supervised run whose "student" has the teacher's shape.
+    tspipe::TrainConfig teacher = base;
+    teacher.algorithm = "supervised";
+    teacher.scheduler = FLAGS_teacher_scheduler;
+    teacher.widths = base.teacher_widths;
+    teacher.blocks_per_group = base.teacher_blocks_per_group;
+    if (FLAGS_balance == "auto") teacher.balance = tspipe::PlanBalance(teacher).student;
+    if (FLAGS_retrain_teacher || !Exists(checkpoint)) {
+      LOG(INFO) << "training the teacher (" << FLAGS_teacher_steps << " steps, "
+                << FLAGS_teacher_scheduler << ", balance "
+                << tspipe::FormatBalance(teacher.balance) << ")";
+      tspipe::Trainer t(teacher);
+      Row row{"teacher", teacher.scheduler, FLAGS_teacher_steps};
+      row.seconds = TrainWithProgress(t, FLAGS_teacher_steps, "teacher");
+      row.accuracy = t.Evaluate(FLAGS_eval_samples);
+      t.SaveModel(checkpoint);
+      LOG(INFO) << "saved the teacher to " << checkpoint << " (test accuracy " << row.accuracy
+                << ")";
+      rows.push_back(row);
+    } else {
+      LOG(INFO) << "loading the teacher from " << checkpoint
+                << " (--retrain_teacher to train a new one)";
+    }
+    const bool loaded = rows.empty();
+
+    // 2. Distillation under each scheduler, same seed and data order.
+    tspipe::TrainConfig kd = base;
+    kd.algorithm = "kd";
+    kd.teacher_checkpoint = checkpoint;
+    if (FLAGS_balance == "auto") {
+      tspipe::BalancePlan plan = tspipe::PlanBalance(kd);
+      kd.balance = plan.student;
+      kd.teacher_balance = plan.teacher;
+    } else if (FLAGS_balance != "even") {
+      kd.balance = ParseInts(FLAGS_balance, "balance");
+    }
+    LOG(INFO) << "distilling with balance student " << tspipe::FormatBalance(kd.balance)
+              << ", teacher " << tspipe::FormatBalance(kd.teacher_balance)
+              << " (empty = even)";
+    std::map<std::string, std::unique_ptr<tspipe::Trainer>> students;
+    for (const std::string& scheduler : Split(FLAGS_scheduler)) {
+      tspipe::TrainConfig c = kd;
+      c.scheduler = scheduler;
+      auto trainer = std::make_unique<tspipe::Trainer>(c);
+      Row row{"kd student", scheduler, FLAGS_steps};
+      row.seconds = TrainWithProgress(*trainer, FLAGS_steps, "kd/" + scheduler);
+      row.accuracy = trainer->Evaluate(FLAGS_eval_samples);
+      rows.push_back(row);
+      students[scheduler] = std::move(trainer);
+    }
+    if (loaded) {
+      // Report the loaded teacher's accuracy too: a run with its shape that
+      // starts from the checkpoint and is evaluated without training. (After
+      // the KD runs, whose loading errors name the teacher.)
+      tspipe::TrainConfig probe = teacher;
+      probe.initial_checkpoint = checkpoint;
+      Row row{"teacher (loaded)", "-", 0};
+      row.accuracy = tspipe::Trainer(probe).Evaluate(FLAGS_eval_samples);
+      rows.insert(rows.begin(), row);
+    }
+    auto reference = students.find("sequential");
+    if (reference != students.end()) {
+      for (Row& row : rows) {
+        if (row.run != "kd student") continue;
+        std::ostringstream d;
+        d << students.at(row.scheduler)->MaxParameterDifference(*reference->second);
+        row.diff = d.str();
+      }
+    }
+
+    // 3. The same student, same steps and data, without a teacher.
+    tspipe::TrainConfig alone = kd;
+    alone.algorithm = "supervised";
+    alone.scheduler = "sequential";
+    alone.teacher_checkpoint.clear();
+    tspipe::Trainer baseline(alone);
+    Row row{"student without teacher", "sequential", FLAGS_steps};
+    row.seconds = TrainWithProgress(baseline, FLAGS_steps, "no-teacher");
+    row.accuracy = baseline.Evaluate(FLAGS_eval_samples);
+    rows.push_back(row);
+  } catch (const std::exception& e) {
+    LOG(ERROR) << e.what();
+    return 1;
+  }
+
+  std::ostringstream table;
+  table << "| run | scheduler | steps | test accuracy | max param diff vs sequential kd | "
+           "train seconds |\n|---|---|---|---|---|---|\n";
+  std::printf("\n%-24s %-11s %6s %13s %26s %9s\n", "run", "scheduler", "steps", "test_accuracy",
+              "max_param_diff_vs_seq_kd", "seconds");
+  for (const Row& r : rows) {
+    std::printf("%-24s %-11s %6d %13.4f %26s %9.1f\n", r.run.c_str(), r.scheduler.c_str(),
+                r.steps, r.accuracy, r.diff.c_str(), r.seconds);
+    table << "| " << r.run << " | " << r.scheduler << " | " << r.steps << " | " << r.accuracy
+          << " | " << r.diff << " | " << r.seconds << " |\n";
+  }
+  std::fflush(stdout);
+  if (!FLAGS_report.empty()) {
+    tspipe::WriteFileAtomically(UserPath(FLAGS_report), table.str());
+    LOG(INFO) << "wrote " << UserPath(FLAGS_report);
+  }
+  return 0;
+}
