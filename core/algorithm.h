@@ -41,6 +41,13 @@ class Algorithm {
   // step `step` (TeacherUpdate action). Only called when
   // workload().teacher_updates; the default refuses.
   virtual void UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step);
+  // Whether the teacher runs in train mode (batch statistics in batch norm),
+  // as momentum targets do in BYOL and MoCo; a pre-trained teacher runs in
+  // eval mode. Teachers never get gradients either way.
+  virtual bool TeacherInTrainMode() const { return false; }
+  // Total optimizer steps of the run, for schedules over training (BYOL's
+  // momentum ramp). Called before training; the default ignores it.
+  virtual void SetTrainingLength(int total_steps) {}
 };
 
 using AlgorithmRegistry = Registry<Algorithm>;

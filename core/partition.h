@@ -42,8 +42,23 @@ class TensorBlockImpl : public BlockImpl {
   torch::nn::AnyModule module_;
 };
 
+// Applies one one-tensor module to every tensor of the activation: several
+// views of the same samples (BYOL, MoCo) pass through the same weights, each
+// view with its own batch-norm statistics, as separate forward passes would.
+class MultiViewBlockImpl : public BlockImpl {
+ public:
+  explicit MultiViewBlockImpl(torch::nn::AnyModule module);
+  Activation Forward(const Activation& input) override;
+  std::shared_ptr<BlockImpl> Replicate() const override;
+
+ private:
+  torch::nn::AnyModule module_;
+};
+
 // One block per child of `sequential`, sharing the child modules.
 BlockList BlocksFromSequential(const torch::nn::Sequential& sequential);
+// The same with MultiViewBlocks.
+BlockList MultiViewBlocksFromSequential(const torch::nn::Sequential& sequential);
 
 // A contiguous run of blocks: what one stage holds. Its parameters() are the
 // blocks' parameters, so an optimizer per stage covers exactly that stage.

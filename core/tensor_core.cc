@@ -40,6 +40,36 @@ std::shared_ptr<BlockImpl> TensorBlockImpl::Replicate() const {
   }
 }
 
+MultiViewBlockImpl::MultiViewBlockImpl(torch::nn::AnyModule module) : module_(std::move(module)) {
+  register_module("module", module_.ptr());
+}
+
+Activation MultiViewBlockImpl::Forward(const Activation& input) {
+  TORCH_CHECK(!input.empty(), "block received an empty activation");
+  Activation out;
+  out.reserve(input.size());
+  for (const torch::Tensor& view : input) out.push_back(module_.forward(view));
+  return out;
+}
+
+std::shared_ptr<BlockImpl> MultiViewBlockImpl::Replicate() const {
+  try {
+    return std::make_shared<MultiViewBlockImpl>(module_.clone());
+  } catch (const c10::Error& e) {
+    throw std::logic_error("block " + module_.ptr()->name() +
+                           " cannot be replicated (make it a torch::nn::Cloneable): " +
+                           e.what_without_backtrace());
+  }
+}
+
+BlockList MultiViewBlocksFromSequential(const torch::nn::Sequential& sequential) {
+  BlockList blocks;
+  for (const auto& child : *sequential) {
+    blocks.push_back(std::make_shared<MultiViewBlockImpl>(child));
+  }
+  return blocks;
+}
+
 BlockList BlocksFromSequential(const torch::nn::Sequential& sequential) {
   BlockList blocks;
   for (const auto& child : *sequential) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/registry.h"
+#include "core/schedule.h"
 
 namespace tspipe {
 
@@ -57,6 +58,19 @@ class DelayedTeacherPolicy : public UpdatePolicy {
 };
 
 using UpdatePolicyRegistry = Registry<UpdatePolicy>;
+
+// Checks that running `schedule` iteration after iteration gives every
+// teacher forward the target version `policy` asks for, given that a
+// TeacherUpdate action of iteration b makes version b. In iteration b, a
+// teacher forward of batch b + offset sees version b-1 if it runs before
+// its stage's TeacherUpdate and b after it. Returns "" when it does, else a
+// message naming the first action that sees another version. Frozen and
+// absent teachers satisfy every policy.
+std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy, TeacherKind kind);
+
+// The first registered policy `schedule` honours ("sync" before
+// "tspipe_delayed"), or "" if none.
+std::string NaturalPolicy(const Schedule& schedule, TeacherKind kind);
 
 }  // namespace tspipe
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/scheduler.h"
+
 namespace tspipe {
 namespace {
 
@@ -40,6 +42,54 @@ TEST(UpdatePolicyTest, RegistryListsBoth) {
   EXPECT_TRUE(r.Contains("tspipe_delayed"));
   EXPECT_EQ(r.Create("tspipe_delayed")->name(), "tspipe_delayed");
   EXPECT_THROW(r.Create("nope"), std::invalid_argument);
+}
+
+Schedule MomentumSchedule(const std::string& scheduler, int stages, int microbatches) {
+  SchedulerOptions o;
+  o.num_stages = stages;
+  o.num_microbatches = microbatches;
+  o.workload.has_teacher = true;
+  o.workload.teacher_updates = true;
+  return BuildSchedule(scheduler, o);
+}
+
+// GPipe, sequential and dp run batch b's teacher forwards after step b-1's
+// update: the standard version b-1. TSPipe runs them during step b-1, before
+// its update: version b-2. The check derives this from the action order.
+TEST(CheckPolicyTest, SchedulersHonourTheirNaturalPolicy) {
+  SynchronousPolicy sync;
+  DelayedTeacherPolicy delayed;
+  for (int n : {1, 2, 4}) {
+    for (int m : {1, 3, 4}) {
+      for (const char* name : {"gpipe", "sequential", "dp"}) {
+        if (std::string(name) == "dp" && m < n) continue;
+        Schedule s = MomentumSchedule(name, n, m);
+        EXPECT_EQ(CheckPolicy(s, sync, TeacherKind::kMomentum), "") << name << n << m;
+        EXPECT_NE(CheckPolicy(s, delayed, TeacherKind::kMomentum), "") << name << n << m;
+        EXPECT_EQ(NaturalPolicy(s, TeacherKind::kMomentum), "sync");
+      }
+      Schedule t = MomentumSchedule("tspipe", n, m);
+      EXPECT_EQ(CheckPolicy(t, delayed, TeacherKind::kMomentum), "") << "tspipe" << n << m;
+      EXPECT_NE(CheckPolicy(t, sync, TeacherKind::kMomentum), "");
+      EXPECT_EQ(NaturalPolicy(t, TeacherKind::kMomentum), "tspipe_delayed");
+      // A frozen teacher has one version: any policy holds.
+      EXPECT_EQ(CheckPolicy(t, sync, TeacherKind::kFrozen), "");
+    }
+  }
+}
+
+TEST(CheckPolicyTest, NamesTheOffendingAction) {
+  Schedule s = MomentumSchedule("gpipe", 2, 2);
+  EXPECT_EQ(CheckPolicy(s, DelayedTeacherPolicy(), TeacherKind::kMomentum),
+            "rank 0: 0T0 (teacher forward of batch b during step b) sees target version b-1, "
+            "but policy 'tspipe_delayed' wants version b-2");
+  // A teacher forward moved after the update sees the new version.
+  std::vector<Action>& r0 = s.ranks[0];
+  Action t = r0.front();
+  r0.erase(r0.begin());
+  r0.push_back(t);
+  EXPECT_NE(CheckPolicy(s, SynchronousPolicy(), TeacherKind::kMomentum).find("sees target version b,"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -77,13 +77,38 @@ class HeadImpl : public nn::Cloneable<HeadImpl> {
 };
 TORCH_MODULE(Head);
 
-}  // namespace
+// Global average pool: the encoder's representation.
+class GlobalPoolImpl : public nn::Cloneable<GlobalPoolImpl> {
+ public:
+  void reset() override {}
+  torch::Tensor forward(torch::Tensor x) { return x.mean({2, 3}); }
+};
+TORCH_MODULE(GlobalPool);
 
-torch::nn::Sequential MakeResNet(const ResNetOptions& o) {
+// BYOL's projector and predictor: Linear-BN-ReLU-Linear.
+class MlpImpl : public nn::Cloneable<MlpImpl> {
+ public:
+  MlpImpl(int in, int hidden, int out) : in_(in), hidden_(hidden), out_(out) { reset(); }
+  void reset() override {
+    fc1_ = register_module("fc1", nn::Linear(in_, hidden_));
+    bn_ = register_module("bn", nn::BatchNorm1d(hidden_));
+    fc2_ = register_module("fc2", nn::Linear(hidden_, out_));
+  }
+  torch::Tensor forward(torch::Tensor x) { return fc2_(torch::relu(bn_(fc1_(x)))); }
+
+ private:
+  int in_, hidden_, out_;
+  nn::Linear fc1_{nullptr};
+  nn::BatchNorm1d bn_{nullptr};
+  nn::Linear fc2_{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// Stem and basic blocks of a ResNet; returns the output width.
+int AddResNetBody(const ResNetOptions& o, nn::Sequential& model) {
   if (o.widths.empty() || o.widths.size() != o.blocks_per_group.size()) {
     throw std::invalid_argument("ResNet needs one block count per width");
   }
-  nn::Sequential model;
   model->push_back(Stem(o.in_channels, o.widths[0]));
   int in = o.widths[0];
   for (size_t g = 0; g < o.widths.size(); ++g) {
@@ -93,7 +118,40 @@ torch::nn::Sequential MakeResNet(const ResNetOptions& o) {
       in = o.widths[g];
     }
   }
-  model->push_back(Head(in, o.num_classes));
+  return in;
+}
+
+}  // namespace
+
+torch::nn::Sequential MakeByolOnline(const ByolNetOptions& o) {
+  nn::Sequential model;
+  const int features = AddResNetBody(o.encoder, model);
+  model->push_back(GlobalPool());
+  model->push_back(Mlp(features, o.hidden, o.projection));
+  model->push_back(Mlp(o.projection, o.hidden, o.projection));
+  return model;
+}
+
+torch::nn::Sequential MakeByolTarget(const torch::nn::Sequential& online) {
+  nn::Sequential target;
+  size_t i = 0;
+  for (const nn::AnyModule& child : *online) {
+    if (++i == online->size()) break;  // The predictor stays online-only.
+    target->push_back(child.clone());
+  }
+  return target;
+}
+
+int ByolEncoderBlocks(const ByolNetOptions& o) {
+  int blocks = 2;  // Stem and pool.
+  for (int b : o.encoder.blocks_per_group) blocks += b;
+  return blocks;
+}
+
+torch::nn::Sequential MakeResNet(const ResNetOptions& o) {
+  nn::Sequential model;
+  const int features = AddResNetBody(o, model);
+  model->push_back(Head(features, o.num_classes));
   return model;
 }
 

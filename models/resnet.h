@@ -23,6 +23,23 @@ struct ResNetOptions {
 // linear): 2 + sum(blocks_per_group) children.
 torch::nn::Sequential MakeResNet(const ResNetOptions& options);
 
+// BYOL's networks over a ResNet encoder (Grill et al. 2020).
+struct ByolNetOptions {
+  ResNetOptions encoder;  // num_classes is unused.
+  int hidden = 256;       // MLP hidden width (4096 in the paper, for ImageNet).
+  int projection = 64;    // Projection size (256 in the paper).
+};
+
+// The online network as blocks: stem, the basic blocks, global average pool
+// (the encoder: ByolEncoderBlocks() children, output = representation),
+// projector MLP, predictor MLP. Each MLP is Linear-BN-ReLU-Linear.
+torch::nn::Sequential MakeByolOnline(const ByolNetOptions& options);
+// The target network: a deep copy of the online network's blocks without the
+// predictor (so it starts equal, as BYOL initialises it), layer for layer.
+torch::nn::Sequential MakeByolTarget(const torch::nn::Sequential& online);
+// Children of MakeByolOnline that form the encoder.
+int ByolEncoderBlocks(const ByolNetOptions& options);
+
 }  // namespace tspipe
 
 #endif  // TSPIPE_MODELS_RESNET_H_

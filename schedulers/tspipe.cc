@@ -12,7 +12,8 @@
 // student's critical path has nothing ready, i.e. they fill bubbles. With a
 // frozen teacher the math is exactly sequential KD (the teacher never
 // changes); with a momentum teacher the next-batch forward sees target
-// version b-1 for batch b+1, TSPipe's one-step-staler update.
+// version b-1 for batch b+1, TSPipe's one-step-staler update (the
+// tspipe_delayed policy; core/update_policy.h checks it).
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
@@ -98,7 +99,12 @@ class TSPipeScheduler : public Scheduler {
         offer(kBackward, st == last ? loss_end[i][st] : b_end[i][st + 1][r.next_b] + msg);
       }
       if (!r.opt && r.next_b == m) offer(kOpt, r.clock);
-      if (o.workload.teacher_updates && r.opt && !r.update) offer(kUpdate, r.clock);
+      // The update of step b waits for every teacher forward of batch b+1 on
+      // this stage, so that all of them see the same target version (b-1:
+      // the delayed policy) rather than a mix.
+      if (o.workload.teacher_updates && r.opt && !r.update && (!teacher || r.next_t == m)) {
+        offer(kUpdate, r.clock);
+      }
     };
 
     std::vector<std::vector<Action>> kept(n);

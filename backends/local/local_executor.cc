@@ -197,9 +197,13 @@ class LocalExecutor::Impl {
         if (!teacher.empty()) {
           slot.teacher = first ? teacher[s] : teacher[s]->Replicate();
           slot.teacher->to(devices_[r]);
-          // Teachers run inference only: fixed batch-norm statistics, no
-          // dropout.
-          slot.teacher->eval();
+          // Teachers run inference only; pre-trained ones also with fixed
+          // batch-norm statistics and no dropout.
+          if (algorithm_->TeacherInTrainMode()) {
+            slot.teacher->train();
+          } else {
+            slot.teacher->eval();
+          }
           for (auto& p : slot.teacher->parameters()) p.set_requires_grad(false);
         }
         auto params = slot.student->parameters();
@@ -276,6 +280,7 @@ class LocalExecutor::Impl {
   }
 
   const Schedule& schedule() const { return schedule_; }
+  const std::string& update_policy() const { return policy_; }
   int steps_done() const { return static_cast<int>(steps_done_); }
 
  private:
@@ -308,6 +313,24 @@ class LocalExecutor::Impl {
                                   " devices were given");
     }
     if (!options_.make_optimizer) throw std::invalid_argument("no optimizer factory given");
+    const TeacherKind kind = algorithm_->teacher_kind();
+    if (options_.update_policy.empty()) {
+      policy_ = NaturalPolicy(schedule_, kind);
+      if (policy_.empty()) {
+        throw std::invalid_argument("schedule '" + schedule_.scheduler +
+                                    "' gives its teacher forwards no consistent target version");
+      }
+    } else {
+      std::unique_ptr<UpdatePolicy> policy =
+          UpdatePolicyRegistry::Global().Create(options_.update_policy);
+      std::string why = CheckPolicy(schedule_, *policy, kind);
+      if (!why.empty()) {
+        throw std::invalid_argument("scheduler '" + schedule_.scheduler +
+                                    "' cannot honour update policy '" + policy->name() +
+                                    "': " + why);
+      }
+      policy_ = policy->name();
+    }
   }
 
   void RunRank(int rank, int iterations) {
@@ -595,6 +618,7 @@ class LocalExecutor::Impl {
   }
 
   Schedule schedule_;
+  std::string policy_;
   Algorithm* algorithm_;
   LocalExecutorOptions options_;
   std::vector<torch::Device> devices_;
@@ -634,6 +658,7 @@ StepResult LocalExecutor::Step(const Batch& batch, const Batch* next) {
 }
 
 const Schedule& LocalExecutor::schedule() const { return impl_->schedule(); }
+const std::string& LocalExecutor::update_policy() const { return impl_->update_policy(); }
 int LocalExecutor::steps_done() const { return impl_->steps_done(); }
 
 }  // namespace tspipe

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/algorithm.h"
@@ -30,6 +31,10 @@ struct LocalExecutorOptions {
   // A receive that waits longer than this fails the step with a message
   // naming the action, instead of hanging.
   std::chrono::milliseconds recv_timeout{std::chrono::seconds(60)};
+  // Update policy name (core/update_policy.h) the run must honour; the
+  // constructor refuses a schedule whose action order gives a momentum
+  // teacher other versions. Empty = whichever policy the schedule honours.
+  std::string update_policy;
 };
 
 struct StepResult {
@@ -67,6 +72,8 @@ class LocalExecutor {
   StepResult Step(const Batch& batch, const Batch* next = nullptr);
 
   const Schedule& schedule() const;
+  // The update policy in force (the requested one, or the schedule's own).
+  const std::string& update_policy() const;
   int steps_done() const;
 
  private:
