@@ -1,5 +1,6 @@
 #include "benchmarks/harness.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "algorithms/augment.h"
 #include "backends/local/local_executor.h"
 #include "core/algorithm.h"
 #include "core/balance.h"
@@ -69,6 +71,56 @@ ResNetOptions TeacherShape(const TrainConfig& c) {
   return o;
 }
 
+bool IsByol(const TrainConfig& c) { return c.algorithm == "byol"; }
+
+ByolNetOptions ByolShape(const TrainConfig& c) {
+  ByolNetOptions o;
+  o.encoder = StudentShape(c);
+  o.hidden = c.byol_hidden;
+  o.projection = c.byol_projection;
+  return o;
+}
+
+// The student and teacher of a run as block sequences. KD: two ResNets of
+// their own shapes. BYOL: the online network and its target copy, which must
+// be cut alike (the EMA zips them stage by stage); the predictor is the
+// online network's extra last block.
+struct Models {
+  torch::nn::Sequential student{nullptr};
+  torch::nn::Sequential teacher{nullptr};
+  BlockList student_blocks;
+  BlockList teacher_blocks;
+};
+
+Models BuildModels(const TrainConfig& c, bool has_teacher) {
+  Models m;
+  if (IsByol(c)) {
+    m.student = MakeByolOnline(ByolShape(c));
+    m.teacher = MakeByolTarget(m.student);
+    m.student_blocks = MultiViewBlocksFromSequential(m.student);
+    m.teacher_blocks = MultiViewBlocksFromSequential(m.teacher);
+    return m;
+  }
+  m.student = MakeResNet(StudentShape(c));
+  m.student_blocks = BlocksFromSequential(m.student);
+  if (has_teacher) {
+    m.teacher = MakeResNet(TeacherShape(c));
+    m.teacher_blocks = BlocksFromSequential(m.teacher);
+  }
+  return m;
+}
+
+// BYOL's target balance: the online one without the predictor.
+std::vector<int> ByolTargetBalance(std::vector<int> online) {
+  if (online.back() < 2) {
+    throw std::invalid_argument("balance " + FormatBalance(online) +
+                                " leaves the last stage only the predictor; byol's last stage "
+                                "needs the predictor and at least one more block");
+  }
+  online.back() -= 1;
+  return online;
+}
+
 // Fashion-MNIST as normalised float tensors, loaded once per process and
 // split (several trainers in one run share it).
 struct ImageSet {
@@ -116,7 +168,7 @@ double MedianMs(const torch::Device& device, Fn fn) {
 // Per-block cost of `blocks` on `input`: forward + backward of a block in
 // train mode, or forward only without gradients (teacher).
 std::vector<double> ProfileBlocks(const BlockList& blocks, Activation input, bool with_backward,
-                                  const torch::Device& device) {
+                                  bool train_mode, const torch::Device& device) {
   std::vector<double> costs;
   Activation x = ToDevice(input, device);
   for (const Block& block : blocks) {
@@ -129,10 +181,12 @@ std::vector<double> ProfileBlocks(const BlockList& blocks, Activation input, boo
           leaf.push_back(t.is_floating_point() ? t.detach().requires_grad_(true) : t);
         }
         Activation out = block->Forward(leaf);
-        out[0].backward(torch::ones_like(out[0]));
+        std::vector<torch::Tensor> grads;
+        for (const torch::Tensor& t : out) grads.push_back(torch::ones_like(t));
+        torch::autograd::backward(out, grads);
       }));
     } else {
-      block->eval();
+      block->train(train_mode);
       costs.push_back(MedianMs(device, [&] {
         torch::NoGradGuard no_grad;
         block->Forward(x);
@@ -167,14 +221,25 @@ class Trainer::Impl {
                                   std::to_string(c.batch_size));
     }
     algorithm_ = AlgorithmRegistry::Global().Create(c.algorithm);
+    algorithm_->SetTrainingLength(c.total_steps);
+    const bool has_teacher = algorithm_->workload().has_teacher;
     torch::manual_seed(c.seed);
-    model_ = MakeResNet(StudentShape(c));
+    Models models = BuildModels(c, has_teacher);
+    model_ = models.student;
+    teacher_ = models.teacher;
     if (!c.initial_checkpoint.empty()) {
       Load(c.initial_checkpoint, "student", c.widths, c.blocks_per_group, *model_);
+      if (IsByol(c)) CopyState(*MakeByolTarget(model_), *teacher_);
     }
-    BlockList blocks = BlocksFromSequential(model_);
-    std::vector<int> balance =
-        c.balance.empty() ? EvenBalance(static_cast<int>(blocks.size()), c.stages) : c.balance;
+    const BlockList& blocks = models.student_blocks;
+    std::vector<int> balance = c.balance;
+    if (balance.empty() && IsByol(c)) {
+      // Even over the target's blocks; the predictor joins the last stage.
+      balance = EvenBalance(static_cast<int>(models.teacher_blocks.size()), c.stages);
+      balance.back() += 1;
+    } else if (balance.empty()) {
+      balance = EvenBalance(static_cast<int>(blocks.size()), c.stages);
+    }
     if (static_cast<int>(balance.size()) != c.stages) {
       throw std::invalid_argument("balance " + Join(balance) + " has " +
                                   std::to_string(balance.size()) + " entries for " +
@@ -182,16 +247,17 @@ class Trainer::Impl {
     }
     stages_ = Partition(blocks, balance);
     std::vector<Stage> teacher_stages;
-    if (algorithm_->workload().has_teacher) {
-      teacher_ = MakeResNet(TeacherShape(c));
-      if (!c.teacher_checkpoint.empty()) {
+    if (has_teacher) {
+      if (!c.teacher_checkpoint.empty() && !IsByol(c)) {
         Load(c.teacher_checkpoint, "teacher", c.teacher_widths, c.teacher_blocks_per_group,
              *teacher_);
       }
-      BlockList tblocks = BlocksFromSequential(teacher_);
-      std::vector<int> tbalance = c.teacher_balance.empty()
-                                      ? EvenBalance(static_cast<int>(tblocks.size()), c.stages)
-                                      : c.teacher_balance;
+      const BlockList& tblocks = models.teacher_blocks;
+      std::vector<int> tbalance =
+          IsByol(c) ? ByolTargetBalance(balance)
+                    : (c.teacher_balance.empty()
+                           ? EvenBalance(static_cast<int>(tblocks.size()), c.stages)
+                           : c.teacher_balance);
       if (static_cast<int>(tbalance.size()) != c.stages) {
         throw std::invalid_argument("teacher balance " + Join(tbalance) + " has " +
                                     std::to_string(tbalance.size()) + " entries for " +
@@ -211,6 +277,7 @@ class Trainer::Impl {
 
     LocalExecutorOptions eo;
     eo.devices = RankDevices(c.device, devices_);
+    eo.update_policy = c.update_policy;
     // Evaluation runs replica 0 of each stage where training left it.
     for (int s = 0; s < c.stages; ++s) {
       const int rank = schedule.placement[s][0];
@@ -223,10 +290,12 @@ class Trainer::Impl {
     };
     executor_ = std::make_unique<LocalExecutor>(std::move(schedule), stages_,
                                                 std::move(teacher_stages), algorithm_.get(), eo);
+    views_ = IsByol(c) ? 2 : 0;
+    augment_ = at::detail::createCPUGenerator(static_cast<uint64_t>(c.seed) + 1);
     if (c.data == "synthetic") {
       for (int i = 0; i < std::max(1, c.num_batches); ++i) {
-        synthetic_.push_back(Batch{{torch::randn({c.batch_size, 1, 28, 28})},
-                                   {torch::randint(0, 10, {c.batch_size})}});
+        synthetic_.push_back(WithViews(Batch{{torch::randn({c.batch_size, 1, 28, 28})},
+                                             {torch::randint(0, 10, {c.batch_size})}}));
       }
     } else if (c.data == "fashion_mnist") {
       train_set_ = LoadImages(c.data_dir, /*train=*/true);
@@ -270,6 +339,57 @@ class Trainer::Impl {
     }
     for (Stage& s : stages_) s->train();
     return static_cast<double>(correct) / static_cast<double>(n);
+  }
+
+  double LinearEval(int train_limit, int test_limit) {
+    if (!IsByol(config_)) {
+      throw std::logic_error("linear evaluation needs a self-supervised encoder (byol), not " +
+                             config_.algorithm);
+    }
+    const int encoder_blocks = ByolEncoderBlocks(ByolShape(config_));
+    auto features = [&](bool train, int limit) {
+      std::shared_ptr<const ImageSet> set = LoadImages(config_.data_dir, train);
+      int64_t n = set->images.size(0);
+      if (limit > 0) n = std::min<int64_t>(n, limit);
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> out;
+      for (int64_t begin = 0; begin < n; begin += 500) {
+        torch::Tensor x = set->images.slice(0, begin, std::min(n, begin + 500));
+        int i = 0;
+        for (torch::nn::AnyModule& child : *model_) {
+          if (i++ == encoder_blocks) break;
+          // Blocks sit on their stage's device.
+          auto params = child.ptr()->parameters();
+          if (!params.empty()) x = x.to(params[0].device());
+          x = child.forward<torch::Tensor>(x);
+        }
+        out.push_back(x.to(torch::kCPU));
+      }
+      return std::make_pair(torch::cat(out), set->labels.slice(0, 0, n));
+    };
+    model_->eval();
+    auto [train_x, train_y] = features(true, train_limit);
+    auto [test_x, test_y] = features(false, test_limit);
+    model_->train();
+    // Standardise with the train statistics, then multinomial logistic
+    // regression by full-batch Adam (a convex problem; 300 steps converge on
+    // these feature sizes).
+    torch::Tensor mean = train_x.mean(0, true), std = train_x.std(0, true, true) + 1e-6;
+    train_x = (train_x - mean) / std;
+    test_x = (test_x - mean) / std;
+    torch::nn::Linear classifier(train_x.size(1), 10);
+    torch::optim::Adam opt(classifier->parameters(), torch::optim::AdamOptions(0.05));
+    for (int it = 0; it < 300; ++it) {
+      torch::Tensor loss =
+          torch::nn::functional::cross_entropy(classifier(train_x), train_y) +
+          1e-4 * classifier->weight.pow(2).sum();
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    }
+    torch::NoGradGuard no_grad;
+    torch::Tensor predicted = classifier(test_x).argmax(1);
+    return predicted.eq(test_y).to(torch::kFloat64).mean().item<double>();
   }
 
   void SaveModel(const std::string& path) {
@@ -353,8 +473,17 @@ class Trainer::Impl {
                                            torch::kInt64)
                               .clone();
     position_ += config_.batch_size;
-    return Batch{{train_set_->images.index_select(0, index)},
-                 {train_set_->labels.index_select(0, index)}};
+    return WithViews(Batch{{train_set_->images.index_select(0, index)},
+                           {train_set_->labels.index_select(0, index)}});
+  }
+
+  // Self-supervised algorithms train on augmented views instead of images.
+  Batch WithViews(Batch b) {
+    if (views_ == 0) return b;
+    Activation views;
+    for (int v = 0; v < views_; ++v) views.push_back(Augment(b.inputs[0], augment_options_, augment_));
+    b.inputs = std::move(views);
+    return b;
   }
 
   // The executor looks one batch ahead (TSPipe's teacher forwards), so the
@@ -386,6 +515,9 @@ class Trainer::Impl {
   std::vector<int64_t> order_;
   size_t position_ = 0;
   std::deque<Batch> ahead_;
+  int views_ = 0;
+  AugmentOptions augment_options_;
+  at::Generator augment_;
   int devices_ = 1;
   double bubble_ = 0;
 };
@@ -395,6 +527,9 @@ Trainer::~Trainer() = default;
 double Trainer::Train(int steps) { return impl_->Train(steps); }
 double Trainer::Evaluate(int limit) { return impl_->Evaluate(limit); }
 void Trainer::SaveModel(const std::string& path) { impl_->SaveModel(path); }
+double Trainer::LinearEval(int train_limit, int test_limit) {
+  return impl_->LinearEval(train_limit, test_limit);
+}
 double Trainer::MaxParameterDifference(const Trainer& other) const {
   return impl_->MaxParameterDifference(*other.impl_);
 }
@@ -413,13 +548,32 @@ BalancePlan PlanBalance(const TrainConfig& c) {
   const torch::Device device = FirstDevice(c.device);
   // Profiling changes batch-norm statistics: use throw-away models.
   torch::manual_seed(c.seed);
-  torch::nn::Sequential student = MakeResNet(StudentShape(c));
-  Activation input{torch::randn({c.batch_size / c.microbatches, 1, 28, 28})};
-  std::vector<double> scost = ProfileBlocks(BlocksFromSequential(student), input, true, device);
+  Models models = BuildModels(c, algorithm->workload().has_teacher);
+  Activation input;
+  for (int v = 0; v < (IsByol(c) ? 2 : 1); ++v) {
+    input.push_back(torch::randn({c.batch_size / c.microbatches, 1, 28, 28}));
+  }
+  std::vector<double> scost = ProfileBlocks(models.student_blocks, input, true, true, device);
   std::vector<double> tcost;
   if (algorithm->workload().has_teacher) {
-    torch::nn::Sequential teacher = MakeResNet(TeacherShape(c));
-    tcost = ProfileBlocks(BlocksFromSequential(teacher), input, false, device);
+    tcost = ProfileBlocks(models.teacher_blocks, input, false, algorithm->TeacherInTrainMode(),
+                          device);
+  }
+  if (IsByol(c)) {
+    // Online and target are cut alike: one cost per target block (online +
+    // target), the predictor's folded into the last.
+    std::vector<double> units(tcost.size());
+    for (size_t i = 0; i < units.size(); ++i) units[i] = scost[i] + tcost[i];
+    units.back() += scost.back();
+    std::vector<int> even = EvenBalance(static_cast<int>(units.size()), c.stages);
+    BalanceResult best = SolveBalance(units, {}, c.stages);
+    BalancePlan plan;
+    plan.teacher = best.student;
+    plan.student = best.student;
+    plan.student.back() += 1;
+    plan.stage_ms = best.stage_costs;
+    plan.even_stage_ms = StageCosts(units, even, {}, {});
+    return plan;
   }
   // Also checks the stage count against both models, with the same message
   // as an explicit balance would get.

@@ -31,6 +31,15 @@ struct TrainConfig {
   std::string teacher_checkpoint;
   // Initial student weights (same format); empty = random initialisation.
   std::string initial_checkpoint;
+  // BYOL projector/predictor sizes (algorithm "byol"; the encoder is the
+  // student ResNet above).
+  int byol_hidden = 256;
+  int byol_projection = 64;
+  // Update policy for momentum teachers ("sync", "tspipe_delayed"); empty =
+  // the one the scheduler's action order gives.
+  std::string update_policy;
+  // Total optimizer steps planned (BYOL's momentum ramp); 0 = unknown.
+  int total_steps = 0;
   double learning_rate = 0.05;
   double momentum = 0.9;
   double weight_decay = 0;
@@ -66,6 +75,12 @@ class Trainer {
   // Student top-1 accuracy on the Fashion-MNIST test split (eval mode: batch
   // norm running statistics), or on the first `limit` test images if > 0.
   double Evaluate(int limit = 0);
+  // Self-supervised runs (byol): top-1 test accuracy of a linear classifier
+  // trained on the frozen encoder's features (eval mode, no augmentation) of
+  // the train split (first `train_limit` images if > 0), evaluated on the
+  // test split (first `test_limit` if > 0). Throws std::logic_error for
+  // algorithms without an encoder.
+  double LinearEval(int train_limit = 0, int test_limit = 0);
   // Writes the student's parameters and buffers atomically (a temporary file
   // renamed over `path`), loadable as TrainConfig::teacher_checkpoint.
   void SaveModel(const std::string& path);

@@ -19,6 +19,7 @@
 #include <map>
 #include <sstream>
 
+#include "benchmarks/cli.h"
 #include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
@@ -55,64 +56,10 @@ DEFINE_string(report, "", "If set, also write the result table (Markdown) to thi
 
 namespace {
 
-std::vector<int> ParseInts(const std::string& text, const char* flag) {
-  std::vector<int> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoi(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      LOG(FATAL) << "--" << flag << ": '" << item << "' is not an integer";
-    }
-  }
-  return out;
-}
-
-std::vector<std::string> Split(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(item);
-  return out;
-}
-
-// `bazel run` starts binaries in their runfiles tree; users mean paths
-// relative to where they typed the command.
-std::string UserPath(const std::string& path) {
-  const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (path.empty() || path[0] == '/' || cwd == nullptr) return path;
-  return std::string(cwd) + "/" + path;
-}
-
-bool Exists(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f != nullptr) std::fclose(f);
-  return f != nullptr;
-}
-
-// Trains `steps` steps in chunks, logging progress; returns seconds taken.
-double TrainWithProgress(tspipe::Trainer& trainer, int steps, const std::string& label) {
-  const auto start = std::chrono::steady_clock::now();
-  const int chunk = FLAGS_log_every > 0 ? FLAGS_log_every : steps;
-  int done = 0;
-  while (done < steps) {
-    const int n = std::min(chunk, steps - done);
-    const double loss = trainer.Train(n);
-    done += n;
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (FLAGS_log_every > 0) {
-      const double rate = static_cast<double>(done) * trainer.batch_size() / secs;
-      LOG(INFO) << label << ": step " << done << "/" << steps << ", loss " << loss << ", "
-                << static_cast<int>(rate) << " samples/s, ETA "
-                << static_cast<int>((steps - done) * secs / done) << " s";
-    }
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using tspipe::FileExists;
+using tspipe::ParseInts;
+using tspipe::SplitList;
+using tspipe::UserPath;
 
 struct Row {
   std::string run;
@@ -161,13 +108,13 @@ int main(int argc, char** argv) {
     teacher.widths = base.teacher_widths;
     teacher.blocks_per_group = base.teacher_blocks_per_group;
     if (FLAGS_balance == "auto") teacher.balance = tspipe::PlanBalance(teacher).student;
-    if (FLAGS_retrain_teacher || !Exists(checkpoint)) {
+    if (FLAGS_retrain_teacher || !FileExists(checkpoint)) {
       LOG(INFO) << "training the teacher (" << FLAGS_teacher_steps << " steps, "
                 << FLAGS_teacher_scheduler << ", balance "
                 << tspipe::FormatBalance(teacher.balance) << ")";
       tspipe::Trainer t(teacher);
       Row row{"teacher", teacher.scheduler, FLAGS_teacher_steps};
-      row.seconds = TrainWithProgress(t, FLAGS_teacher_steps, "teacher");
+      row.seconds = tspipe::TrainWithProgress(t, FLAGS_teacher_steps, "teacher", FLAGS_log_every);
       row.accuracy = t.Evaluate(FLAGS_eval_samples);
       t.SaveModel(checkpoint);
       LOG(INFO) << "saved the teacher to " << checkpoint << " (test accuracy " << row.accuracy
@@ -194,12 +141,12 @@ int main(int argc, char** argv) {
               << ", teacher " << tspipe::FormatBalance(kd.teacher_balance)
               << " (empty = even)";
     std::map<std::string, std::unique_ptr<tspipe::Trainer>> students;
-    for (const std::string& scheduler : Split(FLAGS_scheduler)) {
+    for (const std::string& scheduler : SplitList(FLAGS_scheduler)) {
       tspipe::TrainConfig c = kd;
       c.scheduler = scheduler;
       auto trainer = std::make_unique<tspipe::Trainer>(c);
       Row row{"kd student", scheduler, FLAGS_steps};
-      row.seconds = TrainWithProgress(*trainer, FLAGS_steps, "kd/" + scheduler);
+      row.seconds = tspipe::TrainWithProgress(*trainer, FLAGS_steps, "kd/" + scheduler, FLAGS_log_every);
       row.accuracy = trainer->Evaluate(FLAGS_eval_samples);
       rows.push_back(row);
       students[scheduler] = std::move(trainer);
@@ -231,7 +178,7 @@ int main(int argc, char** argv) {
     alone.teacher_checkpoint.clear();
     tspipe::Trainer baseline(alone);
     Row row{"student without teacher", "sequential", FLAGS_steps};
-    row.seconds = TrainWithProgress(baseline, FLAGS_steps, "no-teacher");
+    row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "no-teacher", FLAGS_log_every);
     row.accuracy = baseline.Evaluate(FLAGS_eval_samples);
     rows.push_back(row);
   } catch (const std::exception& e) {

@@ -17,6 +17,7 @@
 #include <map>
 #include <sstream>
 
+#include "benchmarks/cli.h"
 #include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
@@ -42,6 +43,12 @@ DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group (k
 DEFINE_string(teacher_balance, "",
               "Teacher blocks per stage, e.g. '4,4'; empty = chosen with --balance "
               "(auto: jointly; otherwise even).");
+DEFINE_string(policy, "",
+              "Update policy for momentum teachers (byol): sync or tspipe_delayed; empty = "
+              "each scheduler's own (tspipe: tspipe_delayed, others: sync). A scheduler that "
+              "cannot honour the policy fails with an error.");
+DEFINE_int32(byol_hidden, 256, "BYOL projector/predictor hidden width.");
+DEFINE_int32(byol_projection, 64, "BYOL projection size.");
 DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or fashion_mnist (--data_dir).");
 DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
@@ -62,29 +69,11 @@ namespace {
 
 const char kAlgorithm[] = TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM);
 
-std::vector<int> ParseInts(const std::string& text, const char* flag) {
-  std::vector<int> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoi(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      LOG(FATAL) << "--" << flag << ": '" << item << "' is not an integer";
-    }
-  }
-  return out;
-}
+using tspipe::ParseInts;
 
 std::vector<std::string> Schedulers() {
   if (FLAGS_scheduler == "all") return tspipe::SchedulerNames();
-  std::vector<std::string> out;
-  std::stringstream in(FLAGS_scheduler);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(item);
-  return out;
+  return tspipe::SplitList(FLAGS_scheduler);
 }
 
 struct Measured {
@@ -205,13 +194,6 @@ void PrintComparison(const std::vector<std::string>& names) {
   std::fflush(stdout);
 }
 
-std::string FormatMs(const std::vector<double>& ms) {
-  std::ostringstream out;
-  out.precision(3);
-  for (size_t i = 0; i < ms.size(); ++i) out << (i ? "/" : "") << ms[i];
-  return out.str();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -248,6 +230,9 @@ int main(int argc, char** argv) {
   base.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
   base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
   base.teacher_balance = ParseInts(FLAGS_teacher_balance, "teacher_balance");
+  base.update_policy = FLAGS_policy;
+  base.byol_hidden = FLAGS_byol_hidden;
+  base.byol_projection = FLAGS_byol_projection;
   base.data = FLAGS_data;
   base.data_dir = FLAGS_data_dir;
   if (FLAGS_balance == "auto") {
@@ -257,8 +242,8 @@ int main(int argc, char** argv) {
       if (base.teacher_balance.empty()) base.teacher_balance = plan.teacher;
       LOG(INFO) << "auto balance: student " << tspipe::FormatBalance(plan.student)
                 << (plan.teacher.empty() ? "" : ", teacher " + tspipe::FormatBalance(plan.teacher))
-                << "; measured ms per micro-batch by stage " << FormatMs(plan.stage_ms)
-                << " (even split: " << FormatMs(plan.even_stage_ms) << ")";
+                << "; measured ms per micro-batch by stage " << tspipe::FormatMs(plan.stage_ms)
+                << " (even split: " << tspipe::FormatMs(plan.even_stage_ms) << ")";
     } catch (const std::exception& e) {
       LOG(ERROR) << e.what();
       return 1;
