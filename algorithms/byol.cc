@@ -5,10 +5,14 @@
 
 namespace tspipe {
 
+double CosineMomentum(double base, int step, int total_steps) {
+  if (total_steps <= 0) return base;
+  const double progress = std::min(1.0, static_cast<double>(step) / total_steps);
+  return 1.0 - (1.0 - base) * (std::cos(M_PI * progress) + 1.0) / 2.0;
+}
+
 double ByolMomentum(const ByolOptions& o, int step) {
-  if (o.total_steps <= 0) return o.base_momentum;
-  const double progress = std::min(1.0, static_cast<double>(step) / o.total_steps);
-  return 1.0 - (1.0 - o.base_momentum) * (std::cos(M_PI * progress) + 1.0) / 2.0;
+  return CosineMomentum(o.base_momentum, step, o.total_steps);
 }
 
 torch::Tensor ByolLoss(const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& z1,
@@ -27,7 +31,8 @@ Workload Byol::workload() const {
   Workload w;
   w.has_teacher = true;
   w.teacher_updates = true;
-  w.full_batch_loss = true;
+  // A mean of per-sample terms: splitting the batch (data parallel) is exact.
+  w.full_batch_loss = false;
   return w;
 }
 

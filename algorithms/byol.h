@@ -22,6 +22,11 @@ struct ByolOptions {
   int total_steps = 0;
 };
 
+// 1 - (1 - base) * (cos(pi * step / total_steps) + 1) / 2, clamped at
+// step = total_steps; `base` when total_steps <= 0. BYOL's and MoCo v3's
+// momentum ramp.
+double CosineMomentum(double base, int step, int total_steps);
+
 // m_k above.
 double ByolMomentum(const ByolOptions& options, int step);
 

@@ -10,7 +10,9 @@
 
 #include "algorithms/augment.h"
 #include "algorithms/byol.h"
+#include "algorithms/mocov3.h"
 #include "models/resnet.h"
+#include "models/vit.h"
 
 namespace tspipe {
 namespace {
@@ -78,7 +80,7 @@ TEST(ByolTest, TargetStartsAsACopyOfTheOnlineNetworkWithoutPredictor) {
   o.hidden = 16;
   o.projection = 8;
   torch::nn::Sequential online = MakeByolOnline(o);
-  torch::nn::Sequential target = MakeByolTarget(online);
+  torch::nn::Sequential target = MakeMomentumTarget(online);
   EXPECT_EQ(online->size(), static_cast<size_t>(ByolEncoderBlocks(o) + 2));
   EXPECT_EQ(target->size(), online->size() - 1);
   auto tp = target->named_parameters();
@@ -88,6 +90,57 @@ TEST(ByolTest, TargetStartsAsACopyOfTheOnlineNetworkWithoutPredictor) {
     EXPECT_TRUE(torch::equal(p.value(), op[p.key()])) << p.key();
     EXPECT_NE(p.value().data_ptr(), op[p.key()].data_ptr()) << "shares storage: " << p.key();
   }
+}
+
+// InfoNCE written out sample by sample: -log softmax of the positive among
+// all keys of the batch, times 2 tau, for both view pairings.
+TEST(MocoV3Test, LossIsInfoNceOverTheWholeBatch) {
+  torch::manual_seed(6);
+  const double tau = 0.2;
+  const int n = 6;
+  torch::Tensor q1 = torch::randn({n, 5}, torch::kFloat64), q2 = torch::randn({n, 5}, torch::kFloat64);
+  torch::Tensor k1 = torch::randn({n, 5}, torch::kFloat64), k2 = torch::randn({n, 5}, torch::kFloat64);
+  auto ctr = [&](const torch::Tensor& q, const torch::Tensor& k) {
+    double total = 0;
+    for (int i = 0; i < n; ++i) {
+      auto cos = [&](int j) {
+        return (q[i] * k[j]).sum().item<double>() /
+               (q[i].norm().item<double>() * k[j].norm().item<double>());
+      };
+      double denominator = 0;
+      for (int j = 0; j < n; ++j) denominator += std::exp(cos(j) / tau);
+      total += -std::log(std::exp(cos(i) / tau) / denominator);
+    }
+    return total / n * 2 * tau;
+  };
+  EXPECT_NEAR(MocoV3Loss(q1, q2, k1, k2, tau).item<double>(), ctr(q1, k2) + ctr(q2, k1), 1e-10);
+  // Halving the batch removes negatives and changes the loss: it is not a
+  // per-sample mean.
+  EXPECT_GT(std::abs(MocoV3Loss(q1, q2, k1, k2, tau).item<double>() -
+                     MocoV3Loss(q1.slice(0, 0, 3), q2.slice(0, 0, 3), k1.slice(0, 0, 3),
+                                k2.slice(0, 0, 3), tau)
+                         .item<double>()),
+            1e-3);
+}
+
+TEST(MocoV3Test, VitNetworksHaveTheirShapes) {
+  MocoNetOptions o;
+  o.encoder.dim = 16;
+  o.encoder.depth = 2;
+  o.encoder.heads = 2;
+  o.hidden = 32;
+  o.projection = 8;
+  torch::nn::Sequential online = MakeMocoV3Online(o);
+  EXPECT_EQ(online->size(), static_cast<size_t>(MocoEncoderBlocks(o) + 2));
+  torch::Tensor x = torch::randn({3, 1, 28, 28});
+  EXPECT_EQ(online->forward(x).sizes(), (std::vector<int64_t>{3, 8}));
+  torch::nn::Sequential target = MakeMomentumTarget(online);
+  EXPECT_EQ(target->size(), online->size() - 1);
+  for (const auto& p : target->named_parameters()) {
+    EXPECT_TRUE(torch::equal(p.value(), online->named_parameters()[p.key()])) << p.key();
+  }
+  o.encoder.patch = 5;
+  EXPECT_THROW(MakeMocoV3Online(o), std::invalid_argument);
 }
 
 TEST(AugmentTest, IdentitySettingsReturnTheInputAndFlipMirrors) {

@@ -22,6 +22,7 @@
 #include "core/scheduler.h"
 #include "core/simulator.h"
 #include "models/resnet.h"
+#include "models/vit.h"
 
 namespace tspipe {
 
@@ -71,7 +72,19 @@ ResNetOptions TeacherShape(const TrainConfig& c) {
   return o;
 }
 
-bool IsByol(const TrainConfig& c) { return c.algorithm == "byol"; }
+// BYOL and MoCo v3: an online network and its momentum copy on two views.
+bool IsByol(const TrainConfig& c) { return c.algorithm == "byol" || c.algorithm == "mocov3"; }
+
+MocoNetOptions MocoShape(const TrainConfig& c) {
+  MocoNetOptions o;
+  o.encoder.patch = c.vit_patch;
+  o.encoder.dim = c.vit_dim;
+  o.encoder.depth = c.vit_depth;
+  o.encoder.heads = c.vit_heads;
+  o.hidden = c.byol_hidden;
+  o.projection = c.byol_projection;
+  return o;
+}
 
 ByolNetOptions ByolShape(const TrainConfig& c) {
   ByolNetOptions o;
@@ -95,8 +108,9 @@ struct Models {
 Models BuildModels(const TrainConfig& c, bool has_teacher) {
   Models m;
   if (IsByol(c)) {
-    m.student = MakeByolOnline(ByolShape(c));
-    m.teacher = MakeByolTarget(m.student);
+    m.student = c.algorithm == "mocov3" ? MakeMocoV3Online(MocoShape(c))
+                                        : MakeByolOnline(ByolShape(c));
+    m.teacher = MakeMomentumTarget(m.student);
     m.student_blocks = MultiViewBlocksFromSequential(m.student);
     m.teacher_blocks = MultiViewBlocksFromSequential(m.teacher);
     return m;
@@ -114,7 +128,7 @@ Models BuildModels(const TrainConfig& c, bool has_teacher) {
 std::vector<int> ByolTargetBalance(std::vector<int> online) {
   if (online.back() < 2) {
     throw std::invalid_argument("balance " + FormatBalance(online) +
-                                " leaves the last stage only the predictor; byol's last stage "
+                                " leaves the last stage only the predictor; the last stage "
                                 "needs the predictor and at least one more block");
   }
   online.back() -= 1;
@@ -229,7 +243,7 @@ class Trainer::Impl {
     teacher_ = models.teacher;
     if (!c.initial_checkpoint.empty()) {
       Load(c.initial_checkpoint, "student", c.widths, c.blocks_per_group, *model_);
-      if (IsByol(c)) CopyState(*MakeByolTarget(model_), *teacher_);
+      if (IsByol(c)) CopyState(*MakeMomentumTarget(model_), *teacher_);
     }
     const BlockList& blocks = models.student_blocks;
     std::vector<int> balance = c.balance;
@@ -343,10 +357,12 @@ class Trainer::Impl {
 
   double LinearEval(int train_limit, int test_limit) {
     if (!IsByol(config_)) {
-      throw std::logic_error("linear evaluation needs a self-supervised encoder (byol), not " +
+      throw std::logic_error("linear evaluation needs a self-supervised encoder (byol, mocov3), not " +
                              config_.algorithm);
     }
-    const int encoder_blocks = ByolEncoderBlocks(ByolShape(config_));
+    const int encoder_blocks = config_.algorithm == "mocov3"
+                                   ? MocoEncoderBlocks(MocoShape(config_))
+                                   : ByolEncoderBlocks(ByolShape(config_));
     auto features = [&](bool train, int limit) {
       std::shared_ptr<const ImageSet> set = LoadImages(config_.data_dir, train);
       int64_t n = set->images.size(0);

@@ -31,10 +31,14 @@ struct TrainConfig {
   std::string teacher_checkpoint;
   // Initial student weights (same format); empty = random initialisation.
   std::string initial_checkpoint;
-  // BYOL projector/predictor sizes (algorithm "byol"; the encoder is the
-  // student ResNet above).
+  // Projector/predictor sizes of "byol" (encoder: the student ResNet above)
+  // and "mocov3" (encoder: the ViT below).
   int byol_hidden = 256;
   int byol_projection = 64;
+  int vit_patch = 4;
+  int vit_dim = 64;
+  int vit_depth = 4;
+  int vit_heads = 4;
   // Update policy for momentum teachers ("sync", "tspipe_delayed"); empty =
   // the one the scheduler's action order gives.
   std::string update_policy;

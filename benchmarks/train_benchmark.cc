@@ -47,8 +47,12 @@ DEFINE_string(policy, "",
               "Update policy for momentum teachers (byol): sync or tspipe_delayed; empty = "
               "each scheduler's own (tspipe: tspipe_delayed, others: sync). A scheduler that "
               "cannot honour the policy fails with an error.");
-DEFINE_int32(byol_hidden, 256, "BYOL projector/predictor hidden width.");
-DEFINE_int32(byol_projection, 64, "BYOL projection size.");
+DEFINE_int32(byol_hidden, 256, "BYOL/MoCo v3 projector and predictor hidden width.");
+DEFINE_int32(byol_projection, 64, "BYOL/MoCo v3 projection size.");
+DEFINE_int32(vit_patch, 4, "MoCo v3 ViT patch size.");
+DEFINE_int32(vit_dim, 64, "MoCo v3 ViT width.");
+DEFINE_int32(vit_depth, 4, "MoCo v3 ViT transformer blocks.");
+DEFINE_int32(vit_heads, 4, "MoCo v3 ViT attention heads.");
 DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or fashion_mnist (--data_dir).");
 DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
@@ -233,6 +237,10 @@ int main(int argc, char** argv) {
   base.update_policy = FLAGS_policy;
   base.byol_hidden = FLAGS_byol_hidden;
   base.byol_projection = FLAGS_byol_projection;
+  base.vit_patch = FLAGS_vit_patch;
+  base.vit_dim = FLAGS_vit_dim;
+  base.vit_depth = FLAGS_vit_depth;
+  base.vit_heads = FLAGS_vit_heads;
   base.data = FLAGS_data;
   base.data_dir = FLAGS_data_dir;
   if (FLAGS_balance == "auto") {
@@ -250,9 +258,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::vector<std::string> names = Schedulers();
+  std::vector<std::string> requested = Schedulers();
+  std::vector<std::string> names;
   const auto known = tspipe::SchedulerNames();
-  for (const std::string& n : names) {
+  for (const std::string& n : requested) {
     if (std::find(known.begin(), known.end(), n) == known.end()) {
       LOG(ERROR) << "unknown scheduler '" << n << "'; choices:\n" << tspipe::DescribeSchedulers();
       return 1;
@@ -262,13 +271,28 @@ int main(int argc, char** argv) {
     // Fail fast on bad configurations, before any timing starts.
     try {
       g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
+    } catch (const std::invalid_argument& e) {
+      // "all" means every scheduler that can run this configuration (dp
+      // cannot split MoCo's batch, for one); a scheduler named explicitly
+      // must run.
+      if (FLAGS_scheduler == "all") {
+        LOG(WARNING) << "skipping " << n << ": " << e.what();
+        continue;
+      }
+      LOG(ERROR) << n << ": " << e.what();
+      return 1;
     } catch (const std::exception& e) {
       LOG(ERROR) << n << ": " << e.what();
       return 1;
     }
+    names.push_back(n);
     auto* b = benchmark::RegisterBenchmark(("train/" + n).c_str(), RunTraining, config);
     b->UseRealTime()->Unit(benchmark::kMillisecond);
     if (FLAGS_steps > 0) b->Iterations(FLAGS_steps);
+  }
+  if (names.empty()) {
+    LOG(ERROR) << "no scheduler can run this configuration (see the warnings above)";
+    return 1;
   }
   ComparisonReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);

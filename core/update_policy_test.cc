@@ -50,6 +50,7 @@ Schedule MomentumSchedule(const std::string& scheduler, int stages, int microbat
   o.num_microbatches = microbatches;
   o.workload.has_teacher = true;
   o.workload.teacher_updates = true;
+  o.workload.full_batch_loss = false;  // Lets dp split the batch.
   return BuildSchedule(scheduler, o);
 }
 

@@ -132,7 +132,7 @@ torch::nn::Sequential MakeByolOnline(const ByolNetOptions& o) {
   return model;
 }
 
-torch::nn::Sequential MakeByolTarget(const torch::nn::Sequential& online) {
+torch::nn::Sequential MakeMomentumTarget(const torch::nn::Sequential& online) {
   nn::Sequential target;
   size_t i = 0;
   for (const nn::AnyModule& child : *online) {

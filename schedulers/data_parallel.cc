@@ -33,6 +33,14 @@ class DataParallelScheduler : public Scheduler {
       // not plain data parallelism.
       throw std::invalid_argument("dp does not run workloads with per-stage (local) losses");
     }
+    if (o.workload.full_batch_loss && devices > 1) {
+      // Each replica's loss covers its own share only; MoCo's negatives
+      // would then span a share, not the batch.
+      throw std::invalid_argument(
+          "dp splits the mini-batch over " + std::to_string(devices) +
+          " replicas, but this algorithm's loss needs the whole mini-batch at once "
+          "(e.g. contrastive negatives); use a pipeline scheduler");
+    }
     Schedule s;
     s.num_stages = o.num_stages;
     s.num_microbatches = o.num_microbatches;

@@ -1,5 +1,5 @@
-// BYOL through the executor against a plain training loop written here from
-// the textbook algorithm: forward both views micro-batch by micro-batch, the
+// BYOL and MoCo v3 through the executor against a plain training loop written
+// here from the textbook algorithm: forward both views micro-batch by micro-batch, the
 // symmetrised loss over the whole batch, one step, then the EMA of the
 // target. The loop keeps every target version, so it can apply either
 // policy: the standard one (batch b sees target version b-1) or TSPipe's
@@ -9,9 +9,11 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/byol.h"
+#include "algorithms/mocov3.h"
 #include "backends/local/local_executor.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
+#include "models/vit.h"
 
 namespace tspipe {
 namespace {
@@ -25,6 +27,21 @@ ByolNetOptions Net() {
   return o;
 }
 
+MocoNetOptions MocoNet() {
+  MocoNetOptions o;
+  o.encoder.patch = 7;
+  o.encoder.dim = 16;
+  o.encoder.depth = 2;  // Online: embed, 2 transformer blocks, class token, 2 MLPs.
+  o.encoder.heads = 2;
+  o.hidden = 16;
+  o.projection = 8;
+  return o;
+}
+
+torch::nn::Sequential MakeOnline(const std::string& algorithm) {
+  return algorithm == "byol" ? MakeByolOnline(Net()) : MakeMocoV3Online(MocoNet());
+}
+
 torch::optim::SGDOptions Sgd() { return torch::optim::SGDOptions(0.1).momentum(0.9); }
 
 // The target's balance: the online one without the predictor (last block).
@@ -34,6 +51,7 @@ std::vector<int> TargetBalance(std::vector<int> online) {
 }
 
 struct Case {
+  std::string algorithm;
   std::string scheduler;
   std::string policy;
   std::vector<int> balance;
@@ -46,21 +64,37 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
   at::set_num_threads(1);
   const Case c = GetParam();
   const bool delayed = c.policy == "tspipe_delayed";
-  const int steps = 5, batch = 8;
-  ByolOptions bo;
-  bo.base_momentum = 0.9;  // Far from 1, so versions differ visibly.
-  bo.total_steps = steps;
+  const int steps = 5, batch = 16;
+  const double base_momentum = 0.9;  // Far from 1, so versions differ visibly.
+  const double tau = 0.2;
+  std::unique_ptr<Algorithm> algorithm;
+  if (c.algorithm == "byol") {
+    ByolOptions bo;
+    bo.base_momentum = base_momentum;
+    bo.total_steps = steps;
+    algorithm = std::make_unique<Byol>(bo);
+  } else {
+    MocoV3Options mo;
+    mo.base_momentum = base_momentum;
+    mo.temperature = tau;
+    mo.total_steps = steps;
+    algorithm = std::make_unique<MocoV3>(mo);
+  }
+  auto loss_fn = [&](const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& z1,
+                     const torch::Tensor& z2) {
+    return c.algorithm == "byol" ? ByolLoss(p1, p2, z1, z2) : MocoV3Loss(p1, p2, z1, z2, tau);
+  };
 
   torch::manual_seed(21);
-  torch::nn::Sequential online = MakeByolOnline(Net());
+  torch::nn::Sequential online = MakeOnline(c.algorithm);
   online->to(torch::kFloat64);
-  torch::nn::Sequential target = MakeByolTarget(online);
+  torch::nn::Sequential target = MakeMomentumTarget(online);
   torch::manual_seed(21);
-  torch::nn::Sequential ref_online = MakeByolOnline(Net());
+  torch::nn::Sequential ref_online = MakeOnline(c.algorithm);
   ref_online->to(torch::kFloat64);
-  torch::nn::Sequential ref_target = MakeByolTarget(ref_online);
+  torch::nn::Sequential ref_target = MakeMomentumTarget(ref_online);
   // Scratch network that runs a chosen target version.
-  torch::nn::Sequential ref_view = MakeByolTarget(ref_online);
+  torch::nn::Sequential ref_view = MakeMomentumTarget(ref_online);
   torch::optim::SGD ref_opt(ref_online->parameters(), Sgd());
 
   std::vector<Batch> batches;
@@ -71,11 +105,10 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
                             {torch::zeros({batch}, torch::kInt64)}});
   }
 
-  Byol algorithm(bo);
   SchedulerOptions so;
   so.num_stages = static_cast<int>(c.balance.size());
   so.num_microbatches = c.microbatches;
-  so.workload = algorithm.workload();
+  so.workload = algorithm->workload();
   LocalExecutorOptions eo;
   eo.update_policy = c.policy;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
@@ -84,7 +117,7 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
   LocalExecutor executor(BuildSchedule(c.scheduler, so),
                          Partition(MultiViewBlocksFromSequential(online), c.balance),
                          Partition(MultiViewBlocksFromSequential(target), TargetBalance(c.balance)),
-                         &algorithm, eo);
+                         algorithm.get(), eo);
   EXPECT_EQ(executor.update_policy(), c.policy);
   std::vector<StepResult> results =
       executor.Run({batches[0], batches[1], batches[2]}, &batches[3]);
@@ -118,13 +151,14 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
       p1.push_back(ref_online->forward(v1[k]));
       p2.push_back(ref_online->forward(v2[k]));
     }
-    torch::Tensor loss = ByolLoss(torch::cat(p1), torch::cat(p2), torch::cat(z1), torch::cat(z2));
+    // Over the whole batch: MoCo's negatives are every other sample's keys.
+    torch::Tensor loss = loss_fn(torch::cat(p1), torch::cat(p2), torch::cat(z1), torch::cat(z2));
     EXPECT_NEAR(results[b - 1].loss, loss.item<double>(), 1e-9) << "step " << b;
     loss.backward();
     ref_opt.step();
     ref_opt.zero_grad();
     // The EMA, written out: target <- m_b target + (1 - m_b) online.
-    const double m = 1 - (1 - bo.base_momentum) * (std::cos(M_PI * b / steps) + 1) / 2;
+    const double m = 1 - (1 - base_momentum) * (std::cos(M_PI * b / steps) + 1) / 2;
     {
       torch::NoGradGuard g;
       auto src = ref_online->named_parameters();
@@ -149,13 +183,20 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
 
 INSTANTIATE_TEST_SUITE_P(
     Schedulers, ByolEquivalenceTest,
-    ::testing::Values(Case{"tspipe", "tspipe_delayed", {3, 3}, 4},
-                      Case{"tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
-                      Case{"tspipe", "tspipe_delayed", {1, 2, 1, 2}, 4},
-                      Case{"gpipe", "sync", {3, 3}, 4}, Case{"gpipe", "sync", {2, 1, 1, 2}, 2},
-                      Case{"sequential", "sync", {4, 2}, 2}, Case{"dp", "sync", {3, 3}, 4}),
+    ::testing::Values(Case{"byol", "tspipe", "tspipe_delayed", {3, 3}, 4},
+                      Case{"byol", "tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
+                      Case{"byol", "tspipe", "tspipe_delayed", {1, 2, 1, 2}, 4},
+                      Case{"byol", "gpipe", "sync", {3, 3}, 4},
+                      Case{"byol", "gpipe", "sync", {2, 1, 1, 2}, 2},
+                      Case{"byol", "sequential", "sync", {4, 2}, 2},
+                      Case{"byol", "dp", "sync", {3, 3}, 4},
+                      Case{"mocov3", "tspipe", "tspipe_delayed", {3, 3}, 4},
+                      Case{"mocov3", "tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
+                      Case{"mocov3", "gpipe", "sync", {3, 3}, 4},
+                      Case{"mocov3", "sequential", "sync", {1, 5}, 2}),
     [](const ::testing::TestParamInfo<Case>& info) {
-      return info.param.scheduler + "_s" + std::to_string(info.param.balance.size()) + "_m" +
+      return info.param.algorithm + "_" + info.param.scheduler + "_s" +
+             std::to_string(info.param.balance.size()) + "_m" +
              std::to_string(info.param.microbatches);
     });
 
@@ -168,7 +209,7 @@ TEST(ByolPolicyTest, SchedulersRefusePoliciesTheyCannotHonour) {
   so.num_microbatches = 2;
   so.workload = algorithm.workload();
   torch::nn::Sequential online = MakeByolOnline(Net());
-  torch::nn::Sequential target = MakeByolTarget(online);
+  torch::nn::Sequential target = MakeMomentumTarget(online);
   LocalExecutorOptions eo;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(p, Sgd()));
