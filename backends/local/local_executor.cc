@@ -12,115 +12,11 @@
 #include <thread>
 #include <tuple>
 
+#include "backends/transport.h"
 #include "core/validator.h"
 
 namespace tspipe {
 namespace {
-
-enum class Channel { kActivation, kTeacherActivation, kGradient };
-
-// (channel, receiving stage, micro-batch, absolute index of the mini-batch
-// the data belongs to): unique over a whole run, so iterations may overlap.
-using MessageKey = std::tuple<Channel, int, int, int64_t>;
-
-// One rank's incoming messages. Take() waits with a deadline and gives up
-// early when another rank has failed, so a step never hangs.
-class Mailbox {
- public:
-  void Put(const MessageKey& key, Activation value) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      messages_[key] = std::move(value);
-    }
-    cv_.notify_all();
-  }
-
-  // Returns false on timeout or abort.
-  bool Take(const MessageKey& key, std::chrono::milliseconds timeout,
-            const std::atomic<bool>& abort, Activation* out) {
-    std::unique_lock<std::mutex> lock(mu_);
-    bool ready = cv_.wait_for(lock, timeout, [&] {
-      return abort.load() || messages_.count(key) > 0;
-    });
-    if (!ready || abort.load()) return false;
-    auto it = messages_.find(key);
-    *out = std::move(it->second);
-    messages_.erase(it);
-    return true;
-  }
-
-  void Wake() { cv_.notify_all(); }
-
-  void Clear() {
-    std::lock_guard<std::mutex> lock(mu_);
-    messages_.clear();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<MessageKey, Activation> messages_;
-};
-
-// The single-process all-reduce: replicas of a stage deposit their gradients
-// under (stage, mini-batch) and each waits until the whole group has arrived.
-class GradientReducer {
- public:
-  using Key = std::pair<int, int64_t>;
-  using Parts = std::vector<std::vector<torch::Tensor>>;
-
-  // Deposits `grads` as replica `replica` of `group_size` and waits for the
-  // others; *all then holds every replica's gradients (valid until this
-  // replica calls Leave). Returns false with *error on timeout or abort.
-  bool Arrive(const Key& key, int replica, int group_size, std::vector<torch::Tensor> grads,
-              std::chrono::milliseconds timeout, const std::atomic<bool>& abort, const Parts** all,
-              std::string* error) {
-    std::unique_lock<std::mutex> lock(mu_);
-    Entry& e = entries_[key];
-    if (e.parts.empty()) e.parts.resize(group_size);
-    e.parts[replica] = std::move(grads);
-    ++e.arrived;
-    cv_.notify_all();
-    bool ready = cv_.wait_for(lock, timeout, [&] { return abort.load() || e.arrived == group_size; });
-    if (abort.load()) {
-      *error = "aborted: another rank failed";
-      return false;
-    }
-    if (!ready) {
-      *error = "timed out after " + std::to_string(timeout.count()) + " ms with " +
-               std::to_string(e.arrived) + " of " + std::to_string(group_size) +
-               " replicas arrived";
-      return false;
-    }
-    *all = &e.parts;
-    return true;
-  }
-
-  // The last replica to leave frees the entry.
-  void Leave(const Key& key) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = entries_.find(key);
-    if (++it->second.left == static_cast<int>(it->second.parts.size())) entries_.erase(it);
-  }
-
-  void Wake() { cv_.notify_all(); }
-
-  void Clear() {
-    std::lock_guard<std::mutex> lock(mu_);
-    entries_.clear();
-  }
-
- private:
-  struct Entry {
-    Parts parts;
-    int arrived = 0;
-    int left = 0;
-  };
-  std::mutex mu_;
-  std::condition_variable cv_;
-  // std::map: references to entries stay valid while others are inserted.
-  std::map<Key, Entry> entries_;
-};
 
 // A detached copy that autograd tracks from here: stage boundaries cut the
 // graph so that each stage's backward is a separate action.
@@ -184,13 +80,20 @@ class LocalExecutor::Impl {
     devices_ = options_.devices;
     if (devices_.empty()) devices_.assign(ranks, torch::Device(torch::kCPU));
     slots_.resize(ranks);
-    for (int r = 0; r < ranks; ++r) {
-      mailboxes_.push_back(std::make_unique<Mailbox>());
+    local_ranks_ = options_.local_ranks;
+    if (local_ranks_.empty()) {
+      for (int r = 0; r < ranks; ++r) local_ranks_.push_back(r);
+    }
+    transport_ = options_.transport ? options_.transport : MakeLocalTransport(ranks, devices_);
+    transport_->Configure(schedule_.num_stages, schedule_.num_microbatches);
+    std::vector<bool> used(schedule_.num_stages, false);
+    for (int r : local_ranks_) {
       for (int s : schedule_.StagesOnRank(r)) {
         StageSlot& slot = slots_[r][s];
-        // The first replica is the caller's stage (so the caller's model is
-        // the trained one); further replicas are deep copies.
-        const bool first = schedule_.ReplicaIndex(s, r) == 0;
+        // The first local replica is the caller's stage (so the caller's
+        // model is the trained one); further ones are deep copies.
+        const bool first = !used[s];
+        used[s] = true;
         slot.student = first ? student[s] : student[s]->Replicate();
         slot.student->to(devices_[r]);
         slot.student->train();
@@ -241,20 +144,17 @@ class LocalExecutor::Impl {
     current_.assign(schedule_.num_ranks(), 0);
     errors_.clear();
     abort_ = false;
-    for (auto& box : mailboxes_) box->Clear();
-    reducer_.Clear();
+    transport_->Reset();
 
     std::vector<std::thread> threads;
-    for (int r = 0; r < schedule_.num_ranks(); ++r) {
-      threads.emplace_back([this, r, n] { RunRank(r, n); });
-    }
+    for (int r : local_ranks_) threads.emplace_back([this, r, n] { RunRank(r, n); });
     for (auto& t : threads) t.join();
     // Kernels may still be queued on the devices; a step ends when they finish
     // (so timings are honest and the next step sees finished parameters).
     for (const torch::Device& d : devices_) {
       if (d.is_cuda()) torch::cuda::synchronize(d.index());
     }
-    for (int r = 0; r < schedule_.num_ranks(); ++r) {
+    for (int r : local_ranks_) {
       for (auto& [stage, slot] : slots_[r]) {
         slot.Reset(m);
         if (!errors_.empty()) {
@@ -267,12 +167,13 @@ class LocalExecutor::Impl {
     data_.clear();
     if (!errors_.empty()) {
       lookahead_ready_ = false;
+      transport_->Reset();
       throw std::runtime_error(errors_.front());
     }
     lookahead_ready_ = after != nullptr;
     std::vector<StepResult> results(n);
     for (int i = 0; i < n; ++i) {
-      for (int r = 0; r < schedule_.num_ranks(); ++r) results[i].loss += losses_[r][i];
+      for (int r : local_ranks_) results[i].loss += losses_[r][i];
       results[i].samples = batches[i].size();
     }
     steps_done_ += n;
@@ -358,6 +259,10 @@ class LocalExecutor::Impl {
       for (int it = 0; it < iterations; ++it) {
         if (!run(schedule_.ranks[rank], steps_done_ + it)) return;
       }
+      actions = nullptr;
+      transport_->Flush(rank, options_.recv_timeout);
+    } catch (const AbortedError&) {
+      return;  // Another rank failed; its error is the one to report.
     } catch (const std::exception& e) {
       std::ostringstream msg;
       msg << "rank " << rank << " failed at step " << i;
@@ -368,8 +273,7 @@ class LocalExecutor::Impl {
         errors_.push_back(msg.str());
       }
       abort_ = true;
-      for (auto& box : mailboxes_) box->Wake();
-      reducer_.Wake();
+      transport_->Wake();
     }
   }
 
@@ -393,13 +297,7 @@ class LocalExecutor::Impl {
   const torch::Device& Dev(int rank) const { return devices_[rank]; }
 
   Activation Receive(int rank, const MessageKey& key, const Action& a) {
-    Activation out;
-    if (!mailboxes_[rank]->Take(key, options_.recv_timeout, abort_, &out)) {
-      if (abort_.load()) throw std::runtime_error("aborted: another rank failed");
-      throw std::runtime_error("timed out after " + std::to_string(options_.recv_timeout.count()) +
-                               " ms waiting for " + ToString(a));
-    }
-    return out;
+    return transport_->Receive(rank, a.peer, key, options_.recv_timeout, abort_);
   }
 
   void Forward(int rank, const Action& a) {
@@ -534,8 +432,9 @@ class LocalExecutor::Impl {
   void SendActivation(int rank, const Action& a) {
     const Activation& out = Slot(rank, a.stage).outputs[a.microbatch];
     TORCH_CHECK(!out.empty(), "nothing to send");
-    mailboxes_[a.peer]->Put({Channel::kActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
-                            ToDevice(Detached(out), Dev(a.peer)));
+    transport_->Send(rank, a.peer,
+                     {Channel::kActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
+                     Detached(out));
   }
 
   void RecvActivation(int rank, const Action& a) {
@@ -547,8 +446,9 @@ class LocalExecutor::Impl {
     if (Data(rank, a.batch_offset) == nullptr) return;  // Look-ahead past the end.
     const Activation& out =
         Slot(rank, a.stage).teacher_outputs.at(BatchOf(rank, a)).at(a.microbatch);
-    mailboxes_[a.peer]->Put({Channel::kTeacherActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
-                            ToDevice(out, Dev(a.peer)));
+    transport_->Send(rank, a.peer,
+                     {Channel::kTeacherActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
+                     out);
   }
 
   void RecvTeacherActivation(int rank, const Action& a) {
@@ -562,8 +462,8 @@ class LocalExecutor::Impl {
   void SendGradient(int rank, const Action& a) {
     Activation& g = Slot(rank, a.stage).input_grads[a.microbatch];
     TORCH_CHECK(!g.empty(), "no input gradient to send");
-    mailboxes_[a.peer]->Put({Channel::kGradient, a.stage - 1, a.microbatch, BatchOf(rank, a)},
-                            ToDevice(g, Dev(a.peer)));
+    transport_->Send(rank, a.peer, {Channel::kGradient, a.stage - 1, a.microbatch, BatchOf(rank, a)},
+                     g);
     g.clear();
   }
 
@@ -580,35 +480,28 @@ class LocalExecutor::Impl {
     slot.optimizer->zero_grad();
   }
 
-  // Sums the stage's gradients over its replicas (in replica order, so every
-  // replica gets bitwise the same sum). Losses are already weighted by each
-  // replica's share of the mini-batch, so the sum is the mini-batch gradient.
+  // Sums the stage's gradients over its replicas. Losses are already
+  // weighted by each replica's share of the mini-batch, so the sum is the
+  // mini-batch gradient. Gradients are flattened into one bucket: one
+  // collective per stage instead of one per parameter.
   void AllReduceGradients(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
-    const std::vector<int>& group = schedule_.placement[a.stage];
     std::vector<torch::Tensor> params = slot.student->parameters();
-    std::vector<torch::Tensor> grads;
-    for (const torch::Tensor& p : params) grads.push_back(p.grad());
-    const std::vector<std::vector<torch::Tensor>>* all = nullptr;
-    const GradientReducer::Key key{a.stage, BatchOf(rank, a)};
-    const int replica = schedule_.ReplicaIndex(a.stage, rank);
-    std::string error;
-    if (!reducer_.Arrive(key, replica, static_cast<int>(group.size()), std::move(grads),
-                         options_.recv_timeout, abort_, &all, &error)) {
-      throw std::runtime_error(error + " for " + ToString(a));
+    if (params.empty()) return;
+    std::vector<torch::Tensor> flat;
+    for (const torch::Tensor& p : params) {
+      flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
     }
-    for (size_t i = 0; i < params.size(); ++i) {
-      torch::Tensor sum;
-      for (const auto& part : *all) {
-        if (!part[i].defined()) continue;
-        torch::Tensor g = part[i].to(Dev(rank));
-        sum = sum.defined() ? sum + g : g.clone();
-      }
-      // A new tensor, not an in-place update: the other replicas may still
-      // be reading the gradient this replica deposited.
-      if (sum.defined()) params[i].mutable_grad() = sum;
+    std::vector<torch::Tensor> bucket{torch::cat(flat)};
+    transport_->AllReduce(rank, schedule_.placement[a.stage], a.stage, BatchOf(rank, a), &bucket,
+                          options_.recv_timeout, abort_);
+    int64_t offset = 0;
+    for (torch::Tensor& p : params) {
+      // A new tensor, not an in-place update: under the local transport the
+      // other replicas may still be reading the gradient this one deposited.
+      p.mutable_grad() = bucket[0].slice(0, offset, offset + p.numel()).view_as(p).clone();
+      offset += p.numel();
     }
-    reducer_.Leave(key);
   }
 
   void TeacherUpdate(int rank, const Action& a) {
@@ -623,8 +516,9 @@ class LocalExecutor::Impl {
   LocalExecutorOptions options_;
   std::vector<torch::Device> devices_;
   std::vector<std::map<int, StageSlot>> slots_;
-  std::vector<std::unique_ptr<Mailbox>> mailboxes_;
-  GradientReducer reducer_;
+  std::shared_ptr<Transport> transport_;
+  // Ranks this process runs (all of them for the single-process backend).
+  std::vector<int> local_ranks_;
   std::array<Handler, kNumOps> handlers_;
   Schedule prologue_;
   // Micro-batches by absolute mini-batch index, for the current Run().

@@ -1,7 +1,9 @@
-// The single-process backend: one thread per rank, each rank on its own
-// device (CPU cores here, cuda:i where present). Activations and gradients
-// pass between ranks through in-memory mailboxes; everything else is the
-// shared executor logic: walk each rank's actions through one dispatch table.
+// The executor: walks each rank's actions through one dispatch table, one
+// thread per rank run by this process, each rank on its own device (CPU cores
+// here, cuda:i where present). Tensors cross ranks through a Transport: by
+// default in-memory mailboxes (the single-process backend, every rank a
+// thread); with backends/c10d's transport, torch c10d process groups (one
+// process per rank). Only the transport differs.
 #ifndef TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
 #define TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
 
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/transport.h"
 #include "core/algorithm.h"
 #include "core/microbatch.h"
 #include "core/partition.h"
@@ -31,6 +34,12 @@ struct LocalExecutorOptions {
   // A receive that waits longer than this fails the step with a message
   // naming the action, instead of hanging.
   std::chrono::milliseconds recv_timeout{std::chrono::seconds(60)};
+  // How ranks exchange tensors; null = in-process mailboxes (all ranks are
+  // threads of this process). backends/c10d gives one over torch c10d.
+  std::shared_ptr<Transport> transport;
+  // Ranks this process runs; empty = every rank of the schedule. With c10d
+  // it is the process's own rank.
+  std::vector<int> local_ranks;
   // Update policy name (core/update_policy.h) the run must honour; the
   // constructor refuses a schedule whose action order gives a momentum
   // teacher other versions. Empty = whichever policy the schedule honours.

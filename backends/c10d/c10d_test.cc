@@ -1,0 +1,357 @@
+// The c10d backend against the single-process one, and its failure handling.
+// The test binary is also the worker: started with TSPIPE_C10D_CHILD=1 and
+// torchrun's variables it trains as one rank and writes its stages'
+// parameters, or does what the failure tests ask of it.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "algorithms/kd.h"
+#include "backends/c10d/c10d_transport.h"
+#include "backends/local/local_executor.h"
+#include "core/scheduler.h"
+#include "models/resnet.h"
+
+extern char** environ;
+
+namespace tspipe {
+namespace {
+
+std::string Env(const char* name, const std::string& fallback = "") {
+  const char* v = std::getenv(name);
+  return v ? v : fallback;
+}
+
+std::vector<int> Ints(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(std::stoi(item));
+  return out;
+}
+
+ResNetOptions Student() {
+  ResNetOptions o;
+  o.widths = {8, 16};
+  o.blocks_per_group = {1, 2};  // 5 blocks.
+  return o;
+}
+
+ResNetOptions Teacher() {
+  ResNetOptions o;
+  o.widths = {12, 16};
+  o.blocks_per_group = {2, 2};  // 6 blocks.
+  return o;
+}
+
+struct RunSpec {
+  std::string scheduler;
+  std::vector<int> balance;
+  std::vector<int> teacher_balance;
+  int microbatches = 4;
+  int steps = 3;
+};
+
+// Trains KD with seeded models and data; `transport` null = single process.
+// Returns the student stages' parameters by stage (empty for stages this
+// process does not run).
+std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
+                                              std::shared_ptr<C10dTransport> transport,
+                                              std::chrono::milliseconds timeout,
+                                              const std::string& started_marker = "") {
+  at::set_num_threads(1);
+  torch::manual_seed(5);
+  torch::nn::Sequential teacher = MakeResNet(Teacher());
+  torch::nn::Sequential student = MakeResNet(Student());
+  std::vector<Batch> batches;
+  for (int i = 0; i < run.steps + 1; ++i) {
+    batches.push_back(Batch{{torch::randn({8, 1, 28, 28})}, {torch::randint(0, 10, {8})}});
+  }
+  KnowledgeDistillation kd;
+  SchedulerOptions so;
+  so.num_stages = static_cast<int>(run.balance.size());
+  so.num_microbatches = run.microbatches;
+  so.workload = kd.workload();
+  Schedule schedule = BuildSchedule(run.scheduler, so);
+  LocalExecutorOptions eo;
+  eo.recv_timeout = timeout;
+  eo.make_optimizer = [](std::vector<torch::Tensor> p) {
+    return std::unique_ptr<torch::optim::Optimizer>(
+        new torch::optim::SGD(p, torch::optim::SGDOptions(0.05).momentum(0.9)));
+  };
+  std::vector<int> mine;
+  if (transport) {
+    if (transport->world_size() != schedule.num_ranks()) {
+      throw std::invalid_argument(run.scheduler + " needs " + std::to_string(schedule.num_ranks()) +
+                                  " processes, WORLD_SIZE is " +
+                                  std::to_string(transport->world_size()));
+    }
+    std::ostringstream config;
+    config << "scheduler=" << run.scheduler << "\nstages=" << so.num_stages
+           << "\nmicrobatches=" << run.microbatches << "\n";
+    transport->CheckSameConfig("test", config.str());
+    eo.transport = transport;
+    eo.local_ranks = {transport->rank()};
+  }
+  std::vector<Stage> stages = Partition(BlocksFromSequential(student), run.balance);
+  LocalExecutor executor(schedule, stages,
+                         Partition(BlocksFromSequential(teacher), run.teacher_balance), &kd, eo);
+  for (int i = 0; i < run.steps; ++i) {
+    executor.Step(batches[i], &batches[i + 1]);
+    if (i == 0 && !started_marker.empty()) std::ofstream(started_marker) << "started\n";
+  }
+  std::vector<std::vector<torch::Tensor>> out(stages.size());
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const int owner = schedule.placement[s][0];
+    if (!transport || transport->rank() == owner) out[s] = stages[s]->parameters();
+  }
+  return out;
+}
+
+// The worker side. Never returns.
+[[noreturn]] void ChildMain() {
+  const int rank = std::stoi(Env("RANK"));
+  try {
+    C10dOptions o = C10dOptionsFromEnvironment();
+    o.timeout = std::chrono::milliseconds(std::stoi(Env("TSPIPE_TIMEOUT_MS", "20000")));
+    auto transport = std::make_shared<C10dTransport>(o);
+    RunSpec run;
+    run.scheduler = Env("TSPIPE_SCHEDULER");
+    run.balance = Ints(Env("TSPIPE_BALANCE"));
+    run.teacher_balance = Ints(Env("TSPIPE_TEACHER_BALANCE"));
+    run.microbatches = std::stoi(Env("TSPIPE_MICROBATCHES", "4"));
+    run.steps = std::stoi(Env("TSPIPE_STEPS", "3"));
+    auto params = Train(run, transport, o.timeout, Env("TSPIPE_STARTED"));
+    std::vector<torch::Tensor> flat;
+    for (auto& stage : params) {
+      for (auto& p : stage) flat.push_back(p);
+    }
+    torch::save(flat, Env("TSPIPE_OUT") + "/rank" + std::to_string(rank) + ".pt");
+    std::fflush(stdout);
+    _exit(0);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %d: error: %s\n", rank, e.what());
+    std::fflush(stderr);
+    // Not exit(): destructors of a process group with a dead peer may wait.
+    _exit(1);
+  }
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string TempDir() {
+  std::string base = Env("TEST_TMPDIR", "/tmp");
+  char tmpl[4096];
+  std::snprintf(tmpl, sizeof(tmpl), "%s/c10dXXXXXX", base.c_str());
+  return mkdtemp(tmpl);
+}
+
+// Starts this binary as rank `rank`, stderr to `log`.
+pid_t Spawn(int rank, int world, int port, const std::map<std::string, std::string>& extra,
+            const std::string& log) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+  }
+  env["TSPIPE_C10D_CHILD"] = "1";
+  env["RANK"] = std::to_string(rank);
+  env["LOCAL_RANK"] = std::to_string(rank);
+  env["WORLD_SIZE"] = std::to_string(world);
+  env["MASTER_ADDR"] = "127.0.0.1";
+  env["MASTER_PORT"] = std::to_string(port);
+  for (const auto& [k, v] : extra) env[k] = v;
+  std::vector<std::string> flat;
+  for (const auto& [k, v] : env) flat.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : flat) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::string self = "/proc/self/exe";
+  char* argv[] = {self.data(), nullptr};
+  pid_t pid;
+  EXPECT_EQ(posix_spawn(&pid, self.c_str(), &actions, nullptr, argv, envp.data()), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int WaitExit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string& dir) {
+  auto join = [](const std::vector<int>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    return s;
+  };
+  return {{"TSPIPE_SCHEDULER", run.scheduler},
+          {"TSPIPE_BALANCE", join(run.balance)},
+          {"TSPIPE_TEACHER_BALANCE", join(run.teacher_balance)},
+          {"TSPIPE_MICROBATCHES", std::to_string(run.microbatches)},
+          {"TSPIPE_STEPS", std::to_string(run.steps)},
+          {"TSPIPE_OUT", dir}};
+}
+
+class C10dEquivalenceTest : public ::testing::TestWithParam<RunSpec> {};
+
+// N processes over gloo train exactly what one process trains: every stage's
+// parameters, read back from the rank that owns it, equal the single-process
+// run's.
+TEST_P(C10dEquivalenceTest, MatchesSingleProcessBackend) {
+  const RunSpec run = GetParam();
+  auto expected = Train(run, nullptr, std::chrono::seconds(30));
+  // One process per stage (pipelines) or per replica (dp uses as many
+  // devices as stages).
+  const int world = static_cast<int>(run.balance.size());
+  const std::string dir = TempDir();
+  const int port = FreePort();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r) {
+    pids.push_back(Spawn(r, world, port, RunEnv(run, dir), dir + "/log" + std::to_string(r)));
+  }
+  for (int r = 0; r < world; ++r) {
+    ASSERT_EQ(WaitExit(pids[r]), 0) << "rank " << r << ":\n" << Slurp(dir + "/log" + std::to_string(r));
+  }
+  SchedulerOptions so;
+  so.num_stages = static_cast<int>(run.balance.size());
+  so.num_microbatches = run.microbatches;
+  so.workload = KnowledgeDistillation().workload();
+  Schedule schedule = BuildSchedule(run.scheduler, so);
+  std::vector<std::vector<torch::Tensor>> got(world);
+  for (int r = 0; r < world; ++r) torch::load(got[r], dir + "/rank" + std::to_string(r) + ".pt");
+  std::vector<size_t> next(world, 0);
+  for (size_t s = 0; s < expected.size(); ++s) {
+    const int owner = schedule.placement[s][0];
+    for (const torch::Tensor& want : expected[s]) {
+      ASSERT_LT(next[owner], got[owner].size());
+      const torch::Tensor& have = got[owner][next[owner]++];
+      EXPECT_TRUE(torch::allclose(have, want, 1e-6, 1e-7))
+          << "stage " << s << " max diff " << (have - want).abs().max().item<double>();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Schedulers, C10dEquivalenceTest,
+    ::testing::Values(RunSpec{"gpipe", {3, 2}, {3, 3}}, RunSpec{"gpipe", {2, 1, 1, 1}, {2, 2, 1, 1}},
+                      RunSpec{"tspipe", {3, 2}, {4, 2}}, RunSpec{"tspipe", {2, 1, 1, 1}, {1, 2, 2, 1}},
+                      RunSpec{"dp", {3, 2}, {3, 3}}),
+    [](const ::testing::TestParamInfo<RunSpec>& info) {
+      return info.param.scheduler + "_" + std::to_string(info.param.balance.size()) + "proc";
+    });
+
+// SIGKILL one rank mid-run: the survivor exits non-zero, naming the lost
+// rank, well within its timeout.
+TEST(C10dFailureTest, SurvivorExitsNamingTheKilledRank) {
+  RunSpec run{"gpipe", {3, 2}, {3, 3}};
+  run.steps = 100000;  // Runs until killed.
+  const std::string dir = TempDir();
+  const int port = FreePort();
+  auto env = RunEnv(run, dir);
+  env["TSPIPE_TIMEOUT_MS"] = "30000";
+  env["TSPIPE_STARTED"] = dir + "/started";
+  pid_t r0 = Spawn(0, 2, port, env, dir + "/log0");
+  pid_t r1 = Spawn(1, 2, port, env, dir + "/log1");
+  for (int i = 0; i < 600 && !std::ifstream(dir + "/started"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::ifstream(dir + "/started")) << Slurp(dir + "/log0") << Slurp(dir + "/log1");
+  const auto killed = std::chrono::steady_clock::now();
+  kill(r1, SIGKILL);
+  WaitExit(r1);
+  const int status = WaitExit(r0);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  const std::string log = Slurp(dir + "/log0");
+  EXPECT_NE(status, 0);
+  EXPECT_LT(secs, 30.0) << log;
+  EXPECT_NE(log.find("lost rank 1"), std::string::npos) << log;
+  std::printf("survivor exited %.2f s after its peer was killed: %s", secs, log.c_str());
+}
+
+TEST(C10dFailureTest, DifferentConfigurationFailsAtStartUp) {
+  RunSpec run{"gpipe", {3, 2}, {3, 3}};
+  const std::string dir = TempDir();
+  const int port = FreePort();
+  auto env0 = RunEnv(run, dir), env1 = env0;
+  env1["TSPIPE_MICROBATCHES"] = "2";
+  pid_t r0 = Spawn(0, 2, port, env0, dir + "/log0");
+  pid_t r1 = Spawn(1, 2, port, env1, dir + "/log1");
+  EXPECT_NE(WaitExit(r0), 0);
+  EXPECT_NE(WaitExit(r1), 0);
+  EXPECT_NE(Slurp(dir + "/log0").find("rank 1 was started with a different configuration: it "
+                                      "has microbatches=2, rank 0 has microbatches=4"),
+            std::string::npos)
+      << Slurp(dir + "/log0");
+  EXPECT_NE(Slurp(dir + "/log1").find("different configuration"), std::string::npos)
+      << Slurp(dir + "/log1");
+}
+
+TEST(C10dFailureTest, PortInUseAndMissingPeerGiveClearErrors) {
+  RunSpec run{"gpipe", {3, 2}, {3, 3}};
+  const std::string dir = TempDir();
+  // Hold a listening socket on the port.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  listen(fd, 1);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto env = RunEnv(run, dir);
+  env["TSPIPE_TIMEOUT_MS"] = "3000";
+  EXPECT_NE(WaitExit(Spawn(0, 2, ntohs(addr.sin_port), env, dir + "/busy")), 0);
+  close(fd);
+  EXPECT_NE(Slurp(dir + "/busy").find("is already in use"), std::string::npos)
+      << Slurp(dir + "/busy");
+  // Rank 1 never comes: rank 0 gives up after the timeout.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_NE(WaitExit(Spawn(0, 2, FreePort(), env, dir + "/alone")), 0);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+  EXPECT_NE(Slurp(dir + "/alone").find("did not complete within 3 s"), std::string::npos)
+      << Slurp(dir + "/alone");
+}
+
+}  // namespace
+}  // namespace tspipe
+
+int main(int argc, char** argv) {
+  if (std::getenv("TSPIPE_C10D_CHILD") != nullptr) tspipe::ChildMain();
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,342 @@
+#include "backends/c10d/c10d_transport.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef TSPIPE_WITH_CUDA
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <deque>
+#include <sstream>
+#include <stdexcept>
+
+namespace tspipe {
+namespace {
+
+int EnvInt(const char* name, const char* fallback_name = nullptr) {
+  const char* v = std::getenv(name);
+  if (v == nullptr && fallback_name != nullptr) v = std::getenv(fallback_name);
+  if (v == nullptr) {
+    throw std::invalid_argument(std::string("environment variable ") + name +
+                                " is not set (set it like torchrun does, or start the ranks "
+                                "with tools/launch)");
+  }
+  try {
+    size_t used = 0;
+    int x = std::stoi(v, &used);
+    if (used != std::string(v).size()) throw std::invalid_argument(v);
+    return x;
+  } catch (const std::exception&) {
+    throw std::invalid_argument(std::string("environment variable ") + name + "='" + v +
+                                "' is not an integer");
+  }
+}
+
+std::string Describe(const MessageKey& k) {
+  static const char* kNames[] = {"activation", "teacher activation", "gradient"};
+  return std::string(kNames[static_cast<int>(k.channel)]) + " of stage " +
+         std::to_string(k.stage) + ", micro-batch " + std::to_string(k.microbatch) +
+         ", mini-batch " + std::to_string(k.batch + 1);
+}
+
+std::string What(const std::exception& e) {
+  if (auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
+// First line of a possibly long c10 message.
+std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+C10dOptions C10dOptionsFromEnvironment() {
+  C10dOptions o;
+  o.rank = EnvInt("RANK");
+  o.world_size = EnvInt("WORLD_SIZE");
+  o.local_rank = std::getenv("LOCAL_RANK") ? EnvInt("LOCAL_RANK") : o.rank;
+  o.master_port = EnvInt("MASTER_PORT");
+  if (const char* addr = std::getenv("MASTER_ADDR")) o.master_addr = addr;
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
+    throw std::invalid_argument("RANK=" + std::to_string(o.rank) + " is not in [0, WORLD_SIZE=" +
+                                std::to_string(o.world_size) + ")");
+  }
+  return o;
+}
+
+class C10dTransport::Impl {
+ public:
+  explicit Impl(const C10dOptions& o) : o_(o) {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(o.master_port);
+    so.isServer = o.rank == 0;
+    so.numWorkers = o.world_size;
+    so.waitWorkers = true;
+    so.timeout = o.timeout;
+    const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
+    try {
+      store_ = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+    } catch (const std::exception& e) {
+      const std::string what = What(e);
+      if (o.rank == 0 && what.find("EADDRINUSE") != std::string::npos) {
+        throw std::runtime_error("rank 0 cannot host the rendezvous: MASTER_PORT " +
+                                 std::to_string(o.master_port) +
+                                 " is already in use; pick another port");
+      }
+      throw std::runtime_error("rendezvous at " + where + " did not complete within " +
+                               std::to_string(o.timeout.count() / 1000) + " s (rank " +
+                               std::to_string(o.rank) + " of WORLD_SIZE " +
+                               std::to_string(o.world_size) +
+                               "; is every rank started, with the same MASTER_ADDR and "
+                               "MASTER_PORT?): " +
+                               FirstLine(what));
+    }
+    try {
+      if (o.backend == "gloo") {
+        auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
+        if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME")) {
+          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+        } else if (o.master_addr == "127.0.0.1" || o.master_addr == "localhost") {
+          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+        } else {
+          opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+        }
+        pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, opts);
+      } else if (o.backend == "nccl") {
+#ifdef TSPIPE_WITH_CUDA
+        auto opts = c10d::ProcessGroupNCCL::Options::create();
+        opts->timeout = o.timeout;
+        pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, o.rank, o.world_size, opts);
+#else
+        throw std::invalid_argument(
+            "the nccl backend needs a CUDA build (./tools/bazel build --config=cuda)");
+#endif
+      } else {
+        throw std::invalid_argument("unknown c10d backend '" + o.backend + "'; use gloo or nccl");
+      }
+    } catch (const std::invalid_argument&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("creating the " + o.backend + " process group failed on rank " +
+                               std::to_string(o.rank) + ": " + FirstLine(What(e)));
+    }
+  }
+
+  ~Impl() {
+    // Sends whose peer died never complete; do not wait for them here.
+    pending_.clear();
+  }
+
+  void CheckSameConfig(const std::string& name, const std::string& config) {
+    const std::string prefix = "tspipe/config/" + name + "/";
+    store_->set(prefix + std::to_string(o_.rank),
+                std::vector<uint8_t>(config.begin(), config.end()));
+    auto fetch = [&](int r) {
+      try {
+        std::vector<uint8_t> v = store_->get(prefix + std::to_string(r));
+        return std::string(v.begin(), v.end());
+      } catch (const std::exception& e) {
+        throw std::runtime_error("rank " + std::to_string(r) +
+                                 " never published its configuration: " + FirstLine(What(e)));
+      }
+    };
+    auto lines = [](const std::string& text) {
+      std::vector<std::string> out;
+      std::istringstream in(text);
+      for (std::string line; std::getline(in, line);) out.push_back(line);
+      return out;
+    };
+    // Rank 0 checks everyone; the others check rank 0: every rank of a
+    // mismatched pair fails.
+    std::vector<int> others;
+    if (o_.rank == 0) {
+      for (int r = 1; r < o_.world_size; ++r) others.push_back(r);
+    } else {
+      others.push_back(0);
+    }
+    const std::vector<std::string> mine = lines(config);
+    for (int r : others) {
+      const std::vector<std::string> theirs = lines(fetch(r));
+      for (size_t i = 0; i < std::max(mine.size(), theirs.size()); ++i) {
+        const std::string a = i < mine.size() ? mine[i] : "(nothing)";
+        const std::string b = i < theirs.size() ? theirs[i] : "(nothing)";
+        if (a != b) {
+          throw std::invalid_argument("rank " + std::to_string(r) +
+                                      " was started with a different configuration: it has " + b +
+                                      ", rank " + std::to_string(o_.rank) + " has " + a);
+        }
+      }
+    }
+  }
+
+  void Configure(int num_stages, int num_microbatches) {
+    num_stages_ = num_stages;
+    num_microbatches_ = num_microbatches;
+  }
+
+  // Up to kParts messages per activation: its length, its header, and one
+  // per tensor; each with its own tag so that gloo can match messages that
+  // the two sides post in different orders.
+  static constexpr int kParts = 16;
+
+  int Tag(const MessageKey& k, int part) const {
+    const int64_t batch = k.batch % 256;  // No two in flight 256 batches apart.
+    const int64_t slot =
+        ((batch * 3 + static_cast<int>(k.channel)) * num_stages_ + k.stage) * num_microbatches_ +
+        k.microbatch;
+    return static_cast<int>(slot * kParts + part);
+  }
+
+  void Send(int to, const MessageKey& key, const Activation& value) {
+    if (static_cast<int>(value.size()) + 2 > kParts) {
+      throw std::invalid_argument("an activation of " + std::to_string(value.size()) +
+                                  " tensors exceeds the c10d transport's " +
+                                  std::to_string(kParts - 2));
+    }
+    // Header: count, then per tensor: defined, dtype, rank, sizes.
+    std::vector<int64_t> header{static_cast<int64_t>(value.size())};
+    std::vector<torch::Tensor> data;
+    for (const torch::Tensor& t : value) {
+      header.push_back(t.defined() ? 1 : 0);
+      if (!t.defined()) continue;
+      header.push_back(static_cast<int64_t>(t.scalar_type()));
+      header.push_back(t.dim());
+      for (int64_t d : t.sizes()) header.push_back(d);
+      data.push_back(t.detach().contiguous());
+    }
+    torch::Tensor h = torch::tensor(header, torch::kInt64);
+    Post(to, torch::tensor({h.numel()}, torch::kInt64), Tag(key, 0));
+    Post(to, h, Tag(key, 1));
+    for (size_t i = 0; i < data.size(); ++i) Post(to, data[i], Tag(key, 2 + static_cast<int>(i)));
+  }
+
+  Activation Receive(int from, const MessageKey& key, std::chrono::milliseconds timeout) {
+    torch::Tensor len = torch::empty({1}, torch::kInt64);
+    Wait(from, len, Tag(key, 0), timeout, key);
+    torch::Tensor h = torch::empty({len.item<int64_t>()}, torch::kInt64);
+    Wait(from, h, Tag(key, 1), timeout, key);
+    const int64_t* p = h.data_ptr<int64_t>();
+    const int64_t n = *p++;
+    Activation out;
+    int part = 2;
+    for (int64_t i = 0; i < n; ++i) {
+      if (*p++ == 0) {
+        out.push_back(torch::Tensor());
+        continue;
+      }
+      auto dtype = static_cast<c10::ScalarType>(*p++);
+      const int64_t dim = *p++;
+      std::vector<int64_t> sizes(p, p + dim);
+      p += dim;
+      torch::Tensor t = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
+      Wait(from, t, Tag(key, part++), timeout, key);
+      out.push_back(t);
+    }
+    return out;
+  }
+
+  void AllReduce(const std::vector<int>& group, int stage, std::vector<torch::Tensor>* tensors,
+                 std::chrono::milliseconds timeout) {
+    if (group.size() == 1) return;
+    if (static_cast<int>(group.size()) != o_.world_size) {
+      throw std::invalid_argument(
+          "the c10d backend all-reduces over the whole world only; stage " +
+          std::to_string(stage) + " has " + std::to_string(group.size()) + " of " +
+          std::to_string(o_.world_size) + " ranks");
+    }
+    try {
+      auto work = pg_->allreduce(*tensors);
+      work->wait(timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("the gradient all-reduce of stage " + std::to_string(stage) +
+                               " failed (a peer exited or timed out after " +
+                               std::to_string(timeout.count() / 1000) + " s): " +
+                               FirstLine(What(e)));
+    }
+  }
+
+  void Flush(std::chrono::milliseconds timeout) {
+    for (Pending& p : pending_) {
+      try {
+        p.work->wait(timeout);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("lost rank " + std::to_string(p.to) +
+                                 ": a send to it did not complete: " + FirstLine(What(e)));
+      }
+    }
+    pending_.clear();
+  }
+
+  void Reset() {}
+
+  int rank() const { return o_.rank; }
+  int world_size() const { return o_.world_size; }
+
+ private:
+  struct Pending {
+    int to;
+    torch::Tensor tensor;  // Kept alive until sent.
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+
+  void Post(int to, torch::Tensor t, int tag) {
+    std::vector<torch::Tensor> v{t};
+    pending_.push_back({to, t, pg_->send(v, to, tag)});
+    // Forget finished sends so a long run does not pile them up.
+    while (!pending_.empty() && pending_.front().work->isCompleted()) pending_.pop_front();
+  }
+
+  void Wait(int from, torch::Tensor& t, int tag, std::chrono::milliseconds timeout,
+            const MessageKey& key) {
+    std::vector<torch::Tensor> v{t};
+    try {
+      auto work = pg_->recv(v, from, tag);
+      work->wait(timeout);
+    } catch (const std::exception& e) {
+      const std::string what = What(e);
+      const bool timed_out = what.find("imed out") != std::string::npos;
+      throw std::runtime_error(
+          "lost rank " + std::to_string(from) + " while waiting for the " + Describe(key) +
+          (timed_out ? " (no data for " + std::to_string(timeout.count() / 1000) + " s)"
+                     : " (connection closed)") +
+          ": " + FirstLine(what));
+    }
+  }
+
+  C10dOptions o_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::Backend> pg_;
+  std::deque<Pending> pending_;
+  int num_stages_ = 1;
+  int num_microbatches_ = 1;
+};
+
+C10dTransport::C10dTransport(const C10dOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {}
+C10dTransport::~C10dTransport() = default;
+
+void C10dTransport::CheckSameConfig(const std::string& name, const std::string& config) {
+  impl_->CheckSameConfig(name, config);
+}
+int C10dTransport::rank() const { return impl_->rank(); }
+int C10dTransport::world_size() const { return impl_->world_size(); }
+void C10dTransport::Configure(int num_stages, int num_microbatches) {
+  impl_->Configure(num_stages, num_microbatches);
+}
+void C10dTransport::Send(int from, int to, const MessageKey& key, Activation value) {
+  impl_->Send(to, key, value);
+}
+Activation C10dTransport::Receive(int to, int from, const MessageKey& key,
+                                  std::chrono::milliseconds timeout,
+                                  const std::atomic<bool>& abort) {
+  return impl_->Receive(from, key, timeout);
+}
+void C10dTransport::AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
+                              std::vector<torch::Tensor>* tensors,
+                              std::chrono::milliseconds timeout, const std::atomic<bool>& abort) {
+  impl_->AllReduce(group, stage, tensors, timeout);
+}
+void C10dTransport::Flush(int rank, std::chrono::milliseconds timeout) { impl_->Flush(timeout); }
+void C10dTransport::Reset() { impl_->Reset(); }
+
+}  // namespace tspipe

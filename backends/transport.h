@@ -1,0 +1,81 @@
+// How ranks exchange tensors: the only thing that differs between the
+// single-process backend (ranks are threads, messages are in-memory) and the
+// multi-process one (ranks are processes, messages go through torch c10d).
+// The executor (backends/local/local_executor.h) runs the same actions over
+// either.
+#ifndef TSPIPE_BACKENDS_TRANSPORT_H_
+#define TSPIPE_BACKENDS_TRANSPORT_H_
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/partition.h"
+
+namespace tspipe {
+
+enum class Channel { kActivation = 0, kTeacherActivation = 1, kGradient = 2 };
+
+// (channel, receiving stage, micro-batch, absolute index of the mini-batch
+// the data belongs to): unique over a whole run, so iterations may overlap.
+struct MessageKey {
+  Channel channel;
+  int stage;
+  int microbatch;
+  int64_t batch;
+
+  bool operator<(const MessageKey& o) const {
+    return std::tie(channel, stage, microbatch, batch) <
+           std::tie(o.channel, o.stage, o.microbatch, o.batch);
+  }
+};
+
+// Raised when waiting ended because another rank of this process failed
+// (the executor reports that rank's error instead).
+class AbortedError : public std::runtime_error {
+ public:
+  AbortedError() : std::runtime_error("aborted: another rank failed") {}
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  // Tells the transport the run's shape, before any message.
+  virtual void Configure(int num_stages, int num_microbatches) {}
+  // Sends `value` from rank `from` to rank `to`. May return before the data
+  // has left; Flush waits for that.
+  virtual void Send(int from, int to, const MessageKey& key, Activation value) = 0;
+  // Waits for message `key` from rank `from` to rank `to`. Throws
+  // std::runtime_error naming the peer on timeout or a lost peer, and
+  // AbortedError once `abort` is set.
+  virtual Activation Receive(int to, int from, const MessageKey& key,
+                             std::chrono::milliseconds timeout,
+                             const std::atomic<bool>& abort) = 0;
+  // Sums `tensors` over the ranks of `group` (which holds `rank`), in place;
+  // every member gets bitwise the same result. `stage` and `batch` identify
+  // the collective. Throws like Receive.
+  virtual void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
+                         std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
+                         const std::atomic<bool>& abort) = 0;
+  // Waits until this rank's sends have left (end of a run).
+  virtual void Flush(int rank, std::chrono::milliseconds timeout) {}
+  // Wakes every waiter after an abort.
+  virtual void Wake() {}
+  // Drops undelivered messages (between runs, and after a failed one).
+  virtual void Reset() {}
+};
+
+// Ranks as threads of one process: per-rank mailboxes and an in-memory
+// all-reduce. Tensors move to the receiver's device on Send.
+std::shared_ptr<Transport> MakeLocalTransport(int num_ranks, std::vector<torch::Device> devices);
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_BACKENDS_TRANSPORT_H_
