@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "algorithms/augment.h"
+#include "backends/c10d/c10d_transport.h"
 #include "backends/local/local_executor.h"
 #include "core/algorithm.h"
 #include "core/balance.h"
@@ -225,6 +226,34 @@ std::vector<double> StageCosts(const std::vector<double>& student, const std::ve
   return out;
 }
 
+// One c10d world per process, shared by every Trainer of the process (they
+// run one after another): the rendezvous happens once.
+std::shared_ptr<C10dTransport> ProcessTransport(int timeout_seconds) {
+  static std::mutex mu;
+  static std::shared_ptr<C10dTransport> transport;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!transport) {
+    C10dOptions o = C10dOptionsFromEnvironment();
+    o.timeout = std::chrono::seconds(timeout_seconds);
+    transport = std::make_shared<C10dTransport>(o);
+  }
+  return transport;
+}
+
+// What every rank of a c10d run must agree on, one setting per line.
+std::string Fingerprint(const TrainConfig& c) {
+  std::ostringstream out;
+  out << "scheduler=" << c.scheduler << "\nalgorithm=" << c.algorithm << "\nstages=" << c.stages
+      << "\nmicrobatches=" << c.microbatches << "\nbatch_size=" << c.batch_size
+      << "\nbalance=" << Join(c.balance) << "\nwidths=" << Join(c.widths)
+      << "\nblocks=" << Join(c.blocks_per_group) << "\nteacher_widths=" << Join(c.teacher_widths)
+      << "\nteacher_blocks=" << Join(c.teacher_blocks_per_group)
+      << "\nteacher_balance=" << Join(c.teacher_balance) << "\nupdate_policy=" << c.update_policy
+      << "\nseed=" << c.seed << "\ndata=" << c.data << "\nlearning_rate=" << c.learning_rate
+      << "\nsteps_per_iteration=" << c.steps_per_iteration << "\n";
+  return out.str();
+}
+
 }  // namespace
 
 class Trainer::Impl {
@@ -290,7 +319,30 @@ class Trainer::Impl {
     devices_ = schedule.num_ranks();
 
     LocalExecutorOptions eo;
-    eo.devices = RankDevices(c.device, devices_);
+    if (c.backend == "c10d") {
+      std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
+      if (transport->world_size() != devices_) {
+        throw std::invalid_argument(c.scheduler + " needs " + std::to_string(devices_) +
+                                    " processes (one per rank), but WORLD_SIZE is " +
+                                    std::to_string(transport->world_size()));
+      }
+      static int trainers = 0;
+      transport->CheckSameConfig("trainer" + std::to_string(trainers++), Fingerprint(c));
+      rank_ = transport->rank();
+      eo.transport = transport;
+      eo.local_ranks = {rank_};
+      eo.recv_timeout = std::chrono::seconds(c.peer_timeout_seconds);
+      // One device per process; under CUDA its LOCAL_RANK's GPU.
+      eo.devices.assign(devices_, torch::Device(torch::kCPU));
+      if (c.device == "cuda") {
+        throw std::invalid_argument(
+            "--backend=c10d runs on CPU (gloo) only so far; use --backend=local for GPUs");
+      }
+    } else if (c.backend == "local") {
+      eo.devices = RankDevices(c.device, devices_);
+    } else {
+      throw std::invalid_argument("unknown backend '" + c.backend + "'; use local or c10d");
+    }
     eo.update_policy = c.update_policy;
     // Evaluation runs replica 0 of each stage where training left it.
     for (int s = 0; s < c.stages; ++s) {
@@ -335,6 +387,10 @@ class Trainer::Impl {
   }
 
   double Evaluate(int limit) {
+    if (config_.backend != "local") {
+      throw std::logic_error("evaluation needs the single-process backend (each c10d process "
+                             "trains only its own stages)");
+    }
     std::shared_ptr<const ImageSet> test = LoadImages(config_.data_dir, /*train=*/false);
     int64_t n = test->images.size(0);
     if (limit > 0) n = std::min<int64_t>(n, limit);
@@ -356,6 +412,10 @@ class Trainer::Impl {
   }
 
   double LinearEval(int train_limit, int test_limit) {
+    if (config_.backend != "local") {
+      throw std::logic_error("evaluation needs the single-process backend (each c10d process "
+                             "trains only its own stages)");
+    }
     if (!IsByol(config_)) {
       throw std::logic_error("linear evaluation needs a self-supervised encoder (byol, mocov3), not " +
                              config_.algorithm);
@@ -430,6 +490,7 @@ class Trainer::Impl {
   }
 
   int num_devices() const { return devices_; }
+  int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
   int64_t train_set_size() const { return train_size_; }
   double simulated_bubble() const { return bubble_; }
@@ -535,6 +596,7 @@ class Trainer::Impl {
   AugmentOptions augment_options_;
   at::Generator augment_;
   int devices_ = 1;
+  int rank_ = 0;
   double bubble_ = 0;
 };
 
@@ -550,11 +612,74 @@ double Trainer::MaxParameterDifference(const Trainer& other) const {
   return impl_->MaxParameterDifference(*other.impl_);
 }
 int Trainer::num_devices() const { return impl_->num_devices(); }
+int Trainer::rank() const { return impl_->rank(); }
 int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
 
+namespace {
+
+std::string EncodePlan(const BalancePlan& p) {
+  std::ostringstream out;
+  out.precision(17);
+  auto ints = [&](const std::vector<int>& v) {
+    out << v.size();
+    for (int x : v) out << ' ' << x;
+    out << '\n';
+  };
+  auto reals = [&](const std::vector<double>& v) {
+    out << v.size();
+    for (double x : v) out << ' ' << x;
+    out << '\n';
+  };
+  ints(p.student);
+  ints(p.teacher);
+  reals(p.stage_ms);
+  reals(p.even_stage_ms);
+  return out.str();
+}
+
+BalancePlan DecodePlan(const std::string& text) {
+  std::istringstream in(text);
+  BalancePlan p;
+  auto ints = [&](std::vector<int>& v) {
+    size_t n = 0;
+    in >> n;
+    v.resize(n);
+    for (int& x : v) in >> x;
+  };
+  auto reals = [&](std::vector<double>& v) {
+    size_t n = 0;
+    in >> n;
+    v.resize(n);
+    for (double& x : v) in >> x;
+  };
+  ints(p.student);
+  ints(p.teacher);
+  reals(p.stage_ms);
+  reals(p.even_stage_ms);
+  return p;
+}
+
+BalancePlan MeasureBalance(const TrainConfig& c);
+
+}  // namespace
+
 BalancePlan PlanBalance(const TrainConfig& c) {
+  if (c.backend != "c10d") return MeasureBalance(c);
+  // Timings differ between processes; rank 0 decides for everyone.
+  std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
+  static int plans = 0;
+  const std::string name = "balance" + std::to_string(plans++);
+  if (transport->rank() == 0) {
+    return DecodePlan(transport->ShareFromRankZero(name, EncodePlan(MeasureBalance(c))));
+  }
+  return DecodePlan(transport->ShareFromRankZero(name, ""));
+}
+
+namespace {
+
+BalancePlan MeasureBalance(const TrainConfig& c) {
   if (c.microbatches < 1 || c.batch_size % c.microbatches != 0) {
     throw std::invalid_argument(std::to_string(c.microbatches) +
                                 " micro-batches do not divide the batch of " +
@@ -604,6 +729,8 @@ BalancePlan PlanBalance(const TrainConfig& c) {
   plan.even_stage_ms = StageCosts(scost, even_s, tcost, even_t);
   return plan;
 }
+
+}  // namespace
 
 void SetIntraOpThreads(int threads) { at::set_num_threads(threads); }
 

@@ -61,6 +61,13 @@ struct TrainConfig {
   std::string device = "cpu";
   // Steps per Train() call in benchmarks (see Trainer::Train).
   int steps_per_iteration = 4;
+  // "local": every rank a thread of this process. "c10d": this process is
+  // one rank (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), the
+  // others are processes too, tensors go through torch c10d (gloo).
+  std::string backend = "local";
+  // c10d: rendezvous deadline, and how long a rank waits for a peer before
+  // failing with a message naming it.
+  int peer_timeout_seconds = 60;
 };
 
 // Trains a student (and runs its teacher) on 28x28 single-channel images with
@@ -91,6 +98,8 @@ class Trainer {
   // max |a - b| over the two students' parameters (same shapes required).
   double MaxParameterDifference(const Trainer& other) const;
   int num_devices() const;
+  // This process's rank under c10d (0 for the local backend).
+  int rank() const;
   int batch_size() const;
   int64_t train_set_size() const;
   // Steady-state bubble of this run's schedule under the simulator with

@@ -53,6 +53,12 @@ DEFINE_int32(vit_patch, 4, "MoCo v3 ViT patch size.");
 DEFINE_int32(vit_dim, 64, "MoCo v3 ViT width.");
 DEFINE_int32(vit_depth, 4, "MoCo v3 ViT transformer blocks.");
 DEFINE_int32(vit_heads, 4, "MoCo v3 ViT attention heads.");
+DEFINE_string(backend, "local",
+              "local (every rank a thread of this process) or c10d (this process is one rank; "
+              "start one per rank with tools/launch, which sets RANK, WORLD_SIZE, MASTER_ADDR, "
+              "MASTER_PORT like torchrun). c10d needs --steps (every rank runs the same count).");
+DEFINE_int32(peer_timeout, 60,
+             "c10d: seconds a rank waits for a peer (rendezvous, messages) before failing.");
 DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or fashion_mnist (--data_dir).");
 DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
@@ -235,6 +241,14 @@ int main(int argc, char** argv) {
   base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
   base.teacher_balance = ParseInts(FLAGS_teacher_balance, "teacher_balance");
   base.update_policy = FLAGS_policy;
+  base.backend = FLAGS_backend;
+  base.peer_timeout_seconds = FLAGS_peer_timeout;
+  if (FLAGS_backend == "c10d" && FLAGS_steps <= 0) {
+    // Google Benchmark would pick an iteration count per process from its
+    // own timings; ranks that disagree would wait for each other forever.
+    FLAGS_steps = 20;
+    LOG(INFO) << "--backend=c10d: running --steps=20 iterations on every rank";
+  }
   base.byol_hidden = FLAGS_byol_hidden;
   base.byol_projection = FLAGS_byol_projection;
   base.vit_patch = FLAGS_vit_patch;

@@ -169,6 +169,16 @@ class C10dTransport::Impl {
     }
   }
 
+  std::string ShareFromRankZero(const std::string& name, const std::string& value) {
+    const std::string key = "tspipe/share/" + name;
+    if (o_.rank == 0) {
+      store_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+      return value;
+    }
+    std::vector<uint8_t> v = store_->get(key);
+    return std::string(v.begin(), v.end());
+  }
+
   void Configure(int num_stages, int num_microbatches) {
     num_stages_ = num_stages;
     num_microbatches_ = num_microbatches;
@@ -317,6 +327,9 @@ C10dTransport::~C10dTransport() = default;
 
 void C10dTransport::CheckSameConfig(const std::string& name, const std::string& config) {
   impl_->CheckSameConfig(name, config);
+}
+std::string C10dTransport::ShareFromRankZero(const std::string& name, const std::string& value) {
+  return impl_->ShareFromRankZero(name, value);
 }
 int C10dTransport::rank() const { return impl_->rank(); }
 int C10dTransport::world_size() const { return impl_->world_size(); }

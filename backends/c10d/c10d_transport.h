@@ -45,6 +45,10 @@ class C10dTransport : public Transport {
   // `name` separates several checks in one process.
   void CheckSameConfig(const std::string& name, const std::string& config);
 
+  // Rank 0's `value` on every rank (through the store): for choices that
+  // one rank makes for all, such as a measured balance.
+  std::string ShareFromRankZero(const std::string& name, const std::string& value);
+
   int rank() const;
   int world_size() const;
 

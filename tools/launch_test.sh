@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The launcher: torchrun's environment per rank, prefixed output, failure
+# propagation, and a real 2-process c10d benchmark through it.
+set -euo pipefail
+launch="$1"
+kd="$2"
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+out="${tmp}/out.txt"
+
+"${launch}" --nproc_per_node=3 --master_port=29555 -- \
+  sh -c 'echo "env $RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT"' >"${out}"
+for r in 0 1 2; do
+  grep -qx "\[rank ${r}\] env ${r} ${r} 3 127.0.0.1 29555" "${out}"
+done
+
+# Second node of two: global ranks 2 and 3.
+"${launch}" --nnodes=2 --node_rank=1 --nproc_per_node=2 --master_addr=10.0.0.1 -- \
+  sh -c 'echo "env $RANK $LOCAL_RANK $WORLD_SIZE $MASTER_ADDR"' >"${out}"
+grep -qx '\[rank 2\] env 2 0 4 10.0.0.1' "${out}"
+grep -qx '\[rank 3\] env 3 1 4 10.0.0.1' "${out}"
+
+# A failing rank: the launcher reports it, stops the straggler after the
+# grace period and exits with the failing rank's status.
+start=$(date +%s)
+set +e
+"${launch}" --nproc_per_node=2 --grace=1 -- \
+  sh -c 'if [ "$RANK" = 1 ]; then exit 3; fi; sleep 100' >"${out}" 2>&1
+status=$?
+set -e
+[[ ${status} == 3 ]] || { cat "${out}"; echo "status ${status}, want 3"; exit 1; }
+(( $(date +%s) - start < 30 )) || { echo "straggler not stopped"; exit 1; }
+grep -q 'rank 1 exited with status 3' "${out}"
+grep -q 'terminating rank 0' "${out}"
+
+# The KD benchmark over c10d with one process per stage.
+port=$((20000 + RANDOM % 20000))
+"${launch}" --nproc_per_node=2 --master_port="${port}" -- "${kd}" --backend=c10d \
+  --scheduler=tspipe,gpipe --stages=2 --microbatches=2 --batch_size=8 --widths=4,8 --blocks=1,1 \
+  --teacher_widths=8,8 --teacher_blocks=1,1 --steps=2 --steps_per_iteration=2 --log_every=0 \
+  >"${out}" 2>&1 || { cat "${out}"; exit 1; }
+cat "${out}"
+grep -Eq '^\[rank 0\] tspipe +2 ' "${out}"
+grep -Eq '^\[rank 1\] gpipe +2 ' "${out}"
+echo PASS
