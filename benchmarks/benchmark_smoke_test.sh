@@ -14,7 +14,7 @@ grep -Eq '^gpipe +2 ' "${out}"
 grep -Eq '^tspipe +2 ' "${out}"
 grep -Eq '^sequential +1 .* 1\.000 ' "${out}"
 grep -q '</svg>' "${plot}"
-grep -q 'auto balance: student ' "${out}"
+grep -q ': auto balance student ' "${out}"
 # dp runs every algorithm except those whose loss needs the whole batch.
 grep -Eq '^dp +2 ' "${out}" || grep -q "skipping dp: dp splits the mini-batch" "${out}"
 # Bad input fails before any timing, naming the problem.

@@ -77,11 +77,12 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   try {
     if (FLAGS_balance == "auto") {
+      // One cut for every run (planned for tspipe): the runs differ only in
+      // scheduler and policy.
+      base.scheduler = "tspipe";
       tspipe::BalancePlan plan = tspipe::PlanBalance(base);
-      base.balance = plan.student;
-      LOG(INFO) << "auto balance: online " << tspipe::FormatBalance(plan.student) << ", target "
-                << tspipe::FormatBalance(plan.teacher) << "; ms per micro-batch by stage "
-                << tspipe::FormatMs(plan.stage_ms);
+      tspipe::ApplyPlan(plan, &base);
+      LOG(INFO) << "auto balance (online, target): " << tspipe::DescribePlan(plan);
     } else if (FLAGS_balance != "even") {
       base.balance = tspipe::ParseInts(FLAGS_balance, "balance");
     }

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -182,49 +183,46 @@ double MedianMs(const torch::Device& device, Fn fn) {
 
 // Per-block cost of `blocks` on `input`: forward + backward of a block in
 // train mode, or forward only without gradients (teacher).
-std::vector<double> ProfileBlocks(const BlockList& blocks, Activation input, bool with_backward,
-                                  bool train_mode, const torch::Device& device) {
-  std::vector<double> costs;
+// Per-block cost of `blocks` on `input`, ms per micro-batch: the forward
+// (train mode, or `train_mode` for forward-only teachers) and, with
+// `backward`, the backward (forward + backward timed, minus the forward).
+void ProfileBlocks(const BlockList& blocks, Activation input, bool with_backward,
+                   bool train_mode, const torch::Device& device, std::vector<double>* forward,
+                   std::vector<double>* backward) {
   Activation x = ToDevice(input, device);
   for (const Block& block : blocks) {
     block->to(device);
+    block->train(with_backward || train_mode);
+    auto leaves = [&] {
+      Activation leaf;
+      for (const torch::Tensor& t : x) {
+        leaf.push_back(t.is_floating_point() ? t.detach().requires_grad_(with_backward) : t);
+      }
+      return leaf;
+    };
+    const double f = MedianMs(device, [&] {
+      if (with_backward) {
+        block->Forward(leaves());
+      } else {
+        torch::NoGradGuard no_grad;
+        block->Forward(x);
+      }
+    });
+    forward->push_back(f);
     if (with_backward) {
-      block->train();
-      costs.push_back(MedianMs(device, [&] {
-        Activation leaf;
-        for (const torch::Tensor& t : x) {
-          leaf.push_back(t.is_floating_point() ? t.detach().requires_grad_(true) : t);
-        }
-        Activation out = block->Forward(leaf);
+      const double fb = MedianMs(device, [&] {
+        Activation out = block->Forward(leaves());
         std::vector<torch::Tensor> grads;
         for (const torch::Tensor& t : out) grads.push_back(torch::ones_like(t));
         torch::autograd::backward(out, grads);
-      }));
-    } else {
-      block->train(train_mode);
-      costs.push_back(MedianMs(device, [&] {
-        torch::NoGradGuard no_grad;
-        block->Forward(x);
-      }));
+      });
+      backward->push_back(std::max(0.0, fb - f));
     }
     torch::NoGradGuard no_grad;
     x = block->Forward(x);
   }
-  return costs;
 }
 
-std::vector<double> StageCosts(const std::vector<double>& student, const std::vector<int>& sb,
-                               const std::vector<double>& teacher, const std::vector<int>& tb) {
-  std::vector<double> out(sb.size(), 0.0);
-  size_t i = 0, j = 0;
-  for (size_t s = 0; s < sb.size(); ++s) {
-    for (int k = 0; k < sb[s]; ++k) out[s] += student[i++];
-    if (!tb.empty()) {
-      for (int k = 0; k < tb[s]; ++k) out[s] += teacher[j++];
-    }
-  }
-  return out;
-}
 
 // One c10d world per process, shared by every Trainer of the process (they
 // run one after another): the rendezvous happens once.
@@ -313,9 +311,14 @@ class Trainer::Impl {
     so.num_stages = c.stages;
     so.num_microbatches = c.microbatches;
     so.workload = algorithm_->workload();
+    // Measured stage costs (PlanBalance), when given, let cost-driven
+    // schedulers (TSPipe's list scheduling) plan with the real ones.
+    so.costs.forward_per_stage = c.forward_ms;
+    so.costs.backward_per_stage = c.backward_ms;
+    so.costs.teacher_forward_per_stage = c.teacher_ms;
     Schedule schedule = BuildSchedule(c.scheduler, so);
     // Steady state: Train() runs iterations back to back, as simulated here.
-    bubble_ = SimulateSteadyState(schedule, CostModel{}).bubble_fraction;
+    bubble_ = SimulateSteadyState(schedule, so.costs).bubble_fraction;
     devices_ = schedule.num_ranks();
 
     LocalExecutorOptions eo;
@@ -619,67 +622,30 @@ double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
 
 namespace {
 
-std::string EncodePlan(const BalancePlan& p) {
+std::string EncodeCosts(const BlockCosts& c) {
   std::ostringstream out;
   out.precision(17);
-  auto ints = [&](const std::vector<int>& v) {
-    out << v.size();
-    for (int x : v) out << ' ' << x;
+  for (const std::vector<double>* v : {&c.student_forward, &c.student_backward, &c.teacher_forward}) {
+    out << v->size();
+    for (double x : *v) out << ' ' << x;
     out << '\n';
-  };
-  auto reals = [&](const std::vector<double>& v) {
-    out << v.size();
-    for (double x : v) out << ' ' << x;
-    out << '\n';
-  };
-  ints(p.student);
-  ints(p.teacher);
-  reals(p.stage_ms);
-  reals(p.even_stage_ms);
+  }
   return out.str();
 }
 
-BalancePlan DecodePlan(const std::string& text) {
+BlockCosts DecodeCosts(const std::string& text) {
   std::istringstream in(text);
-  BalancePlan p;
-  auto ints = [&](std::vector<int>& v) {
+  BlockCosts c;
+  for (std::vector<double>* v : {&c.student_forward, &c.student_backward, &c.teacher_forward}) {
     size_t n = 0;
     in >> n;
-    v.resize(n);
-    for (int& x : v) in >> x;
-  };
-  auto reals = [&](std::vector<double>& v) {
-    size_t n = 0;
-    in >> n;
-    v.resize(n);
-    for (double& x : v) in >> x;
-  };
-  ints(p.student);
-  ints(p.teacher);
-  reals(p.stage_ms);
-  reals(p.even_stage_ms);
-  return p;
-}
-
-BalancePlan MeasureBalance(const TrainConfig& c);
-
-}  // namespace
-
-BalancePlan PlanBalance(const TrainConfig& c) {
-  if (c.backend != "c10d") return MeasureBalance(c);
-  // Timings differ between processes; rank 0 decides for everyone.
-  std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
-  static int plans = 0;
-  const std::string name = "balance" + std::to_string(plans++);
-  if (transport->rank() == 0) {
-    return DecodePlan(transport->ShareFromRankZero(name, EncodePlan(MeasureBalance(c))));
+    v->resize(n);
+    for (double& x : *v) in >> x;
   }
-  return DecodePlan(transport->ShareFromRankZero(name, ""));
+  return c;
 }
 
-namespace {
-
-BalancePlan MeasureBalance(const TrainConfig& c) {
+BlockCosts Measure(const TrainConfig& c) {
   if (c.microbatches < 1 || c.batch_size % c.microbatches != 0) {
     throw std::invalid_argument(std::to_string(c.microbatches) +
                                 " micro-batches do not divide the batch of " +
@@ -694,43 +660,176 @@ BalancePlan MeasureBalance(const TrainConfig& c) {
   for (int v = 0; v < (IsByol(c) ? 2 : 1); ++v) {
     input.push_back(torch::randn({c.batch_size / c.microbatches, 1, 28, 28}));
   }
-  std::vector<double> scost = ProfileBlocks(models.student_blocks, input, true, true, device);
-  std::vector<double> tcost;
+  BlockCosts costs;
+  ProfileBlocks(models.student_blocks, input, true, true, device, &costs.student_forward,
+                &costs.student_backward);
   if (algorithm->workload().has_teacher) {
-    tcost = ProfileBlocks(models.teacher_blocks, input, false, algorithm->TeacherInTrainMode(),
-                          device);
+    ProfileBlocks(models.teacher_blocks, input, false, algorithm->TeacherInTrainMode(), device,
+                  &costs.teacher_forward, nullptr);
   }
-  if (IsByol(c)) {
-    // Online and target are cut alike: one cost per target block (online +
-    // target), the predictor's folded into the last.
-    std::vector<double> units(tcost.size());
-    for (size_t i = 0; i < units.size(); ++i) units[i] = scost[i] + tcost[i];
-    units.back() += scost.back();
-    std::vector<int> even = EvenBalance(static_cast<int>(units.size()), c.stages);
-    BalanceResult best = SolveBalance(units, {}, c.stages);
-    BalancePlan plan;
-    plan.teacher = best.student;
-    plan.student = best.student;
-    plan.student.back() += 1;
-    plan.stage_ms = best.stage_costs;
-    plan.even_stage_ms = StageCosts(units, even, {}, {});
-    return plan;
+  return costs;
+}
+
+// Every way to cut `n` blocks into `parts` non-empty runs.
+void Compositions(int n, int parts, std::vector<int>* prefix, std::vector<std::vector<int>>* out) {
+  if (parts == 1) {
+    prefix->push_back(n);
+    out->push_back(*prefix);
+    prefix->pop_back();
+    return;
   }
-  // Also checks the stage count against both models, with the same message
-  // as an explicit balance would get.
-  std::vector<int> even_s = EvenBalance(static_cast<int>(scost.size()), c.stages);
-  std::vector<int> even_t;
-  if (!tcost.empty()) even_t = EvenBalance(static_cast<int>(tcost.size()), c.stages);
-  BalanceResult best = SolveBalance(scost, tcost, c.stages);
-  BalancePlan plan;
-  plan.student = best.student;
-  plan.teacher = best.teacher;
-  plan.stage_ms = best.stage_costs;
-  plan.even_stage_ms = StageCosts(scost, even_s, tcost, even_t);
-  return plan;
+  for (int first = 1; first <= n - parts + 1; ++first) {
+    prefix->push_back(first);
+    Compositions(n - first, parts - 1, prefix, out);
+    prefix->pop_back();
+  }
+}
+
+std::vector<std::vector<int>> Compositions(int n, int parts) {
+  std::vector<std::vector<int>> out;
+  std::vector<int> prefix;
+  if (parts >= 1 && parts <= n) Compositions(n, parts, &prefix, &out);
+  return out;
+}
+
+std::vector<double> StageSums(const std::vector<double>& blocks, const std::vector<int>& balance) {
+  std::vector<double> out;
+  size_t i = 0;
+  for (int count : balance) {
+    double sum = 0;
+    for (int k = 0; k < count; ++k) sum += blocks.at(i++);
+    out.push_back(sum);
+  }
+  return out;
+}
+
+// Simulated steady-state time per iteration of `scheduler` with these cuts.
+double Period(const TrainConfig& c, const Workload& workload, const BlockCosts& costs,
+              const std::vector<int>& student, const std::vector<int>& teacher,
+              CostModel* model) {
+  CostModel m;
+  m.forward_per_stage = StageSums(costs.student_forward, student);
+  m.backward_per_stage = StageSums(costs.student_backward, student);
+  if (!teacher.empty()) m.teacher_forward_per_stage = StageSums(costs.teacher_forward, teacher);
+  SchedulerOptions so;
+  so.num_stages = c.stages;
+  so.num_microbatches = c.microbatches;
+  so.workload = workload;
+  so.costs = m;
+  const double period = SimulateSteadyState(BuildSchedule(c.scheduler, so), m).period;
+  if (model != nullptr) *model = m;
+  return period;
 }
 
 }  // namespace
+
+BlockCosts MeasureBlockCosts(const TrainConfig& c) {
+  if (c.backend != "c10d") return Measure(c);
+  // Timings differ between processes; rank 0 measures for everyone.
+  std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
+  static int measurements = 0;
+  const std::string name = "costs" + std::to_string(measurements++);
+  return DecodeCosts(
+      transport->ShareFromRankZero(name, transport->rank() == 0 ? EncodeCosts(Measure(c)) : ""));
+}
+
+BalancePlan PlanBalance(const TrainConfig& c, const BlockCosts& costs) {
+  const Workload workload = AlgorithmRegistry::Global().Create(c.algorithm)->workload();
+  const bool siamese = IsByol(c);
+  const bool teacher = workload.has_teacher;
+  // Candidates: siamese networks are cut alike (target = online minus the
+  // predictor); otherwise every student cut with every teacher cut.
+  const int units = siamese ? static_cast<int>(costs.teacher_forward.size())
+                            : static_cast<int>(costs.student_forward.size());
+  // The stage count check, with the message an explicit balance gets.
+  std::vector<int> even_s = EvenBalance(units, c.stages), even_t;
+  if (teacher && !siamese) {
+    even_t = EvenBalance(static_cast<int>(costs.teacher_forward.size()), c.stages);
+  }
+  std::vector<std::pair<std::vector<int>, std::vector<int>>> candidates;
+  auto add = [&](std::vector<int> s, std::vector<int> t) {
+    if (siamese) {
+      t = s;
+      s.back() += 1;
+    }
+    candidates.emplace_back(std::move(s), std::move(t));
+  };
+  std::vector<std::vector<int>> student_cuts = Compositions(units, c.stages);
+  std::vector<std::vector<int>> teacher_cuts;
+  if (teacher && !siamese) {
+    teacher_cuts = Compositions(static_cast<int>(costs.teacher_forward.size()), c.stages);
+  }
+  constexpr size_t kMaxCandidates = 20000;
+  if (teacher_cuts.empty()) {
+    if (student_cuts.size() <= kMaxCandidates) {
+      for (const auto& s : student_cuts) add(s, {});
+    }
+  } else if (student_cuts.size() * teacher_cuts.size() <= kMaxCandidates) {
+    for (const auto& s : student_cuts) {
+      for (const auto& t : teacher_cuts) add(s, t);
+    }
+  }
+  if (candidates.empty()) {
+    // Too many to simulate: the cut that balances total work per stage.
+    std::vector<double> total(costs.student_forward.size());
+    for (size_t i = 0; i < total.size(); ++i) {
+      total[i] = costs.student_forward[i] + costs.student_backward[i];
+    }
+    if (siamese) {
+      std::vector<double> u(units);
+      for (int i = 0; i < units; ++i) u[i] = total[i] + costs.teacher_forward[i];
+      u.back() += total.back();
+      add(SolveBalance(u, {}, c.stages).student, {});
+    } else {
+      BalanceResult r = SolveBalance(total, teacher ? costs.teacher_forward : std::vector<double>{},
+                                     c.stages);
+      add(r.student, r.teacher);
+    }
+  }
+  BalancePlan plan;
+  double best = std::numeric_limits<double>::infinity();
+  for (const auto& [s, t] : candidates) {
+    CostModel m;
+    const double period = Period(c, workload, costs, s, t, &m);
+    if (period < best - 1e-9) {
+      best = period;
+      plan.student = s;
+      plan.teacher = t;
+      plan.forward_ms = m.forward_per_stage;
+      plan.backward_ms = m.backward_per_stage;
+      plan.teacher_ms = m.teacher_forward_per_stage;
+    }
+  }
+  plan.period_ms = best;
+  if (siamese) {
+    even_t = even_s;
+    even_s.back() += 1;
+  }
+  plan.even_period_ms = Period(c, workload, costs, even_s, even_t, nullptr);
+  return plan;
+}
+
+BalancePlan PlanBalance(const TrainConfig& config) {
+  return PlanBalance(config, MeasureBlockCosts(config));
+}
+
+void ApplyPlan(const BalancePlan& plan, TrainConfig* config) {
+  config->balance = plan.student;
+  config->teacher_balance = plan.teacher;
+  config->forward_ms = plan.forward_ms;
+  config->backward_ms = plan.backward_ms;
+  config->teacher_ms = plan.teacher_ms;
+}
+
+std::string DescribePlan(const BalancePlan& plan) {
+  std::ostringstream out;
+  out.precision(4);
+  out << "student " << FormatBalance(plan.student);
+  if (!plan.teacher.empty()) out << ", teacher " << FormatBalance(plan.teacher);
+  out << "; simulated " << plan.period_ms << " ms/iteration (even cut: " << plan.even_period_ms
+      << ")";
+  return out.str();
+}
 
 void SetIntraOpThreads(int threads) { at::set_num_threads(threads); }
 

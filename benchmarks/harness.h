@@ -42,6 +42,11 @@ struct TrainConfig {
   // Update policy for momentum teachers ("sync", "tspipe_delayed"); empty =
   // the one the scheduler's action order gives.
   std::string update_policy;
+  // Measured per-stage costs (ms per micro-batch) for schedulers that plan
+  // with costs (see BalancePlan); empty = unit costs.
+  std::vector<double> forward_ms;
+  std::vector<double> backward_ms;
+  std::vector<double> teacher_ms;
   // Total optimizer steps planned (BYOL's momentum ramp); 0 = unknown.
   int total_steps = 0;
   double learning_rate = 0.05;
@@ -111,22 +116,41 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// A student/teacher partition chosen from measured block costs.
+// Measured cost of every block, ms per micro-batch on the first device.
+struct BlockCosts {
+  std::vector<double> student_forward;   // Train mode.
+  std::vector<double> student_backward;
+  std::vector<double> teacher_forward;   // Empty without a teacher.
+};
+
+// Times every block of the configured student (forward, backward) and
+// teacher (forward) on one micro-batch. Under c10d rank 0 measures and every
+// rank gets its figures.
+BlockCosts MeasureBlockCosts(const TrainConfig& config);
+
+// A student/teacher partition for config.scheduler, chosen by simulating
+// the scheduler's steady state for every candidate cut with these costs
+// (core/simulator.h) and keeping the fastest; with more than 20000
+// candidates, the cut that balances total work per stage (core/balance.h).
 struct BalancePlan {
   std::vector<int> student;
   std::vector<int> teacher;  // Empty without a teacher.
-  // Measured ms per micro-batch on each stage's device: student forward +
-  // backward plus teacher forward.
-  std::vector<double> stage_ms;
-  // The same for the even partition, for comparison.
-  std::vector<double> even_stage_ms;
+  // Stage costs of that cut (ms per micro-batch): put them in TrainConfig's
+  // forward_ms/backward_ms/teacher_ms so the scheduler plans with them.
+  std::vector<double> forward_ms;
+  std::vector<double> backward_ms;
+  std::vector<double> teacher_ms;
+  // Simulated ms per iteration of this cut, and of the even cut.
+  double period_ms = 0;
+  double even_period_ms = 0;
 };
-
-// Times every block of the configured student (forward + backward, train
-// mode) and teacher (forward, eval mode) on one micro-batch on the first
-// device, then cuts both so that the slowest stage is as fast as possible
-// (core/balance.h). Ignores config.balance and config.teacher_balance.
+BalancePlan PlanBalance(const TrainConfig& config, const BlockCosts& costs);
+// PlanBalance(config, MeasureBlockCosts(config)).
 BalancePlan PlanBalance(const TrainConfig& config);
+// Puts the plan's cuts and stage costs into `config`.
+void ApplyPlan(const BalancePlan& plan, TrainConfig* config);
+// "student 2,3, teacher 4,4; simulated 130 ms/iteration (even cut: 161)".
+std::string DescribePlan(const BalancePlan& plan);
 
 // Threads each device (rank) may use for intra-op parallelism. On CPU a
 // device is a core: 1 thread per rank keeps ranks from competing for cores.

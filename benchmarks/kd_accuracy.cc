@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     teacher.scheduler = FLAGS_teacher_scheduler;
     teacher.widths = base.teacher_widths;
     teacher.blocks_per_group = base.teacher_blocks_per_group;
-    if (FLAGS_balance == "auto") teacher.balance = tspipe::PlanBalance(teacher).student;
+    if (FLAGS_balance == "auto") tspipe::ApplyPlan(tspipe::PlanBalance(teacher), &teacher);
     if (FLAGS_retrain_teacher || !FileExists(checkpoint)) {
       LOG(INFO) << "training the teacher (" << FLAGS_teacher_steps << " steps, "
                 << FLAGS_teacher_scheduler << ", balance "
@@ -131,9 +131,12 @@ int main(int argc, char** argv) {
     kd.algorithm = "kd";
     kd.teacher_checkpoint = checkpoint;
     if (FLAGS_balance == "auto") {
+      // One cut for every scheduler (planned for the first), so that their
+      // students compare parameter for parameter.
+      kd.scheduler = SplitList(FLAGS_scheduler).at(0);
       tspipe::BalancePlan plan = tspipe::PlanBalance(kd);
-      kd.balance = plan.student;
-      kd.teacher_balance = plan.teacher;
+      tspipe::ApplyPlan(plan, &kd);
+      LOG(INFO) << "auto balance for " << kd.scheduler << ": " << tspipe::DescribePlan(plan);
     } else if (FLAGS_balance != "even") {
       kd.balance = ParseInts(FLAGS_balance, "balance");
     }
