@@ -64,6 +64,13 @@ class Transport {
   virtual void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
                          std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
                          const std::atomic<bool>& abort) = 0;
+  // Copies `root`'s `tensors` into every other member of `group` (which
+  // holds `rank`), in place: replicas start from the same parameters even if
+  // their processes initialised them differently. The in-process transport
+  // does nothing (its replicas are copies of one model already).
+  virtual void Broadcast(int rank, const std::vector<int>& group, int root,
+                         std::vector<torch::Tensor>* tensors,
+                         std::chrono::milliseconds timeout) {}
   // Waits until this rank's sends have left (end of a run).
   virtual void Flush(int rank, std::chrono::milliseconds timeout) {}
   // Wakes every waiter after an abort.

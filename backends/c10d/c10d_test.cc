@@ -103,6 +103,12 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     eo.transport = transport;
     eo.local_ranks = {transport->rank()};
   }
+  if (transport && Env("TSPIPE_PERTURB") == std::to_string(transport->rank())) {
+    // This process initialises differently; the executor's broadcast from
+    // the first replica must undo it.
+    torch::NoGradGuard no_grad;
+    for (auto& p : student->parameters()) p.add_(0.5);
+  }
   std::vector<Stage> stages = Partition(BlocksFromSequential(student), run.balance);
   LocalExecutor executor(schedule, stages,
                          Partition(BlocksFromSequential(teacher), run.teacher_balance), &kd, eo);
@@ -239,8 +245,12 @@ TEST_P(C10dEquivalenceTest, MatchesSingleProcessBackend) {
   const std::string dir = TempDir();
   const int port = FreePort();
   std::vector<pid_t> pids;
+  auto env = RunEnv(run, dir);
+  // Replicas (dp) start from rank 0's parameters, even when rank 1 made
+  // others.
+  if (run.scheduler == "dp") env["TSPIPE_PERTURB"] = "1";
   for (int r = 0; r < world; ++r) {
-    pids.push_back(Spawn(r, world, port, RunEnv(run, dir), dir + "/log" + std::to_string(r)));
+    pids.push_back(Spawn(r, world, port, env, dir + "/log" + std::to_string(r)));
   }
   for (int r = 0; r < world; ++r) {
     ASSERT_EQ(WaitExit(pids[r]), 0) << "rank " << r << ":\n" << Slurp(dir + "/log" + std::to_string(r));

@@ -265,6 +265,32 @@ class C10dTransport::Impl {
     }
   }
 
+  void Broadcast(const std::vector<int>& group, int root, std::vector<torch::Tensor>* tensors,
+                 std::chrono::milliseconds timeout) {
+    if (group.size() == 1 || tensors->empty()) return;
+    if (static_cast<int>(group.size()) != o_.world_size) {
+      throw std::invalid_argument("the c10d backend broadcasts over the whole world only");
+    }
+    // One flat bucket per call: one collective instead of one per tensor.
+    std::vector<torch::Tensor> flat;
+    for (const torch::Tensor& t : *tensors) flat.push_back(t.detach().reshape({-1}).to(torch::kFloat64));
+    std::vector<torch::Tensor> bucket{torch::cat(flat)};
+    try {
+      c10d::BroadcastOptions opts;
+      opts.rootRank = root;
+      pg_->broadcast(bucket, opts)->wait(timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("the parameter broadcast from rank " + std::to_string(root) +
+                               " failed: " + FirstLine(What(e)));
+    }
+    torch::NoGradGuard no_grad;
+    int64_t offset = 0;
+    for (torch::Tensor& t : *tensors) {
+      t.copy_(bucket[0].slice(0, offset, offset + t.numel()).view_as(t));
+      offset += t.numel();
+    }
+  }
+
   void Flush(std::chrono::milliseconds timeout) {
     for (Pending& p : pending_) {
       try {
@@ -348,6 +374,11 @@ void C10dTransport::AllReduce(int rank, const std::vector<int>& group, int stage
                               std::vector<torch::Tensor>* tensors,
                               std::chrono::milliseconds timeout, const std::atomic<bool>& abort) {
   impl_->AllReduce(group, stage, tensors, timeout);
+}
+void C10dTransport::Broadcast(int rank, const std::vector<int>& group, int root,
+                              std::vector<torch::Tensor>* tensors,
+                              std::chrono::milliseconds timeout) {
+  impl_->Broadcast(group, root, tensors, timeout);
 }
 void C10dTransport::Flush(int rank, std::chrono::milliseconds timeout) { impl_->Flush(timeout); }
 void C10dTransport::Reset() { impl_->Reset(); }

@@ -114,6 +114,22 @@ class LocalExecutor::Impl {
         slot.Reset(schedule_.num_microbatches);
       }
     }
+    // Replicas start from the first replica's values, whatever each process
+    // initialised (integer buffers such as batch counts included, through a
+    // float64 bucket that holds them exactly).
+    for (int r : local_ranks_) {
+      for (auto& [s, slot] : slots_[r]) {
+        const std::vector<int>& group = schedule_.placement[s];
+        if (group.size() < 2) continue;
+        std::vector<torch::Tensor> state;
+        for (torch::nn::Module* m : {slot.student.get(), slot.teacher.get()}) {
+          if (m == nullptr) continue;
+          for (const auto& p : m->parameters()) state.push_back(p);
+          for (const auto& b : m->buffers()) state.push_back(b);
+        }
+        transport_->Broadcast(r, group, group[0], &state, options_.recv_timeout);
+      }
+    }
     prologue_ = TeacherPrologue(schedule_);
     handlers_.fill(nullptr);
     handlers_[static_cast<int>(Op::kForward)] = &Impl::Forward;
