@@ -620,6 +620,15 @@ int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
 
+double Trainer::MeasureSamplesPerSecond(int steps) {
+  Train(steps);  // Warm-up (and the teacher prologue).
+  const auto start = std::chrono::steady_clock::now();
+  Train(steps);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return steps * batch_size() / secs;
+}
+
 namespace {
 
 std::string EncodeCosts(const BlockCosts& c) {
@@ -733,7 +742,8 @@ BlockCosts MeasureBlockCosts(const TrainConfig& c) {
       transport->ShareFromRankZero(name, transport->rank() == 0 ? EncodeCosts(Measure(c)) : ""));
 }
 
-BalancePlan PlanBalance(const TrainConfig& c, const BlockCosts& costs) {
+std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& costs,
+                                      int max_plans, double tolerance) {
   const Workload workload = AlgorithmRegistry::Global().Create(c.algorithm)->workload();
   const bool siamese = IsByol(c);
   const bool teacher = workload.has_teacher;
@@ -786,27 +796,39 @@ BalancePlan PlanBalance(const TrainConfig& c, const BlockCosts& costs) {
       add(r.student, r.teacher);
     }
   }
-  BalancePlan plan;
-  double best = std::numeric_limits<double>::infinity();
+  std::vector<BalancePlan> plans;
   for (const auto& [s, t] : candidates) {
     CostModel m;
-    const double period = Period(c, workload, costs, s, t, &m);
-    if (period < best - 1e-9) {
-      best = period;
-      plan.student = s;
-      plan.teacher = t;
-      plan.forward_ms = m.forward_per_stage;
-      plan.backward_ms = m.backward_per_stage;
-      plan.teacher_ms = m.teacher_forward_per_stage;
-    }
+    BalancePlan plan;
+    plan.period_ms = Period(c, workload, costs, s, t, &m);
+    plan.student = s;
+    plan.teacher = t;
+    plan.forward_ms = m.forward_per_stage;
+    plan.backward_ms = m.backward_per_stage;
+    plan.teacher_ms = m.teacher_forward_per_stage;
+    plans.push_back(std::move(plan));
   }
-  plan.period_ms = best;
+  // Fastest first; equal periods keep enumeration order (deterministic).
+  std::stable_sort(plans.begin(), plans.end(), [](const BalancePlan& a, const BalancePlan& b) {
+    return a.period_ms < b.period_ms;
+  });
   if (siamese) {
     even_t = even_s;
     even_s.back() += 1;
   }
-  plan.even_period_ms = Period(c, workload, costs, even_s, even_t, nullptr);
-  return plan;
+  const double even = Period(c, workload, costs, even_s, even_t, nullptr);
+  std::vector<BalancePlan> out;
+  for (BalancePlan& p : plans) {
+    if (static_cast<int>(out.size()) >= std::max(1, max_plans)) break;
+    if (!out.empty() && p.period_ms > out.front().period_ms * (1 + tolerance)) break;
+    p.even_period_ms = even;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+BalancePlan PlanBalance(const TrainConfig& config, const BlockCosts& costs) {
+  return PlanBalances(config, costs, 1, 0).front();
 }
 
 BalancePlan PlanBalance(const TrainConfig& config) {

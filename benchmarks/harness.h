@@ -107,6 +107,8 @@ class Trainer {
   int rank() const;
   int batch_size() const;
   int64_t train_set_size() const;
+  // Trains `steps` steps to warm up, then times `steps` more: samples/s.
+  double MeasureSamplesPerSecond(int steps);
   // Steady-state bubble of this run's schedule under the simulator with
   // forward 1, backward 2, teacher forward 1.
   double simulated_bubble() const;
@@ -145,6 +147,11 @@ struct BalancePlan {
   double even_period_ms = 0;
 };
 BalancePlan PlanBalance(const TrainConfig& config, const BlockCosts& costs);
+// The `max_plans` fastest cuts whose simulated period is within `tolerance`
+// (a fraction) of the best one, fastest first: the simulator misses some
+// real costs, so callers may time these and keep the fastest in practice.
+std::vector<BalancePlan> PlanBalances(const TrainConfig& config, const BlockCosts& costs,
+                                      int max_plans, double tolerance);
 // PlanBalance(config, MeasureBlockCosts(config)).
 BalancePlan PlanBalance(const TrainConfig& config);
 // Puts the plan's cuts and stage costs into `config`.

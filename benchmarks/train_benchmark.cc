@@ -43,6 +43,9 @@ DEFINE_int32(steps_per_iteration, 4,
              "between them (TSPipe overlaps one step's drain with the next one's fill).");
 DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group (kd).");
 DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group (kd).");
+DEFINE_int32(balance_trials, 6,
+             "--balance=auto: time up to this many cuts whose simulated speed is within 10% of "
+             "the best, and keep the fastest (1 = trust the simulator).");
 DEFINE_string(teacher_balance, "",
               "Teacher blocks per stage, e.g. '4,4'; empty = chosen with --balance "
               "(auto: jointly; otherwise even).");
@@ -324,14 +327,36 @@ int main(int argc, char** argv) {
     // Fail fast on bad configurations, before any timing starts.
     try {
       if (auto_balance) {
-        tspipe::BalancePlan plan = tspipe::PlanBalance(config, costs);
+        // The simulator ranks the cuts; with several close ones, a short
+        // timed trial of each picks the one that is fastest in practice
+        // (single process only: c10d ranks would have to agree on it).
+        std::vector<tspipe::BalancePlan> plans = tspipe::PlanBalances(
+            config, costs, FLAGS_backend == "local" ? FLAGS_balance_trials : 1, 0.10);
+        size_t chosen = 0;
+        // Equal periods: the cut does not matter to this scheduler (one rank
+        // runs every stage), so there is nothing to try.
+        if (plans.size() > 1 && plans.back().period_ms > plans.front().period_ms * (1 + 1e-9)) {
+          double best = 0;
+          for (size_t i = 0; i < plans.size(); ++i) {
+            tspipe::TrainConfig trial = config;
+            tspipe::ApplyPlan(plans[i], &trial);
+            const double rate =
+                tspipe::Trainer(trial).MeasureSamplesPerSecond(config.steps_per_iteration);
+            LOG(INFO) << n << ": trial " << tspipe::DescribePlan(plans[i]) << ": " << rate
+                      << " samples/s";
+            if (rate > best) {
+              best = rate;
+              chosen = i;
+            }
+          }
+        }
         const std::vector<int> teacher_balance = config.teacher_balance;
-        tspipe::ApplyPlan(plan, &config);
+        tspipe::ApplyPlan(plans[chosen], &config);
         if (!teacher_balance.empty()) {  // Given by --teacher_balance.
           config.teacher_balance = teacher_balance;
           config.teacher_ms.clear();
         }
-        LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plan);
+        LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plans[chosen]);
       }
       g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
     } catch (const std::invalid_argument& e) {
