@@ -42,7 +42,12 @@ class Mailbox {
     return true;
   }
 
-  void Wake() { cv_.notify_all(); }
+  // Taking the lock orders the notification after any waiter's check of
+  // the abort flag, so no waiter misses it and sleeps its full timeout.
+  void Wake() {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    cv_.notify_all();
+  }
 
   void Clear() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -92,7 +97,12 @@ class Reducer {
     if (++e.left == group_size) entries_.erase(key);
   }
 
-  void Wake() { cv_.notify_all(); }
+  // Taking the lock orders the notification after any waiter's check of
+  // the abort flag, so no waiter misses it and sleeps its full timeout.
+  void Wake() {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    cv_.notify_all();
+  }
 
   void Clear() {
     std::lock_guard<std::mutex> lock(mu_);

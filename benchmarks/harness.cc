@@ -181,8 +181,6 @@ double MedianMs(const torch::Device& device, Fn fn) {
   return ms[ms.size() / 2];
 }
 
-// Per-block cost of `blocks` on `input`: forward + backward of a block in
-// train mode, or forward only without gradients (teacher).
 // Per-block cost of `blocks` on `input`, ms per micro-batch: the forward
 // (train mode, or `train_mode` for forward-only teachers) and, with
 // `backward`, the backward (forward + backward timed, minus the forward).
@@ -247,7 +245,14 @@ std::string Fingerprint(const TrainConfig& c) {
       << "\nblocks=" << Join(c.blocks_per_group) << "\nteacher_widths=" << Join(c.teacher_widths)
       << "\nteacher_blocks=" << Join(c.teacher_blocks_per_group)
       << "\nteacher_balance=" << Join(c.teacher_balance) << "\nupdate_policy=" << c.update_policy
-      << "\nseed=" << c.seed << "\ndata=" << c.data << "\nlearning_rate=" << c.learning_rate
+      << "\nseed=" << c.seed << "\ndata=" << c.data << "\ndata_dir=" << c.data_dir
+      << "\ntrain_samples=" << c.train_samples << "\nnum_batches=" << c.num_batches
+      << "\nlearning_rate=" << c.learning_rate << "\nmomentum=" << c.momentum
+      << "\nweight_decay=" << c.weight_decay << "\ntotal_steps=" << c.total_steps
+      << "\nbyol_hidden=" << c.byol_hidden << "\nbyol_projection=" << c.byol_projection
+      << "\nvit=" << c.vit_patch << "," << c.vit_dim << "," << c.vit_depth << "," << c.vit_heads
+      << "\nteacher_checkpoint=" << c.teacher_checkpoint
+      << "\ninitial_checkpoint=" << c.initial_checkpoint
       << "\nsteps_per_iteration=" << c.steps_per_iteration << "\n";
   return out.str();
 }
@@ -330,12 +335,15 @@ class Trainer::Impl {
                                     std::to_string(transport->world_size()));
       }
       static int trainers = 0;
-      transport->CheckSameConfig("trainer" + std::to_string(trainers++), Fingerprint(c));
+      // The schedule too: measured costs decide TSPipe's action order.
+      std::string schedule_csv = ToCsv(BuildSchedule(c.scheduler, so));
+      std::replace(schedule_csv.begin(), schedule_csv.end(), '\n', ' ');
+      transport->CheckSameConfig("trainer" + std::to_string(trainers++),
+                                 Fingerprint(c) + "schedule=" + schedule_csv + "\n");
       rank_ = transport->rank();
       eo.transport = transport;
       eo.local_ranks = {rank_};
       eo.recv_timeout = std::chrono::seconds(c.peer_timeout_seconds);
-      // One device per process; under CUDA its LOCAL_RANK's GPU.
       eo.devices.assign(devices_, torch::Device(torch::kCPU));
       if (c.device == "cuda") {
         throw std::invalid_argument(
@@ -767,7 +775,10 @@ std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& co
   std::vector<std::vector<int>> student_cuts = Compositions(units, c.stages);
   std::vector<std::vector<int>> teacher_cuts;
   if (teacher && !siamese) {
-    teacher_cuts = Compositions(static_cast<int>(costs.teacher_forward.size()), c.stages);
+    // A teacher cut given by the caller stays; only the student's is chosen.
+    teacher_cuts = c.teacher_balance.empty()
+                       ? Compositions(static_cast<int>(costs.teacher_forward.size()), c.stages)
+                       : std::vector<std::vector<int>>{c.teacher_balance};
   }
   constexpr size_t kMaxCandidates = 20000;
   if (teacher_cuts.empty()) {

@@ -76,7 +76,8 @@ struct TrainConfig {
 };
 
 // Trains a student (and runs its teacher) on 28x28 single-channel images with
-// 10 classes, under the configured scheduler on the single-process backend.
+// 10 classes, under the configured scheduler, on the single-process backend
+// or as one rank of a c10d run (TrainConfig::backend).
 class Trainer {
  public:
   // Throws std::invalid_argument (or std::runtime_error for missing data or

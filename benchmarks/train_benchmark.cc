@@ -1,5 +1,6 @@
-// Trains a ResNet on synthetic 28x28 images under one or more schedulers and
-// compares their throughput in one run.
+// Trains an algorithm's models (ResNets, or a ViT for MoCo v3) on synthetic
+// 28x28 images (or Fashion-MNIST) under one or more schedulers and compares
+// their throughput in one run.
 //
 //   ./tools/bazel run //benchmarks:supervised -- --scheduler=gpipe,sequential
 //       --stages=2 --microbatches=4 --batch_size=64  (one line)
@@ -12,13 +13,15 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
-#include <sstream>
 
 #include "benchmarks/cli.h"
 #include "benchmarks/harness.h"
@@ -99,6 +102,20 @@ struct Measured {
 };
 std::map<std::string, Measured> g_results;
 
+// A failed training step. Locally the scheduler's row is dropped and the
+// next scheduler runs; under c10d the peers cannot follow (they may be in
+// this scheduler still, or gone), so the rank exits at once: a process
+// group with a dead peer may block in its destructor.
+void FailRun(benchmark::State& state, const tspipe::TrainConfig& config, const std::exception& e) {
+  LOG(ERROR) << config.scheduler << ": " << e.what();
+  if (config.backend == "c10d") {
+    google::FlushLogFiles(google::GLOG_INFO);
+    std::fflush(nullptr);
+    _exit(1);
+  }
+  state.SkipWithError(e.what());
+}
+
 // Built once in main (which also fails fast on bad configurations before
 // any timing starts) and trained by the benchmark.
 std::map<std::string, std::unique_ptr<tspipe::Trainer>> g_trainers;
@@ -108,15 +125,19 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   try {
     trainer->Train(config.steps_per_iteration);  // Warm-up: allocator, prologue.
   } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-    LOG(ERROR) << config.scheduler << ": " << e.what();
+    FailRun(state, config, e);
     return;
   }
   const auto start = std::chrono::steady_clock::now();
   int64_t step = 0;
   double loss = 0;
   for (auto _ : state) {
-    loss = trainer->Train(config.steps_per_iteration);
+    try {
+      loss = trainer->Train(config.steps_per_iteration);
+    } catch (const std::exception& e) {
+      FailRun(state, config, e);
+      return;
+    }
     step += config.steps_per_iteration;
     if (FLAGS_log_every > 0 && step % FLAGS_log_every < config.steps_per_iteration) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -239,9 +260,13 @@ int main(int argc, char** argv) {
   // must run the same sequence of iterations.
   std::vector<char*> args(argv, argv + argc);
   bool c10d = false, repetitions = false, interleaving = false;
+  // Launched as a rank (tools/launch, torchrun) counts as c10d too.
+  c10d = std::getenv("WORLD_SIZE") != nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    c10d |= a == "--backend=c10d";
+    const std::string next = i + 1 < argc ? argv[i + 1] : "";
+    c10d |= a == "--backend=c10d" || a == "-backend=c10d" ||
+            ((a == "--backend" || a == "-backend") && next == "c10d");
     repetitions |= a.rfind("--benchmark_repetitions", 0) == 0;
     interleaving |= a.rfind("--benchmark_enable_random_interleaving", 0) == 0;
   }
@@ -350,12 +375,7 @@ int main(int argc, char** argv) {
             }
           }
         }
-        const std::vector<int> teacher_balance = config.teacher_balance;
         tspipe::ApplyPlan(plans[chosen], &config);
-        if (!teacher_balance.empty()) {  // Given by --teacher_balance.
-          config.teacher_balance = teacher_balance;
-          config.teacher_ms.clear();
-        }
         LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plans[chosen]);
       }
       g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
@@ -386,8 +406,8 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&reporter);
   PrintComparison(names);
   if (!FLAGS_plot.empty()) {
-    tspipe::WriteFileAtomically(FLAGS_plot, BarChartSvg(names));
-    LOG(INFO) << "wrote " << FLAGS_plot;
+    tspipe::WriteFileAtomically(tspipe::UserPath(FLAGS_plot), BarChartSvg(names));
+    LOG(INFO) << "wrote " << tspipe::UserPath(FLAGS_plot);
   }
   benchmark::Shutdown();
   g_trainers.clear();

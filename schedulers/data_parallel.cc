@@ -2,8 +2,11 @@
 // and student, all stages), takes a contiguous share of the micro-batches,
 // runs them like the sequential schedule does, then the replicas all-reduce
 // their gradients (summed: each replica's loss is already weighted by its
-// share of the mini-batch) and step their optimizers. Replicas start equal and
-// see equal gradients, so they stay equal without broadcasting parameters.
+// share of the mini-batch) and step their optimizers. Replicas start equal (the
+// executor broadcasts the first replica's state) and see equal gradients, so
+// their parameters stay equal. Batch-norm running statistics are not synced:
+// each replica's come from its own share of the micro-batches, and the
+// first replica's are the ones evaluated (as torch DDP's broadcast_buffers).
 //
 // Same schedule data for the single-process backend (replicas are threads)
 // and for c10d (replicas are processes).

@@ -52,6 +52,9 @@ class C10dTransport : public Transport {
   int rank() const;
   int world_size() const;
 
+  // Sets the message tag layout. The transport is shared by the trainers of
+  // a process, which run one after another; each executor configures it
+  // with its own shape at the start of every Run.
   void Configure(int num_stages, int num_microbatches) override;
   void Send(int from, int to, const MessageKey& key, Activation value) override;
   Activation Receive(int to, int from, const MessageKey& key, std::chrono::milliseconds timeout,

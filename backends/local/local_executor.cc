@@ -85,7 +85,6 @@ class LocalExecutor::Impl {
       for (int r = 0; r < ranks; ++r) local_ranks_.push_back(r);
     }
     transport_ = options_.transport ? options_.transport : MakeLocalTransport(ranks, devices_);
-    transport_->Configure(schedule_.num_stages, schedule_.num_microbatches);
     std::vector<bool> used(schedule_.num_stages, false);
     for (int r : local_ranks_) {
       for (int s : schedule_.StagesOnRank(r)) {
@@ -161,6 +160,9 @@ class LocalExecutor::Impl {
     errors_.clear();
     abort_ = false;
     transport_->Reset();
+    // Here, not at construction: executors may share a transport (one c10d
+    // world per process) and take turns.
+    transport_->Configure(schedule_.num_stages, schedule_.num_microbatches);
 
     std::vector<std::thread> threads;
     for (int r : local_ranks_) threads.emplace_back([this, r, n] { RunRank(r, n); });
@@ -253,6 +255,7 @@ class LocalExecutor::Impl {
   void RunRank(int rank, int iterations) {
     const std::vector<Action>* actions = nullptr;
     size_t i = 0;
+    bool flushing = false;
     try {
       c10::DeviceGuard guard(devices_[rank]);
       auto run = [&](const std::vector<Action>& list, int64_t batch) {
@@ -275,14 +278,21 @@ class LocalExecutor::Impl {
       for (int it = 0; it < iterations; ++it) {
         if (!run(schedule_.ranks[rank], steps_done_ + it)) return;
       }
-      actions = nullptr;
+      flushing = true;
       transport_->Flush(rank, options_.recv_timeout);
     } catch (const AbortedError&) {
       return;  // Another rank failed; its error is the one to report.
     } catch (const std::exception& e) {
       std::ostringstream msg;
-      msg << "rank " << rank << " failed at step " << i;
-      if (actions != nullptr && i < actions->size()) msg << " (" << ToString((*actions)[i]) << ")";
+      msg << "rank " << rank;
+      if (flushing) {
+        msg << " failed while flushing its sends";
+      } else {
+        msg << " failed at step " << i;
+        if (actions != nullptr && i < actions->size()) {
+          msg << " (" << ToString((*actions)[i]) << ")";
+        }
+      }
       msg << " of training step " << current_[rank] + 1 << ": " << e.what();
       {
         std::lock_guard<std::mutex> lock(error_mu_);
@@ -511,10 +521,10 @@ class LocalExecutor::Impl {
     std::vector<torch::Tensor> bucket{torch::cat(flat)};
     transport_->AllReduce(rank, schedule_.placement[a.stage], a.stage, BatchOf(rank, a), &bucket,
                           options_.recv_timeout, abort_);
+    // Copies, not views of the bucket: the optimizer's zero_grad detaches
+    // gradients in place, which views do not allow.
     int64_t offset = 0;
     for (torch::Tensor& p : params) {
-      // A new tensor, not an in-place update: under the local transport the
-      // other replicas may still be reading the gradient this one deposited.
       p.mutable_grad() = bucket[0].slice(0, offset, offset + p.numel()).view_as(p).clone();
       offset += p.numel();
     }
