@@ -43,6 +43,15 @@ class AbortedError : public std::runtime_error {
   AbortedError() : std::runtime_error("aborted: another rank failed") {}
 };
 
+// An all-reduce in flight (Transport::StartAllReduce).
+class PendingReduce {
+ public:
+  virtual ~PendingReduce() = default;
+  // Blocks until the sums are in the tensors given to StartAllReduce.
+  // Throws like Transport::AllReduce.
+  virtual void Wait(std::chrono::milliseconds timeout) = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -64,6 +73,20 @@ class Transport {
   virtual void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
                          std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
                          const std::atomic<bool>& abort) = 0;
+  // AllReduce split in two, so that the caller can go on computing while the
+  // sums travel: `tensors` must stay alive and untouched until Wait. The
+  // default reduces at once and returns a finished handle.
+  virtual std::unique_ptr<PendingReduce> StartAllReduce(int rank, const std::vector<int>& group,
+                                                        int stage, int64_t batch,
+                                                        std::vector<torch::Tensor>* tensors,
+                                                        std::chrono::milliseconds timeout,
+                                                        const std::atomic<bool>& abort) {
+    AllReduce(rank, group, stage, batch, tensors, timeout, abort);
+    struct Done : PendingReduce {
+      void Wait(std::chrono::milliseconds) override {}
+    };
+    return std::make_unique<Done>();
+  }
   // Copies `root`'s `tensors` into every other member of `group` (which
   // holds `rank`), in place: replicas start from the same parameters even if
   // their processes initialised them differently. The in-process transport

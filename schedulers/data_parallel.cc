@@ -64,13 +64,14 @@ class DataParallelScheduler : public Scheduler {
         }
       }
       actions.push_back({last, kAllMicrobatches, Op::kLoss});
+      // Each stage's all-reduce starts right after its last backward, so
+      // the backward of the earlier stages overlaps it (the executor waits
+      // for the sums only at the optimizer step).
       for (int mb = begin; mb < end; ++mb) {
-        for (int st = last; st >= 0; --st) actions.push_back({st, mb, Op::kBackward});
-      }
-      // Last stage first: its gradients are complete earliest, which is the
-      // order a bucketed all-reduce overlapping the backward would use.
-      for (int st = last; st >= 0; --st) {
-        actions.push_back({st, kAllMicrobatches, Op::kAllReduceGradients});
+        for (int st = last; st >= 0; --st) {
+          actions.push_back({st, mb, Op::kBackward});
+          if (mb == end - 1) actions.push_back({st, kAllMicrobatches, Op::kAllReduceGradients});
+        }
       }
       for (int st = 0; st < o.num_stages; ++st) {
         actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});

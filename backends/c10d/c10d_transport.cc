@@ -245,9 +245,30 @@ class C10dTransport::Impl {
     return out;
   }
 
-  void AllReduce(const std::vector<int>& group, int stage, std::vector<torch::Tensor>* tensors,
-                 std::chrono::milliseconds timeout) {
-    if (group.size() == 1) return;
+  class Reduce : public PendingReduce {
+   public:
+    Reduce(c10::intrusive_ptr<c10d::Work> work, int stage) : work_(std::move(work)), stage_(stage) {}
+    void Wait(std::chrono::milliseconds timeout) override {
+      if (!work_) return;
+      try {
+        work_->wait(timeout);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("the gradient all-reduce of stage " + std::to_string(stage_) +
+                                 " failed (a peer exited or timed out after " +
+                                 std::to_string(timeout.count() / 1000) + " s): " +
+                                 FirstLine(What(e)));
+      }
+      work_.reset();
+    }
+
+   private:
+    c10::intrusive_ptr<c10d::Work> work_;
+    int stage_;
+  };
+
+  std::unique_ptr<PendingReduce> StartAllReduce(const std::vector<int>& group, int stage,
+                                                std::vector<torch::Tensor>* tensors) {
+    if (group.size() == 1) return std::make_unique<Reduce>(nullptr, stage);
     if (static_cast<int>(group.size()) != o_.world_size) {
       throw std::invalid_argument(
           "the c10d backend all-reduces over the whole world only; stage " +
@@ -255,14 +276,16 @@ class C10dTransport::Impl {
           std::to_string(o_.world_size) + " ranks");
     }
     try {
-      auto work = pg_->allreduce(*tensors);
-      work->wait(timeout);
+      return std::make_unique<Reduce>(pg_->allreduce(*tensors), stage);
     } catch (const std::exception& e) {
       throw std::runtime_error("the gradient all-reduce of stage " + std::to_string(stage) +
-                               " failed (a peer exited or timed out after " +
-                               std::to_string(timeout.count() / 1000) + " s): " +
-                               FirstLine(What(e)));
+                               " failed to start: " + FirstLine(What(e)));
     }
+  }
+
+  void AllReduce(const std::vector<int>& group, int stage, std::vector<torch::Tensor>* tensors,
+                 std::chrono::milliseconds timeout) {
+    StartAllReduce(group, stage, tensors)->Wait(timeout);
   }
 
   void Broadcast(const std::vector<int>& group, int root, std::vector<torch::Tensor>* tensors,
@@ -374,6 +397,12 @@ void C10dTransport::AllReduce(int rank, const std::vector<int>& group, int stage
                               std::vector<torch::Tensor>* tensors,
                               std::chrono::milliseconds timeout, const std::atomic<bool>& abort) {
   impl_->AllReduce(group, stage, tensors, timeout);
+}
+std::unique_ptr<PendingReduce> C10dTransport::StartAllReduce(
+    int rank, const std::vector<int>& group, int stage, int64_t batch,
+    std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
+    const std::atomic<bool>& abort) {
+  return impl_->StartAllReduce(group, stage, tensors);
 }
 void C10dTransport::Broadcast(int rank, const std::vector<int>& group, int root,
                               std::vector<torch::Tensor>* tensors,

@@ -62,6 +62,12 @@ class C10dTransport : public Transport {
   void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
                  const std::atomic<bool>& abort) override;
+  // Starts gloo's (or NCCL's) all-reduce and returns; the backward of
+  // earlier stages overlaps it.
+  std::unique_ptr<PendingReduce> StartAllReduce(int rank, const std::vector<int>& group, int stage,
+                                                int64_t batch, std::vector<torch::Tensor>* tensors,
+                                                std::chrono::milliseconds timeout,
+                                                const std::atomic<bool>& abort) override;
   void Broadcast(int rank, const std::vector<int>& group, int root,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout) override;
   void Flush(int rank, std::chrono::milliseconds timeout) override;

@@ -48,12 +48,17 @@ struct StageSlot {
   std::vector<Activation> outputs;       // Student outputs, graph attached.
   std::vector<Activation> output_grads;  // d loss / d outputs.
   std::vector<Activation> input_grads;   // d loss / d inputs, awaiting SG.
+  // Gradient bucket of an all-reduce in flight, and its handle.
+  std::vector<torch::Tensor> reduce_bucket;
+  std::unique_ptr<PendingReduce> pending_reduce;
   // By absolute mini-batch index, then micro-batch. Teacher outputs computed
   // one batch ahead wait here for the next iteration's loss.
   std::map<int64_t, std::vector<Activation>> teacher_inputs;
   std::map<int64_t, std::vector<Activation>> teacher_outputs;
 
   void Reset(int m) {
+    pending_reduce.reset();
+    reduce_bucket.clear();
     inputs.assign(m, {});
     outputs.assign(m, {});
     output_grads.assign(m, {});
@@ -501,15 +506,18 @@ class LocalExecutor::Impl {
   void OptimizerStep(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
     if (!slot.optimizer) return;  // A stage without parameters.
+    FinishAllReduce(slot);
     slot.optimizer->step();
     // The only place gradients are zeroed: once per step, after the update.
     slot.optimizer->zero_grad();
   }
 
-  // Sums the stage's gradients over its replicas. Losses are already
-  // weighted by each replica's share of the mini-batch, so the sum is the
-  // mini-batch gradient. Gradients are flattened into one bucket: one
-  // collective per stage instead of one per parameter.
+  // Starts summing the stage's gradients over its replicas; the stage's
+  // OptimizerStep waits for the sums (so the backward of earlier stages
+  // overlaps the communication where the transport allows). Losses are
+  // already weighted by each replica's share of the mini-batch, so the sum
+  // is the mini-batch gradient. Gradients travel as one flattened bucket
+  // per stage: one collective instead of one per parameter.
   void AllReduceGradients(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
     std::vector<torch::Tensor> params = slot.student->parameters();
@@ -518,16 +526,25 @@ class LocalExecutor::Impl {
     for (const torch::Tensor& p : params) {
       flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
     }
-    std::vector<torch::Tensor> bucket{torch::cat(flat)};
-    transport_->AllReduce(rank, schedule_.placement[a.stage], a.stage, BatchOf(rank, a), &bucket,
-                          options_.recv_timeout, abort_);
+    slot.reduce_bucket = {torch::cat(flat)};
+    slot.pending_reduce =
+        transport_->StartAllReduce(rank, schedule_.placement[a.stage], a.stage, BatchOf(rank, a),
+                                   &slot.reduce_bucket, options_.recv_timeout, abort_);
+  }
+
+  // Puts a finished all-reduce's sums into the stage's gradients.
+  void FinishAllReduce(StageSlot& slot) {
+    if (!slot.pending_reduce) return;
+    slot.pending_reduce->Wait(options_.recv_timeout);
+    slot.pending_reduce.reset();
     // Copies, not views of the bucket: the optimizer's zero_grad detaches
     // gradients in place, which views do not allow.
     int64_t offset = 0;
-    for (torch::Tensor& p : params) {
-      p.mutable_grad() = bucket[0].slice(0, offset, offset + p.numel()).view_as(p).clone();
+    for (torch::Tensor& p : slot.student->parameters()) {
+      p.mutable_grad() = slot.reduce_bucket[0].slice(0, offset, offset + p.numel()).view_as(p).clone();
       offset += p.numel();
     }
+    slot.reduce_bucket.clear();
   }
 
   void TeacherUpdate(int rank, const Action& a) {
