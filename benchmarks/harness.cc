@@ -328,6 +328,10 @@ class Trainer::Impl {
 
     LocalExecutorOptions eo;
     if (c.backend == "c10d") {
+      if (c.device == "cuda") {
+        throw std::invalid_argument(
+            "--backend=c10d runs on CPU (gloo) only so far; use --backend=local for GPUs");
+      }
       std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
       if (transport->world_size() != devices_) {
         throw std::invalid_argument(c.scheduler + " needs " + std::to_string(devices_) +
@@ -336,7 +340,7 @@ class Trainer::Impl {
       }
       static int trainers = 0;
       // The schedule too: measured costs decide TSPipe's action order.
-      std::string schedule_csv = ToCsv(BuildSchedule(c.scheduler, so));
+      std::string schedule_csv = ToCsv(schedule);
       std::replace(schedule_csv.begin(), schedule_csv.end(), '\n', ' ');
       transport->CheckSameConfig("trainer" + std::to_string(trainers++),
                                  Fingerprint(c) + "schedule=" + schedule_csv + "\n");
@@ -345,10 +349,6 @@ class Trainer::Impl {
       eo.local_ranks = {rank_};
       eo.recv_timeout = std::chrono::seconds(c.peer_timeout_seconds);
       eo.devices.assign(devices_, torch::Device(torch::kCPU));
-      if (c.device == "cuda") {
-        throw std::invalid_argument(
-            "--backend=c10d runs on CPU (gloo) only so far; use --backend=local for GPUs");
-      }
     } else if (c.backend == "local") {
       eo.devices = RankDevices(c.device, devices_);
     } else {
