@@ -56,6 +56,10 @@ class Transport {
  public:
   virtual ~Transport() = default;
 
+  // True when point-to-point messages match in posting order rather than by
+  // key (NCCL): the executor then refuses schedules whose two sides of a
+  // pair post in different orders (CheckMessageOrder).
+  virtual bool MatchesInPostingOrder() const { return false; }
   // Tells the transport the run's shape, before any message.
   virtual void Configure(int num_stages, int num_microbatches) {}
   // Sends `value` from rank `from` to rank `to`. May return before the data

@@ -1,5 +1,6 @@
 #include "core/validator.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 #include <tuple>
@@ -354,5 +355,46 @@ class Checker {
 }  // namespace
 
 ValidationResult Validate(const Schedule& schedule) { return Checker(schedule).Run(); }
+
+std::string CheckMessageOrder(const Schedule& schedule) {
+  // A message by what the receiver names: (kind, receiving stage,
+  // micro-batch, batch offset), kind 0/1/2 for activation/teacher/gradient.
+  using Message = std::tuple<int, int, int, int>;
+  auto message = [](const Action& a) -> Message {
+    switch (a.op) {
+      case Op::kSendActivation: return {0, a.stage + 1, a.microbatch, a.batch_offset};
+      case Op::kRecvActivation: return {0, a.stage, a.microbatch, a.batch_offset};
+      case Op::kSendTeacherActivation: return {1, a.stage + 1, a.microbatch, a.batch_offset};
+      case Op::kRecvTeacherActivation: return {1, a.stage, a.microbatch, a.batch_offset};
+      case Op::kSendGradient: return {2, a.stage - 1, a.microbatch, a.batch_offset};
+      default: return {2, a.stage, a.microbatch, a.batch_offset};  // kRecvGradient.
+    }
+  };
+  // (from, to) -> the sender's and the receiver's sequences.
+  std::map<std::pair<int, int>, std::pair<std::vector<Action>, std::vector<Action>>> pairs;
+  for (int r = 0; r < schedule.num_ranks(); ++r) {
+    for (const Action& a : schedule.ranks[r]) {
+      if (!IsCommunication(a.op)) continue;
+      if (IsSend(a.op)) {
+        pairs[{r, a.peer}].first.push_back(a);
+      } else {
+        pairs[{a.peer, r}].second.push_back(a);
+      }
+    }
+  }
+  for (const auto& [ranks, seqs] : pairs) {
+    const auto& [sends, recvs] = seqs;
+    for (size_t i = 0; i < std::max(sends.size(), recvs.size()); ++i) {
+      if (i < sends.size() && i < recvs.size() && message(sends[i]) == message(recvs[i])) continue;
+      std::ostringstream out;
+      out << "rank " << ranks.first << "'s sends to rank " << ranks.second << " and rank "
+          << ranks.second << "'s receives from rank " << ranks.first << " differ at message "
+          << i + 1 << ": " << (i < sends.size() ? ToString(sends[i]) : "(none)") << " vs "
+          << (i < recvs.size() ? ToString(recvs[i]) : "(none)");
+      return out.str();
+    }
+  }
+  return "";
+}
 
 }  // namespace tspipe

@@ -35,6 +35,14 @@ struct ValidationResult {
 //  - no deadlock: a dry run with unit costs completes.
 ValidationResult Validate(const Schedule& schedule);
 
+// For transports that match point-to-point messages in the order they are
+// posted rather than by tag (NCCL): "" when, for every ordered pair of ranks
+// (a, b), a's sends to b and b's receives from a name the same messages in
+// the same order; otherwise a message naming the pair and the first
+// position where they differ. Iterations repeat the lists, so one iteration
+// decides.
+std::string CheckMessageOrder(const Schedule& schedule);
+
 }  // namespace tspipe
 
 #endif  // TSPIPE_CORE_VALIDATOR_H_

@@ -114,5 +114,33 @@ TEST(ValidatorTest, RejectsActionOnWrongRank) {
   EXPECT_TRUE(Mentions(v, "stage 1 is not placed on this rank")) << v.ToString();
 }
 
+// NCCL-style transports need both sides of a pair to post in one order.
+TEST(MessageOrderTest, FillDrainSchedulesMatchAndASwapIsNamed) {
+  for (const char* name : {"gpipe", "sequential"}) {
+    for (int n : {2, 4}) {
+      SchedulerOptions o;
+      o.num_stages = n;
+      o.num_microbatches = 3;
+      o.workload.has_teacher = true;
+      EXPECT_EQ(CheckMessageOrder(BuildSchedule(name, o)), "") << name << n;
+    }
+  }
+  SchedulerOptions o;
+  o.num_stages = 2;
+  o.num_microbatches = 2;
+  Schedule s = BuildSchedule("gpipe", o);
+  // Rank 1 receives micro-batch 1's activation first.
+  std::vector<Action>& r1 = s.ranks[1];
+  std::vector<size_t> recvs;
+  for (size_t i = 0; i < r1.size(); ++i) {
+    if (r1[i].op == Op::kRecvActivation) recvs.push_back(i);
+  }
+  ASSERT_EQ(recvs.size(), 2u);
+  std::swap(r1[recvs[0]], r1[recvs[1]]);
+  EXPECT_EQ(CheckMessageOrder(s),
+            "rank 0's sends to rank 1 and rank 1's receives from rank 0 differ at message 1: "
+            "0SA0>1 vs 1RA1<0");
+}
+
 }  // namespace
 }  // namespace tspipe

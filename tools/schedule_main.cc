@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
       std::cout << tspipe::ToCsv(schedule);
     } else if (FLAGS_format == "stats") {
       std::cout << tspipe::FormatStats(schedule, sim, costs);
+      // Whether an in-order transport (NCCL) could run it.
+      const std::string order = tspipe::CheckMessageOrder(schedule);
+      std::cout << "message_order=" << (order.empty() ? "matched" : "mismatched: " + order)
+                << "\n";
     } else {
       LOG(ERROR) << "--format must be grid, csv or stats, got '" << FLAGS_format << "'";
       return 1;

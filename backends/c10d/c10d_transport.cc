@@ -329,6 +329,7 @@ class C10dTransport::Impl {
   void Reset() {}
 
   int rank() const { return o_.rank; }
+  const std::string& backend() const { return o_.backend; }
   int world_size() const { return o_.world_size; }
 
  private:
@@ -381,6 +382,7 @@ std::string C10dTransport::ShareFromRankZero(const std::string& name, const std:
   return impl_->ShareFromRankZero(name, value);
 }
 int C10dTransport::rank() const { return impl_->rank(); }
+bool C10dTransport::MatchesInPostingOrder() const { return impl_->backend() == "nccl"; }
 int C10dTransport::world_size() const { return impl_->world_size(); }
 void C10dTransport::Configure(int num_stages, int num_microbatches) {
   impl_->Configure(num_stages, num_microbatches);

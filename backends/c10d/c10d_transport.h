@@ -50,6 +50,8 @@ class C10dTransport : public Transport {
   std::string ShareFromRankZero(const std::string& name, const std::string& value);
 
   int rank() const;
+  // NCCL matches send/recv pairs in posting order; gloo by tag.
+  bool MatchesInPostingOrder() const override;
   int world_size() const;
 
   // Sets the message tag layout. The transport is shared by the trainers of

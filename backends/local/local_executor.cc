@@ -90,6 +90,15 @@ class LocalExecutor::Impl {
       for (int r = 0; r < ranks; ++r) local_ranks_.push_back(r);
     }
     transport_ = options_.transport ? options_.transport : MakeLocalTransport(ranks, devices_);
+    if (transport_->MatchesInPostingOrder()) {
+      for (const Schedule& s : {schedule_, TeacherPrologue(schedule_)}) {
+        std::string why = CheckMessageOrder(s);
+        if (!why.empty()) {
+          throw std::invalid_argument("this transport matches messages in posting order, but "
+                                      "schedule '" + schedule_.scheduler + "' does not: " + why);
+        }
+      }
+    }
     std::vector<bool> used(schedule_.num_stages, false);
     for (int r : local_ranks_) {
       for (int s : schedule_.StagesOnRank(r)) {
