@@ -89,6 +89,12 @@ class LocalExecutor::Impl {
     if (local_ranks_.empty()) {
       for (int r = 0; r < ranks; ++r) local_ranks_.push_back(r);
     }
+    for (int r : local_ranks_) {
+      if (r < 0 || r >= ranks) {
+        throw std::invalid_argument("local rank " + std::to_string(r) + " is not a rank of the " +
+                                    std::to_string(ranks) + "-rank schedule");
+      }
+    }
     transport_ = options_.transport ? options_.transport : MakeLocalTransport(ranks, devices_);
     if (transport_->MatchesInPostingOrder()) {
       for (const Schedule& s : {schedule_, TeacherPrologue(schedule_)}) {
