@@ -244,7 +244,7 @@ void PrintComparison(const std::vector<std::string>& names) {
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
-      std::string("Compares schedulers training a ResNet on synthetic 28x28 images (algorithm: ") +
+      std::string("Compares schedulers training on 28x28 images (algorithm: ") +
       TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM) + ").\n"
       "Google Benchmark flags (--benchmark_min_time=...) are accepted too.\nSchedulers:\n" +
       tspipe::DescribeSchedulers());
@@ -259,9 +259,9 @@ int main(int argc, char** argv) {
   // the table reports each one's median. Not under c10d, where every rank
   // must run the same sequence of iterations.
   std::vector<char*> args(argv, argv + argc);
-  bool c10d = false, repetitions = false, interleaving = false;
   // Launched as a rank (tools/launch, torchrun) counts as c10d too.
-  c10d = std::getenv("WORLD_SIZE") != nullptr;
+  bool c10d = std::getenv("WORLD_SIZE") != nullptr;
+  bool repetitions = false, interleaving = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string next = i + 1 < argc ? argv[i + 1] : "";
@@ -285,6 +285,11 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  if (FLAGS_backend == "c10d" && interleaving) {
+    LOG(ERROR) << "--benchmark_enable_random_interleaving cannot be used with --backend=c10d: "
+                  "every rank must run the schedulers in the same order";
+    return 1;
+  }
 
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
   tspipe::TrainConfig base;
