@@ -7,14 +7,14 @@
 #include "core/microbatch.h"
 
 namespace tspipe {
-namespace {
-
 std::string Describe(const MessageKey& k) {
   static const char* kNames[] = {"activation", "teacher activation", "gradient"};
   return std::string(kNames[static_cast<int>(k.channel)]) + " of stage " +
          std::to_string(k.stage) + ", micro-batch " + std::to_string(k.microbatch) +
          ", mini-batch " + std::to_string(k.batch + 1);
 }
+
+namespace {
 
 // One rank's incoming messages. Take() waits with a deadline and gives up
 // early when another rank has failed, so a step never hangs.

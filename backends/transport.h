@@ -36,6 +36,9 @@ struct MessageKey {
   }
 };
 
+// "activation of stage 1, micro-batch 2, mini-batch 5", for error messages.
+std::string Describe(const MessageKey& key);
+
 // Raised when waiting ended because another rank of this process failed
 // (the executor reports that rank's error instead).
 class AbortedError : public std::runtime_error {

@@ -19,6 +19,7 @@
 
 #include "algorithms/kd.h"
 #include "backends/c10d/c10d_transport.h"
+#include "core/balance.h"
 #include "backends/local/local_executor.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
@@ -218,14 +219,9 @@ std::string Slurp(const std::string& path) {
 }
 
 std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string& dir) {
-  auto join = [](const std::vector<int>& v) {
-    std::string s;
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-    return s;
-  };
   return {{"TSPIPE_SCHEDULER", run.scheduler},
-          {"TSPIPE_BALANCE", join(run.balance)},
-          {"TSPIPE_TEACHER_BALANCE", join(run.teacher_balance)},
+          {"TSPIPE_BALANCE", FormatBalance(run.balance)},
+          {"TSPIPE_TEACHER_BALANCE", FormatBalance(run.teacher_balance)},
           {"TSPIPE_MICROBATCHES", std::to_string(run.microbatches)},
           {"TSPIPE_STEPS", std::to_string(run.steps)},
           {"TSPIPE_OUT", dir}};

@@ -14,9 +14,8 @@
 namespace tspipe {
 namespace {
 
-int EnvInt(const char* name, const char* fallback_name = nullptr) {
+int EnvInt(const char* name) {
   const char* v = std::getenv(name);
-  if (v == nullptr && fallback_name != nullptr) v = std::getenv(fallback_name);
   if (v == nullptr) {
     throw std::invalid_argument(std::string("environment variable ") + name +
                                 " is not set (set it like torchrun does, or start the ranks "
@@ -31,13 +30,6 @@ int EnvInt(const char* name, const char* fallback_name = nullptr) {
     throw std::invalid_argument(std::string("environment variable ") + name + "='" + v +
                                 "' is not an integer");
   }
-}
-
-std::string Describe(const MessageKey& k) {
-  static const char* kNames[] = {"activation", "teacher activation", "gradient"};
-  return std::string(kNames[static_cast<int>(k.channel)]) + " of stage " +
-         std::to_string(k.stage) + ", micro-batch " + std::to_string(k.microbatch) +
-         ", mini-batch " + std::to_string(k.batch + 1);
 }
 
 std::string What(const std::exception& e) {
@@ -326,8 +318,6 @@ class C10dTransport::Impl {
     pending_.clear();
   }
 
-  void Reset() {}
-
   int rank() const { return o_.rank; }
   const std::string& backend() const { return o_.backend; }
   int world_size() const { return o_.world_size; }
@@ -412,6 +402,5 @@ void C10dTransport::Broadcast(int rank, const std::vector<int>& group, int root,
   impl_->Broadcast(group, root, tensors, timeout);
 }
 void C10dTransport::Flush(int rank, std::chrono::milliseconds timeout) { impl_->Flush(timeout); }
-void C10dTransport::Reset() { impl_->Reset(); }
 
 }  // namespace tspipe

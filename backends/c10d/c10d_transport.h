@@ -73,7 +73,6 @@ class C10dTransport : public Transport {
   void Broadcast(int rank, const std::vector<int>& group, int root,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout) override;
   void Flush(int rank, std::chrono::milliseconds timeout) override;
-  void Reset() override;
 
  private:
   class Impl;
