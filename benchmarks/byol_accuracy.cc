@@ -38,7 +38,9 @@ DEFINE_int32(train_samples, 0, "Pre-train and fit the classifier on the first N 
 DEFINE_int32(eval_samples, 0, "Evaluate on the first N test images (0 = all 10000).");
 DEFINE_int32(threads_per_device, 1, "Intra-op threads per device (rank).");
 DEFINE_int32(log_every, 50, "Log step, loss, samples/s and ETA every N steps (0: never).");
-DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
+DEFINE_string(device, "cpu",
+              "cpu, cuda (rank r on cuda:r; c10d: local rank i on cuda:i, over NCCL) or "
+              "cuda:K (every rank on cuda:K). Needs --config=cuda.");
 DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
 
 int main(int argc, char** argv) {

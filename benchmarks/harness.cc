@@ -30,27 +30,50 @@ namespace tspipe {
 
 namespace {
 
-std::vector<torch::Device> RankDevices(const std::string& kind, int ranks) {
-  if (kind == "cpu") return {};
-  if (kind != "cuda") {
-    throw std::invalid_argument("unknown device kind '" + kind + "'; use cpu or cuda");
-  }
+// Fails unless this binary can run on CUDA and sees `needed` GPUs.
+void RequireGpus(const std::string& flag, int needed) {
 #ifndef TSPIPE_WITH_CUDA
-  throw std::invalid_argument(
-      "this binary was built without CUDA; rebuild with ./tools/bazel run --config=cuda ...");
+  throw std::invalid_argument("--device=" + flag +
+                              ": this binary was built without CUDA; rebuild with "
+                              "./tools/bazel run --config=cuda ...");
 #endif
   if (!torch::cuda::is_available()) {
-    throw std::invalid_argument("--device=cuda, but no CUDA device is visible");
+    throw std::invalid_argument("--device=" + flag + ", but no CUDA device is visible");
   }
   const int n = static_cast<int>(torch::cuda::device_count());
-  if (n < ranks) {
-    throw std::invalid_argument("the schedule needs " + std::to_string(ranks) +
-                                " GPUs (one per rank), but only " + std::to_string(n) +
-                                " are visible");
+  if (n < needed) {
+    throw std::invalid_argument("--device=" + flag + " needs " + std::to_string(needed) +
+                                " GPUs, but only " + std::to_string(n) + " are visible" +
+                                (needed > 1 ? " (--device=cuda:0 puts every rank on one GPU)"
+                                            : ""));
   }
-  std::vector<torch::Device> devices;
-  for (int r = 0; r < ranks; ++r) devices.emplace_back(torch::kCUDA, r);
-  return devices;
+}
+
+// --device: "cpu"; "cuda" (rank r on cuda:r); or "cuda:K" (every rank on
+// cuda:K, to run a pipeline on one GPU). Empty = CPU for every rank.
+std::vector<torch::Device> RankDevices(const std::string& kind, int ranks) {
+  if (kind == "cpu") return {};
+  if (kind == "cuda") {
+    RequireGpus(kind, ranks);
+    std::vector<torch::Device> devices;
+    for (int r = 0; r < ranks; ++r) devices.emplace_back(torch::kCUDA, r);
+    return devices;
+  }
+  if (kind.rfind("cuda:", 0) == 0) {
+    int index = -1;
+    try {
+      size_t used = 0;
+      index = std::stoi(kind.substr(5), &used);
+      if (used != kind.size() - 5) index = -1;
+    } catch (const std::exception&) {
+    }
+    if (index < 0) {
+      throw std::invalid_argument("--device=" + kind + ": expected cuda:K with K a GPU index");
+    }
+    RequireGpus(kind, index + 1);
+    return std::vector<torch::Device>(ranks, torch::Device(torch::kCUDA, index));
+  }
+  throw std::invalid_argument("unknown device '" + kind + "'; use cpu, cuda or cuda:K");
 }
 
 torch::Device FirstDevice(const std::string& kind) {
@@ -224,14 +247,28 @@ void ProfileBlocks(const BlockList& blocks, Activation input, bool with_backward
 
 // One c10d world per process, shared by every Trainer of the process (they
 // run one after another): the rendezvous happens once.
-std::shared_ptr<C10dTransport> ProcessTransport(int timeout_seconds) {
+// One process per rank: gloo on CPU; on GPUs NCCL, local rank i on cuda:i
+// (torchrun's convention).
+std::shared_ptr<C10dTransport> ProcessTransport(const TrainConfig& c) {
+  if (c.device != "cpu" && c.device != "cuda") {
+    throw std::invalid_argument("--backend=c10d takes --device=cpu or cuda (local rank i on "
+                                "cuda:i), not " + c.device);
+  }
+  if (c.device == "cuda") RequireGpus(c.device, 1);
+  const std::string backend = c.device == "cuda" ? "nccl" : "gloo";
+  const int timeout_seconds = c.peer_timeout_seconds;
   static std::mutex mu;
   static std::shared_ptr<C10dTransport> transport;
   std::lock_guard<std::mutex> lock(mu);
   if (!transport) {
     C10dOptions o = C10dOptionsFromEnvironment();
+    o.backend = backend;
     o.timeout = std::chrono::seconds(timeout_seconds);
     transport = std::make_shared<C10dTransport>(o);
+  }
+  if (transport->backend() != backend) {
+    throw std::invalid_argument("this process's c10d world uses " + transport->backend() +
+                                "; a trainer asked for " + backend);
   }
   return transport;
 }
@@ -328,11 +365,7 @@ class Trainer::Impl {
 
     LocalExecutorOptions eo;
     if (c.backend == "c10d") {
-      if (c.device == "cuda") {
-        throw std::invalid_argument(
-            "--backend=c10d runs on CPU (gloo) only so far; use --backend=local for GPUs");
-      }
-      std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
+      std::shared_ptr<C10dTransport> transport = ProcessTransport(c);
       if (transport->world_size() != devices_) {
         throw std::invalid_argument(c.scheduler + " needs " + std::to_string(devices_) +
                                     " processes (one per rank), but WORLD_SIZE is " +
@@ -348,7 +381,9 @@ class Trainer::Impl {
       eo.transport = transport;
       eo.local_ranks = {rank_};
       eo.recv_timeout = std::chrono::seconds(c.peer_timeout_seconds);
-      eo.devices.assign(devices_, torch::Device(torch::kCPU));
+      // Only this process's own rank runs here; the others' entries are
+      // never used.
+      eo.devices.assign(devices_, transport->device());
     } else if (c.backend == "local") {
       eo.devices = RankDevices(c.device, devices_);
     } else {
@@ -743,7 +778,7 @@ double Period(const TrainConfig& c, const Workload& workload, const BlockCosts& 
 BlockCosts MeasureBlockCosts(const TrainConfig& c) {
   if (c.backend != "c10d") return Measure(c);
   // Timings differ between processes; rank 0 measures for everyone.
-  std::shared_ptr<C10dTransport> transport = ProcessTransport(c.peer_timeout_seconds);
+  std::shared_ptr<C10dTransport> transport = ProcessTransport(c);
   static int measurements = 0;
   const std::string name = "costs" + std::to_string(measurements++);
   return DecodeCosts(

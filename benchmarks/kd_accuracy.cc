@@ -51,7 +51,9 @@ DEFINE_int32(train_samples, 0, "Use only the first N training images (0 = all 60
 DEFINE_int32(eval_samples, 0, "Evaluate on the first N test images (0 = all 10000).");
 DEFINE_int32(threads_per_device, 1, "Intra-op threads per device (rank).");
 DEFINE_int32(log_every, 50, "Log step, loss, samples/s and ETA every N steps (0: never).");
-DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
+DEFINE_string(device, "cpu",
+              "cpu, cuda (rank r on cuda:r; c10d: local rank i on cuda:i, over NCCL) or "
+              "cuda:K (every rank on cuda:K). Needs --config=cuda.");
 DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
 
 namespace {

@@ -74,7 +74,9 @@ DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
               "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
 DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
 DEFINE_int32(seed, 0, "Seed for model initialisation and synthetic data.");
-DEFINE_string(device, "cpu", "cpu, or cuda (rank r on cuda:r; needs --config=cuda).");
+DEFINE_string(device, "cpu",
+              "cpu, cuda (rank r on cuda:r; c10d: local rank i on cuda:i, over NCCL) or "
+              "cuda:K (every rank on cuda:K). Needs --config=cuda.");
 DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
 
 // Which algorithm this binary benchmarks: set per target by the BUILD file.

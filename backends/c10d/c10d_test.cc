@@ -61,22 +61,31 @@ struct RunSpec {
   std::vector<int> teacher_balance;
   int microbatches = 4;
   int steps = 3;
+  // Models and data in float64: GPU and CPU runs then agree to ~1e-12
+  // whatever order cuDNN sums in.
+  bool float64 = false;
 };
 
-// Trains KD with seeded models and data; `transport` null = single process.
-// Returns the student stages' parameters by stage (empty for stages this
-// process does not run).
+// Trains KD with seeded models and data; `transport` null = single process
+// with every rank on `device`, else this process's rank on the transport's
+// device. Returns the student stages' parameters by stage, on the CPU (empty
+// for stages this process does not run).
 std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
                                               std::shared_ptr<C10dTransport> transport,
                                               std::chrono::milliseconds timeout,
-                                              const std::string& started_marker = "") {
+                                              const std::string& started_marker = "",
+                                              torch::Device device = torch::kCPU) {
   at::set_num_threads(1);
   torch::manual_seed(5);
   torch::nn::Sequential teacher = MakeResNet(Teacher());
   torch::nn::Sequential student = MakeResNet(Student());
+  const torch::Dtype dtype = run.float64 ? torch::kFloat64 : torch::kFloat32;
+  teacher->to(dtype);
+  student->to(dtype);
   std::vector<Batch> batches;
   for (int i = 0; i < run.steps + 1; ++i) {
-    batches.push_back(Batch{{torch::randn({8, 1, 28, 28})}, {torch::randint(0, 10, {8})}});
+    batches.push_back(
+        Batch{{torch::randn({8, 1, 28, 28}, dtype)}, {torch::randint(0, 10, {8})}});
   }
   KnowledgeDistillation kd;
   SchedulerOptions so;
@@ -103,7 +112,9 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     transport->CheckSameConfig("test", config.str());
     eo.transport = transport;
     eo.local_ranks = {transport->rank()};
+    device = transport->device();
   }
+  eo.devices.assign(schedule.num_ranks(), device);
   if (transport && Env("TSPIPE_PERTURB") == std::to_string(transport->rank())) {
     // This process initialises differently; the executor's broadcast from
     // the first replica must undo it.
@@ -120,7 +131,8 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
   std::vector<std::vector<torch::Tensor>> out(stages.size());
   for (size_t s = 0; s < stages.size(); ++s) {
     const int owner = schedule.placement[s][0];
-    if (!transport || transport->rank() == owner) out[s] = stages[s]->parameters();
+    if (transport && transport->rank() != owner) continue;
+    for (const torch::Tensor& p : stages[s]->parameters()) out[s].push_back(p.detach().cpu());
   }
   return out;
 }
@@ -131,6 +143,7 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
   try {
     C10dOptions o = C10dOptionsFromEnvironment();
     o.timeout = std::chrono::milliseconds(std::stoi(Env("TSPIPE_TIMEOUT_MS", "20000")));
+    o.backend = Env("TSPIPE_C10D_BACKEND", "gloo");
     auto transport = std::make_shared<C10dTransport>(o);
     RunSpec run;
     run.scheduler = Env("TSPIPE_SCHEDULER");
@@ -138,6 +151,7 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     run.teacher_balance = Ints(Env("TSPIPE_TEACHER_BALANCE"));
     run.microbatches = std::stoi(Env("TSPIPE_MICROBATCHES", "4"));
     run.steps = std::stoi(Env("TSPIPE_STEPS", "3"));
+    run.float64 = Env("TSPIPE_FLOAT64") == "1";
     auto params = Train(run, transport, o.timeout, Env("TSPIPE_STARTED"));
     std::vector<torch::Tensor> flat;
     for (auto& stage : params) {
@@ -220,6 +234,7 @@ std::string Slurp(const std::string& path) {
 
 std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string& dir) {
   return {{"TSPIPE_SCHEDULER", run.scheduler},
+          {"TSPIPE_FLOAT64", run.float64 ? "1" : "0"},
           {"TSPIPE_BALANCE", FormatBalance(run.balance)},
           {"TSPIPE_TEACHER_BALANCE", FormatBalance(run.teacher_balance)},
           {"TSPIPE_MICROBATCHES", std::to_string(run.microbatches)},
@@ -227,14 +242,12 @@ std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string&
           {"TSPIPE_OUT", dir}};
 }
 
-class C10dEquivalenceTest : public ::testing::TestWithParam<RunSpec> {};
-
-// N processes over gloo train exactly what one process trains: every stage's
-// parameters, read back from the rank that owns it, equal the single-process
-// run's.
-TEST_P(C10dEquivalenceTest, MatchesSingleProcessBackend) {
-  const RunSpec run = GetParam();
-  auto expected = Train(run, nullptr, std::chrono::seconds(30));
+// Trains `run` with one process per rank over `backend` and checks that
+// every stage's parameters, read back from the rank that owns it, equal
+// `expected` (a single-process run).
+void ExpectProcessesMatch(const RunSpec& run, const std::string& backend,
+                          const std::vector<std::vector<torch::Tensor>>& expected, double rtol,
+                          double atol) {
   // One process per stage (pipelines) or per replica (dp uses as many
   // devices as stages).
   const int world = static_cast<int>(run.balance.size());
@@ -242,6 +255,7 @@ TEST_P(C10dEquivalenceTest, MatchesSingleProcessBackend) {
   const int port = FreePort();
   std::vector<pid_t> pids;
   auto env = RunEnv(run, dir);
+  env["TSPIPE_C10D_BACKEND"] = backend;
   // Replicas (dp) start from rank 0's parameters, even when rank 1 made
   // others.
   if (run.scheduler == "dp") env["TSPIPE_PERTURB"] = "1";
@@ -264,10 +278,18 @@ TEST_P(C10dEquivalenceTest, MatchesSingleProcessBackend) {
     for (const torch::Tensor& want : expected[s]) {
       ASSERT_LT(next[owner], got[owner].size());
       const torch::Tensor& have = got[owner][next[owner]++];
-      EXPECT_TRUE(torch::allclose(have, want, 1e-6, 1e-7))
+      EXPECT_TRUE(torch::allclose(have, want, rtol, atol))
           << "stage " << s << " max diff " << (have - want).abs().max().item<double>();
     }
   }
+}
+
+class C10dEquivalenceTest : public ::testing::TestWithParam<RunSpec> {};
+
+// N processes over gloo train exactly what one process trains.
+TEST_P(C10dEquivalenceTest, MatchesSingleProcessBackend) {
+  const RunSpec run = GetParam();
+  ExpectProcessesMatch(run, "gloo", Train(run, nullptr, std::chrono::seconds(30)), 1e-6, 1e-7);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -351,6 +373,87 @@ TEST(C10dFailureTest, PortInUseAndMissingPeerGiveClearErrors) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
   EXPECT_NE(Slurp(dir + "/alone").find("did not complete within 3 s"), std::string::npos)
       << Slurp(dir + "/alone");
+}
+
+// GPU checks. Each skips without a visible GPU, as in every build without
+// --config=cuda (which cannot see one).
+bool HaveGpus(int n) {
+  return torch::cuda::is_available() && static_cast<int>(torch::cuda::device_count()) >= n;
+}
+
+RunSpec Float64(RunSpec run) {
+  run.float64 = true;
+  return run;
+}
+
+void ExpectSameParameters(const std::vector<std::vector<torch::Tensor>>& got,
+                          const std::vector<std::vector<torch::Tensor>>& want,
+                          const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t s = 0; s < want.size(); ++s) {
+    ASSERT_EQ(got[s].size(), want[s].size()) << what << " stage " << s;
+    for (size_t i = 0; i < want[s].size(); ++i) {
+      EXPECT_TRUE(torch::allclose(got[s][i], want[s][i], 1e-7, 1e-9))
+          << what << " stage " << s << " max diff "
+          << (got[s][i] - want[s][i]).abs().max().item<double>();
+    }
+  }
+}
+
+// The single-process backend with every rank on cuda:0 trains what it
+// trains on the CPU.
+TEST(C10dCudaTest, SingleProcessBackendOnOneGpuMatchesCpu) {
+  if (!HaveGpus(1)) GTEST_SKIP() << "no CUDA device is visible";
+  for (const RunSpec& run : {Float64({"gpipe", {3, 2}, {3, 3}}), Float64({"tspipe", {3, 2}, {4, 2}}),
+                             Float64({"dp", {3, 2}, {3, 3}})}) {
+    ExpectSameParameters(
+        Train(run, nullptr, std::chrono::seconds(60), "", torch::Device(torch::kCUDA, 0)),
+        Train(run, nullptr, std::chrono::seconds(60)), run.scheduler + " on cuda:0");
+  }
+}
+
+// A world-size-1 process group: its all-reduce and broadcast leave the lone
+// rank's tensors as they were, on its device, and a one-stage KD run
+// through it trains what the single-process backend trains on the CPU.
+void CheckWorldOfOne(const std::string& backend, const torch::Device& device) {
+  C10dOptions o;
+  o.world_size = 1;
+  o.master_port = FreePort();
+  o.backend = backend;
+  o.timeout = std::chrono::seconds(60);
+  auto transport = std::make_shared<C10dTransport>(o);
+  ASSERT_EQ(transport->device(), device);
+  const torch::Tensor x = torch::arange(1000, torch::TensorOptions().device(device));
+  std::atomic<bool> abort{false};
+  std::vector<torch::Tensor> sums{x.clone()};
+  transport->AllReduce(0, {0}, 0, 0, &sums, o.timeout, abort);
+  std::vector<torch::Tensor> copies{x * 2};
+  transport->Broadcast(0, {0}, 0, &copies, o.timeout);
+  if (device.is_cuda()) torch::cuda::synchronize();
+  EXPECT_EQ(sums[0].device(), device);
+  EXPECT_TRUE(torch::equal(sums[0].cpu(), x.cpu()));
+  EXPECT_TRUE(torch::equal(copies[0].cpu(), (x * 2).cpu()));
+  const RunSpec run = Float64({"sequential", {5}, {6}});
+  ExpectSameParameters(Train(run, transport, o.timeout), Train(run, nullptr, o.timeout),
+                       "sequential over a world-size-1 " + backend + " group");
+}
+
+TEST(C10dWorldOfOneTest, Gloo) { CheckWorldOfOne("gloo", torch::kCPU); }
+
+TEST(C10dCudaTest, WorldSizeOneNcclProcessGroup) {
+  if (!HaveGpus(1)) GTEST_SKIP() << "no CUDA device is visible";
+  CheckWorldOfOne("nccl", torch::Device(torch::kCUDA, 0));
+}
+
+// One process per GPU over NCCL (tensors) and gloo (their headers) trains
+// what one process trains on the CPU.
+TEST(C10dCudaTest, NcclProcessesMatchSingleProcessBackend) {
+  if (!HaveGpus(2)) GTEST_SKIP() << "needs 2 GPUs (NCCL refuses two ranks on one GPU)";
+  for (const RunSpec& run : {Float64({"gpipe", {3, 2}, {3, 3}}), Float64({"tspipe", {3, 2}, {4, 2}}),
+                             Float64({"dp", {3, 2}, {3, 3}})}) {
+    SCOPED_TRACE(run.scheduler);
+    ExpectProcessesMatch(run, "nccl", Train(run, nullptr, std::chrono::seconds(60)), 1e-7, 1e-9);
+  }
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 #include "backends/c10d/c10d_transport.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef TSPIPE_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -85,20 +87,31 @@ class C10dTransport::Impl {
     }
     try {
       if (o.backend == "gloo") {
-        auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
-        if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME")) {
-          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-        } else if (o.master_addr == "127.0.0.1" || o.master_addr == "localhost") {
-          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-        } else {
-          opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-        }
-        pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, opts);
+        pg_ = MakeGloo(store_);
       } else if (o.backend == "nccl") {
 #ifdef TSPIPE_WITH_CUDA
+        const int visible = static_cast<int>(c10::cuda::device_count());
+        if (o.local_rank >= visible) {
+          throw std::invalid_argument("LOCAL_RANK " + std::to_string(o.local_rank) +
+                                      " has no GPU: " + std::to_string(visible) +
+                                      " are visible (the nccl backend puts local rank i on "
+                                      "cuda:i)");
+        }
+        device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(o.local_rank));
+        c10::cuda::set_device(device_.index());
+        // NCCL carries the tensors on its own streams, so they overlap the
+        // compute on this rank's stream; work->wait() only makes the compute
+        // stream wait for them. The few small headers (sizes and dtypes)
+        // travel over gloo, on the CPU, tag-matched: a receiver learns a
+        // message's shape without a device sync, and a peer that died is
+        // noticed by a CPU wait with a timeout instead of a hung stream.
+        meta_ = MakeGloo(c10::make_intrusive<c10d::PrefixStore>("meta", store_));
         auto opts = c10d::ProcessGroupNCCL::Options::create();
         opts->timeout = o.timeout;
-        pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, o.rank, o.world_size, opts);
+        auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+            c10::make_intrusive<c10d::PrefixStore>("nccl", store_), o.rank, o.world_size, opts);
+        nccl->setBoundDeviceId(device_);
+        pg_ = nccl;
 #else
         throw std::invalid_argument(
             "the nccl backend needs a CUDA build (./tools/bazel build --config=cuda)");
@@ -112,6 +125,7 @@ class C10dTransport::Impl {
       throw std::runtime_error("creating the " + o.backend + " process group failed on rank " +
                                std::to_string(o.rank) + ": " + FirstLine(What(e)));
     }
+    if (!meta_) meta_ = pg_;
   }
 
   ~Impl() {
@@ -207,16 +221,20 @@ class C10dTransport::Impl {
       data.push_back(t.detach().contiguous());
     }
     torch::Tensor h = torch::tensor(header, torch::kInt64);
-    Post(to, torch::tensor({h.numel()}, torch::kInt64), Tag(key, 0));
-    Post(to, h, Tag(key, 1));
-    for (size_t i = 0; i < data.size(); ++i) Post(to, data[i], Tag(key, 2 + static_cast<int>(i)));
+    Post(*meta_, to, torch::tensor({h.numel()}, torch::kInt64), Tag(key, 0));
+    Post(*meta_, to, h, Tag(key, 1));
+    for (size_t i = 0; i < data.size(); ++i) {
+      // NCCL sends from the rank's own GPU; gloo from host memory.
+      torch::Tensor t = data[i].to(device_);
+      Post(*pg_, to, t, Tag(key, 2 + static_cast<int>(i)));
+    }
   }
 
   Activation Receive(int from, const MessageKey& key, std::chrono::milliseconds timeout) {
     torch::Tensor len = torch::empty({1}, torch::kInt64);
-    Wait(from, len, Tag(key, 0), timeout, key);
+    Wait(*meta_, from, len, Tag(key, 0), timeout, key);
     torch::Tensor h = torch::empty({len.item<int64_t>()}, torch::kInt64);
-    Wait(from, h, Tag(key, 1), timeout, key);
+    Wait(*meta_, from, h, Tag(key, 1), timeout, key);
     const int64_t* p = h.data_ptr<int64_t>();
     const int64_t n = *p++;
     Activation out;
@@ -230,8 +248,8 @@ class C10dTransport::Impl {
       const int64_t dim = *p++;
       std::vector<int64_t> sizes(p, p + dim);
       p += dim;
-      torch::Tensor t = torch::empty(sizes, torch::TensorOptions().dtype(dtype));
-      Wait(from, t, Tag(key, part++), timeout, key);
+      torch::Tensor t = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device_));
+      Wait(*pg_, from, t, Tag(key, part++), timeout, key);
       out.push_back(t);
     }
     return out;
@@ -260,7 +278,10 @@ class C10dTransport::Impl {
 
   std::unique_ptr<PendingReduce> StartAllReduce(const std::vector<int>& group, int stage,
                                                 std::vector<torch::Tensor>* tensors) {
-    if (group.size() == 1) return std::make_unique<Reduce>(nullptr, stage);
+    // A one-member group sums nothing. A one-rank world still goes through
+    // the process group, so that a world-size-1 run exercises it (the NCCL
+    // check in c10d_cuda_test).
+    if (group.size() == 1 && o_.world_size > 1) return std::make_unique<Reduce>(nullptr, stage);
     if (static_cast<int>(group.size()) != o_.world_size) {
       throw std::invalid_argument(
           "the c10d backend all-reduces over the whole world only; stage " +
@@ -282,7 +303,7 @@ class C10dTransport::Impl {
 
   void Broadcast(const std::vector<int>& group, int root, std::vector<torch::Tensor>* tensors,
                  std::chrono::milliseconds timeout) {
-    if (group.size() == 1 || tensors->empty()) return;
+    if ((group.size() == 1 && o_.world_size > 1) || tensors->empty()) return;
     if (static_cast<int>(group.size()) != o_.world_size) {
       throw std::invalid_argument("the c10d backend broadcasts over the whole world only");
     }
@@ -319,6 +340,7 @@ class C10dTransport::Impl {
   }
 
   int rank() const { return o_.rank; }
+  torch::Device device() const { return device_; }
   const std::string& backend() const { return o_.backend; }
   int world_size() const { return o_.world_size; }
 
@@ -329,18 +351,33 @@ class C10dTransport::Impl {
     c10::intrusive_ptr<c10d::Work> work;
   };
 
-  void Post(int to, torch::Tensor t, int tag) {
+  c10::intrusive_ptr<c10d::Backend> MakeGloo(const c10::intrusive_ptr<c10d::Store>& store) const {
+    auto opts = c10d::ProcessGroupGloo::Options::create(o_.timeout);
+    if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME")) {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    } else if (o_.master_addr == "127.0.0.1" || o_.master_addr == "localhost") {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, o_.rank, o_.world_size, opts);
+  }
+
+  // Sends `t` over `pg` (the headers' group or the tensors' group).
+  void Post(c10d::Backend& pg, int to, torch::Tensor t, int tag) {
     std::vector<torch::Tensor> v{t};
-    pending_.push_back({to, t, pg_->send(v, to, tag)});
+    pending_.push_back({to, t, pg.send(v, to, tag)});
     // Forget finished sends so a long run does not pile them up.
     while (!pending_.empty() && pending_.front().work->isCompleted()) pending_.pop_front();
   }
 
-  void Wait(int from, torch::Tensor& t, int tag, std::chrono::milliseconds timeout,
-            const MessageKey& key) {
+  // Receives into `t` over `pg`. For NCCL this returns once the compute
+  // stream is ordered after the transfer, not when the data has arrived.
+  void Wait(c10d::Backend& pg, int from, torch::Tensor& t, int tag,
+            std::chrono::milliseconds timeout, const MessageKey& key) {
     std::vector<torch::Tensor> v{t};
     try {
-      auto work = pg_->recv(v, from, tag);
+      auto work = pg.recv(v, from, tag);
       work->wait(timeout);
     } catch (const std::exception& e) {
       const std::string what = What(e);
@@ -354,8 +391,13 @@ class C10dTransport::Impl {
   }
 
   C10dOptions o_;
+  // CPU for gloo; cuda:LOCAL_RANK for NCCL.
+  torch::Device device_{torch::kCPU};
   c10::intrusive_ptr<c10d::Store> store_;
+  // Tensors and collectives.
   c10::intrusive_ptr<c10d::Backend> pg_;
+  // Message headers: pg_ itself for gloo, a gloo group beside NCCL.
+  c10::intrusive_ptr<c10d::Backend> meta_;
   std::deque<Pending> pending_;
   int num_stages_ = 1;
   int num_microbatches_ = 1;
@@ -372,6 +414,8 @@ std::string C10dTransport::ShareFromRankZero(const std::string& name, const std:
   return impl_->ShareFromRankZero(name, value);
 }
 int C10dTransport::rank() const { return impl_->rank(); }
+torch::Device C10dTransport::device() const { return impl_->device(); }
+const std::string& C10dTransport::backend() const { return impl_->backend(); }
 bool C10dTransport::MatchesInPostingOrder() const { return impl_->backend() == "nccl"; }
 int C10dTransport::world_size() const { return impl_->world_size(); }
 void C10dTransport::Configure(int num_stages, int num_microbatches) {

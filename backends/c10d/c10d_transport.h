@@ -20,7 +20,9 @@ struct C10dOptions {
   int local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  // "gloo" (CPU tensors) or "nccl" (CUDA tensors, --config=cuda builds).
+  // "gloo" (CPU tensors) or "nccl" (CUDA tensors on cuda:LOCAL_RANK,
+  // --config=cuda builds; message headers then travel over a gloo group
+  // beside it).
   std::string backend = "gloo";
   // Rendezvous deadline, and the longest any receive or collective may wait
   // for a peer before the rank gives up naming it.
@@ -50,6 +52,10 @@ class C10dTransport : public Transport {
   std::string ShareFromRankZero(const std::string& name, const std::string& value);
 
   int rank() const;
+  // Where this rank's tensors live: CPU under gloo; cuda:LOCAL_RANK under
+  // nccl (the constructor makes it the process's current device).
+  torch::Device device() const;
+  const std::string& backend() const;
   // NCCL matches send/recv pairs in posting order; gloo by tag.
   bool MatchesInPostingOrder() const override;
   int world_size() const;
