@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "benchmarks/cli.h"
+#include "benchmarks/flags.h"
 #include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
@@ -19,56 +20,25 @@
 DEFINE_string(runs, "gpipe:sync,tspipe:tspipe_delayed",
               "Comma-separated scheduler:policy pre-training runs, all with the same seed, data "
               "order and budget.");
-DEFINE_int32(stages, 2, "Pipeline stages.");
-DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
-DEFINE_int32(batch_size, 128, "Samples per mini-batch (each seen as two views).");
-DEFINE_string(balance, "auto", "Online blocks per stage: auto, even, or a list like '4,3'.");
-DEFINE_string(widths, "16,32,64", "Encoder ResNet channels per group.");
-DEFINE_string(blocks, "1,1,1", "Encoder ResNet basic blocks per group.");
-DEFINE_int32(byol_hidden, 256, "Projector/predictor hidden width.");
-DEFINE_int32(byol_projection, 64, "Projection size.");
 DEFINE_int32(steps, 470, "Pre-training steps per run (470 x 128 = 1 epoch).");
-DEFINE_double(learning_rate, 0.05, "SGD learning rate.");
-DEFINE_double(momentum, 0.9, "SGD momentum.");
-DEFINE_double(weight_decay, 1e-4, "SGD weight decay.");
-DEFINE_int32(seed, 0, "Seed for initialisation, augmentations and data order.");
-DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
-              "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
 DEFINE_int32(train_samples, 0, "Pre-train and fit the classifier on the first N images (0 = all).");
 DEFINE_int32(eval_samples, 0, "Evaluate on the first N test images (0 = all 10000).");
-DEFINE_int32(threads_per_device, 1, "Intra-op threads per device (rank).");
-DEFINE_int32(log_every, 50, "Log step, loss, samples/s and ETA every N steps (0: never).");
-DEFINE_string(device, "cpu",
-              "cpu, cuda (rank r on cuda:r; c10d: local rank i on cuda:i, over NCCL) or "
-              "cuda:K (every rank on cuda:K). Needs --config=cuda.");
 DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Pre-trains BYOL on Fashion-MNIST under each scheduler:policy and reports linear "
       "evaluation accuracy against a random encoder.");
+  tspipe::SetFlagDefaults({{"batch_size", "128"}, {"log_every", "50"}, {"weight_decay", "1e-4"}});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
-  tspipe::TrainConfig base;
+  tspipe::TrainConfig base = tspipe::ConfigFromFlags();
   base.algorithm = "byol";
-  base.stages = FLAGS_stages;
-  base.microbatches = FLAGS_microbatches;
-  base.batch_size = FLAGS_batch_size;
-  base.widths = tspipe::ParseInts(FLAGS_widths, "widths");
-  base.blocks_per_group = tspipe::ParseInts(FLAGS_blocks, "blocks");
-  base.byol_hidden = FLAGS_byol_hidden;
-  base.byol_projection = FLAGS_byol_projection;
-  base.learning_rate = FLAGS_learning_rate;
-  base.momentum = FLAGS_momentum;
-  base.weight_decay = FLAGS_weight_decay;
-  base.seed = FLAGS_seed;
   base.data = "fashion_mnist";
-  base.data_dir = FLAGS_data_dir;
   base.train_samples = FLAGS_train_samples;
-  base.device = FLAGS_device;
   base.total_steps = FLAGS_steps;
 
   struct Row {
@@ -85,8 +55,6 @@ int main(int argc, char** argv) {
       tspipe::BalancePlan plan = tspipe::PlanBalance(base);
       tspipe::ApplyPlan(plan, &base);
       LOG(INFO) << "auto balance (online, target): " << tspipe::DescribePlan(plan);
-    } else if (FLAGS_balance != "even") {
-      base.balance = tspipe::ParseInts(FLAGS_balance, "balance");
     }
     {
       tspipe::Trainer random(base);

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "benchmarks/cli.h"
+#include "benchmarks/flags.h"
 #include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
@@ -27,39 +28,19 @@
 DEFINE_string(scheduler, "tspipe,sequential",
               "Comma-separated schedulers to distil under; 'sequential' is the reference the "
               "others' parameters are compared with.");
-DEFINE_int32(stages, 2, "Pipeline stages.");
-DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
-DEFINE_int32(batch_size, 128, "Samples per mini-batch.");
-DEFINE_string(balance, "auto", "Blocks per stage: auto, even, or a list like '3,2'.");
-DEFINE_string(widths, "16,32,64", "Student ResNet channels per group.");
-DEFINE_string(blocks, "1,1,1", "Student ResNet basic blocks per group.");
-DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group.");
-DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group.");
 DEFINE_string(teacher_checkpoint, "fashion_mnist_teacher.pt",
               "Teacher weights: loaded if the file exists, else trained and saved here.");
 DEFINE_bool(retrain_teacher, false, "Train and overwrite the teacher checkpoint even if it exists.");
 DEFINE_string(teacher_scheduler, "gpipe", "Scheduler for training the teacher.");
 DEFINE_int32(teacher_steps, 940, "Teacher optimizer steps (940 x 128 = 2 epochs).");
 DEFINE_int32(steps, 470, "Student optimizer steps per run (470 x 128 = 1 epoch).");
-DEFINE_double(learning_rate, 0.05, "SGD learning rate.");
-DEFINE_double(momentum, 0.9, "SGD momentum.");
-DEFINE_double(weight_decay, 5e-4, "SGD weight decay.");
-DEFINE_int32(seed, 0, "Seed for initialisation and the data order (the same for every run).");
-DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
-              "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
 DEFINE_int32(train_samples, 0, "Use only the first N training images (0 = all 60000).");
 DEFINE_int32(eval_samples, 0, "Evaluate on the first N test images (0 = all 10000).");
-DEFINE_int32(threads_per_device, 1, "Intra-op threads per device (rank).");
-DEFINE_int32(log_every, 50, "Log step, loss, samples/s and ETA every N steps (0: never).");
-DEFINE_string(device, "cpu",
-              "cpu, cuda (rank r on cuda:r; c10d: local rank i on cuda:i, over NCCL) or "
-              "cuda:K (every rank on cuda:K). Needs --config=cuda.");
 DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
 
 namespace {
 
 using tspipe::FileExists;
-using tspipe::ParseInts;
 using tspipe::SplitList;
 using tspipe::UserPath;
 
@@ -78,27 +59,15 @@ int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Trains (or loads) a Fashion-MNIST teacher, distils it into a student under each "
       "scheduler, and compares test accuracy with a student trained without a teacher.");
+  tspipe::SetFlagDefaults({{"batch_size", "128"}, {"log_every", "50"}, {"weight_decay", "5e-4"}});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
-  tspipe::TrainConfig base;
-  base.stages = FLAGS_stages;
-  base.microbatches = FLAGS_microbatches;
-  base.batch_size = FLAGS_batch_size;
-  base.widths = ParseInts(FLAGS_widths, "widths");
-  base.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
-  base.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
-  base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
-  base.learning_rate = FLAGS_learning_rate;
-  base.momentum = FLAGS_momentum;
-  base.weight_decay = FLAGS_weight_decay;
-  base.seed = FLAGS_seed;
+  tspipe::TrainConfig base = tspipe::ConfigFromFlags();
   base.data = "fashion_mnist";
-  base.data_dir = FLAGS_data_dir;
   base.train_samples = FLAGS_train_samples;
-  base.device = FLAGS_device;
   const std::string checkpoint = UserPath(FLAGS_teacher_checkpoint);
   std::vector<Row> rows;
 
@@ -109,6 +78,7 @@ int main(int argc, char** argv) {
     teacher.scheduler = FLAGS_teacher_scheduler;
     teacher.widths = base.teacher_widths;
     teacher.blocks_per_group = base.teacher_blocks_per_group;
+    teacher.balance.clear();  // --balance cuts the student; the teacher is cut evenly or by plan.
     if (FLAGS_balance == "auto") tspipe::ApplyPlan(tspipe::PlanBalance(teacher), &teacher);
     if (FLAGS_retrain_teacher || !FileExists(checkpoint)) {
       LOG(INFO) << "training the teacher (" << FLAGS_teacher_steps << " steps, "
@@ -139,8 +109,6 @@ int main(int argc, char** argv) {
       tspipe::BalancePlan plan = tspipe::PlanBalance(kd);
       tspipe::ApplyPlan(plan, &kd);
       LOG(INFO) << "auto balance for " << kd.scheduler << ": " << tspipe::DescribePlan(plan);
-    } else if (FLAGS_balance != "even") {
-      kd.balance = ParseInts(FLAGS_balance, "balance");
     }
     LOG(INFO) << "distilling with balance student " << tspipe::FormatBalance(kd.balance)
               << ", teacher " << tspipe::FormatBalance(kd.teacher_balance)

@@ -24,28 +24,17 @@
 #include <vector>
 
 #include "benchmarks/cli.h"
+#include "benchmarks/flags.h"
 #include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
 
 DEFINE_string(scheduler, "gpipe,sequential",
               "Comma-separated schedulers to compare, or 'all'. See --help for the list.");
-DEFINE_int32(stages, 2, "Pipeline stages (one device each for pipelines).");
-DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
-DEFINE_int32(batch_size, 64, "Samples per mini-batch.");
-DEFINE_string(balance, "auto",
-              "Blocks per stage: 'auto' (time every block, then cut student and teacher "
-              "jointly so the slowest stage is fastest), 'even', or a list like '3,2'.");
-DEFINE_string(widths, "16,32,64", "ResNet channels per group.");
-DEFINE_string(blocks, "1,1,1", "ResNet basic blocks per group.");
-DEFINE_int32(threads_per_device, 1,
-             "Intra-op threads per device (rank). On CPU a device is a core.");
 DEFINE_int32(steps, 0, "Timed iterations per scheduler; 0 lets Google Benchmark decide.");
 DEFINE_int32(steps_per_iteration, 4,
              "Optimizer steps per benchmark iteration, run back to back with no barrier "
              "between them (TSPipe overlaps one step's drain with the next one's fill).");
-DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group (kd).");
-DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group (kd).");
 DEFINE_int32(balance_trials, 6,
              "--balance=auto: time up to this many cuts whose simulated speed is within 10% of "
              "the best, and keep the fastest (1 = trust the simulator).");
@@ -56,8 +45,6 @@ DEFINE_string(policy, "",
               "Update policy for momentum teachers (byol): sync or tspipe_delayed; empty = "
               "each scheduler's own (tspipe: tspipe_delayed, others: sync). A scheduler that "
               "cannot honour the policy fails with an error.");
-DEFINE_int32(byol_hidden, 256, "BYOL/MoCo v3 projector and predictor hidden width.");
-DEFINE_int32(byol_projection, 64, "BYOL/MoCo v3 projection size.");
 DEFINE_int32(vit_patch, 4, "MoCo v3 ViT patch size.");
 DEFINE_int32(vit_dim, 64, "MoCo v3 ViT width.");
 DEFINE_int32(vit_depth, 4, "MoCo v3 ViT transformer blocks.");
@@ -70,13 +57,6 @@ DEFINE_int32(peer_timeout, 60,
              "c10d: seconds a rank waits for a peer (rendezvous, messages) before failing.");
 DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or fashion_mnist (--data_dir).");
-DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
-              "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
-DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
-DEFINE_int32(seed, 0, "Seed for model initialisation and synthetic data.");
-DEFINE_string(device, "cpu",
-              "cpu, cuda (rank r on cuda:r; c10d: local rank i on cuda:i, over NCCL) or "
-              "cuda:K (every rank on cuda:K). Needs --config=cuda.");
 DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
 
 // Which algorithm this binary benchmarks: set per target by the BUILD file.
@@ -294,21 +274,9 @@ int main(int argc, char** argv) {
   }
 
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-  tspipe::TrainConfig base;
-  base.stages = FLAGS_stages;
-  base.microbatches = FLAGS_microbatches;
-  base.batch_size = FLAGS_batch_size;
-  if (FLAGS_balance != "auto" && FLAGS_balance != "even") {
-    base.balance = ParseInts(FLAGS_balance, "balance");
-  }
-  base.widths = ParseInts(FLAGS_widths, "widths");
-  base.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
-  base.seed = FLAGS_seed;
-  base.device = FLAGS_device;
+  tspipe::TrainConfig base = tspipe::ConfigFromFlags();
   base.algorithm = kAlgorithm;
   base.steps_per_iteration = FLAGS_steps_per_iteration;
-  base.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
-  base.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
   base.teacher_balance = ParseInts(FLAGS_teacher_balance, "teacher_balance");
   base.update_policy = FLAGS_policy;
   base.backend = FLAGS_backend;
@@ -319,14 +287,11 @@ int main(int argc, char** argv) {
     FLAGS_steps = 20;
     LOG(INFO) << "--backend=c10d: running --steps=20 iterations on every rank";
   }
-  base.byol_hidden = FLAGS_byol_hidden;
-  base.byol_projection = FLAGS_byol_projection;
   base.vit_patch = FLAGS_vit_patch;
   base.vit_dim = FLAGS_vit_dim;
   base.vit_depth = FLAGS_vit_depth;
   base.vit_heads = FLAGS_vit_heads;
   base.data = FLAGS_data;
-  base.data_dir = FLAGS_data_dir;
   // --balance=auto: block costs are measured once; each scheduler gets the
   // cut its simulated steady state likes best.
   tspipe::BlockCosts costs;

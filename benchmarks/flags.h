@@ -1,0 +1,47 @@
+// Flags that every benchmark main takes (model shape, optimiser, data,
+// device), defined once, and the TrainConfig they describe. Mains only:
+// library code never reads flags. A main whose defaults differ sets them
+// with SetFlagDefaults before parsing, so --help shows its own.
+#ifndef TSPIPE_BENCHMARKS_FLAGS_H_
+#define TSPIPE_BENCHMARKS_FLAGS_H_
+
+#include <gflags/gflags.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "benchmarks/harness.h"
+
+DECLARE_int32(stages);
+DECLARE_int32(microbatches);
+DECLARE_int32(batch_size);
+DECLARE_string(balance);
+DECLARE_string(widths);
+DECLARE_string(blocks);
+DECLARE_string(teacher_widths);
+DECLARE_string(teacher_blocks);
+DECLARE_int32(byol_hidden);
+DECLARE_int32(byol_projection);
+DECLARE_double(learning_rate);
+DECLARE_double(momentum);
+DECLARE_double(weight_decay);
+DECLARE_int32(seed);
+DECLARE_string(data_dir);
+DECLARE_int32(threads_per_device);
+DECLARE_int32(log_every);
+DECLARE_string(device);
+
+namespace tspipe {
+
+// {flag, default} pairs, e.g. {{"batch_size", "128"}}. Exits naming an
+// unknown flag or a bad value.
+void SetFlagDefaults(const std::vector<std::pair<std::string, std::string>>& defaults);
+
+// The shared flags as a TrainConfig. --balance is copied only when it is a
+// list: "auto" and "even" are each main's to act on.
+TrainConfig ConfigFromFlags();
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_BENCHMARKS_FLAGS_H_
