@@ -99,19 +99,22 @@ class C10dTransport::Impl {
         }
         device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(o.local_rank));
         c10::cuda::set_device(device_.index());
-        // NCCL carries the tensors on its own streams, so they overlap the
-        // compute on this rank's stream; work->wait() only makes the compute
-        // stream wait for them. The few small headers (sizes and dtypes)
-        // travel over gloo, on the CPU, tag-matched: a receiver learns a
-        // message's shape without a device sync, and a peer that died is
-        // noticed by a CPU wait with a timeout instead of a hung stream.
+        // The few small headers (sizes and dtypes) travel over gloo, on the
+        // CPU, tag-matched: a receiver learns a message's shape without a
+        // device sync, and a peer that died is noticed by a CPU wait with a
+        // timeout that names it, not by a stream that never finishes.
         meta_ = MakeGloo(c10::make_intrusive<c10d::PrefixStore>("meta", store_));
-        auto opts = c10d::ProcessGroupNCCL::Options::create();
-        opts->timeout = o.timeout;
-        auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
-            c10::make_intrusive<c10d::PrefixStore>("nccl", store_), o.rank, o.world_size, opts);
-        nccl->setBoundDeviceId(device_);
-        pg_ = nccl;
+        // Tensors go over NCCL, on NCCL's own streams (they overlap the
+        // rank's compute). NCCL runs a pair's messages on one stream in
+        // posting order, and a large send waits for its receive: if the
+        // two directions of a pair shared a stream, rank 0's "send a2,
+        // receive g1" against rank 1's "send g1, receive a2" would deadlock.
+        // So each direction has its own group (communicator and stream), in
+        // which both sides post in the same order (CheckMessageOrder), and
+        // collectives a third.
+        pg_ = MakeNccl("nccl");
+        up_ = MakeNccl("nccl_up");
+        down_ = MakeNccl("nccl_down");
 #else
         throw std::invalid_argument(
             "the nccl backend needs a CUDA build (./tools/bazel build --config=cuda)");
@@ -126,11 +129,23 @@ class C10dTransport::Impl {
                                std::to_string(o.rank) + ": " + FirstLine(What(e)));
     }
     if (!meta_) meta_ = pg_;
+    if (!up_) up_ = down_ = pg_;
   }
 
   ~Impl() {
-    // Sends whose peer died never complete; do not wait for them here.
+    // Sends whose peer died never complete; do not wait for them here. A
+    // clean run (everything flushed) shuts NCCL down normally instead of
+    // leaving it to the destructor's abort.
+    const bool clean = pending_.empty();
     pending_.clear();
+    if (clean && o_.backend == "nccl") {
+      for (auto* pg : {&pg_, &up_, &down_}) {
+        try {
+          (*pg)->shutdown();
+        } catch (const std::exception&) {
+        }
+      }
+    }
   }
 
   void CheckSameConfig(const std::string& name, const std::string& config) {
@@ -226,7 +241,7 @@ class C10dTransport::Impl {
     for (size_t i = 0; i < data.size(); ++i) {
       // NCCL sends from the rank's own GPU; gloo from host memory.
       torch::Tensor t = data[i].to(device_);
-      Post(*pg_, to, t, Tag(key, 2 + static_cast<int>(i)));
+      Post(P2p(to, /*sending=*/true), to, t, Tag(key, 2 + static_cast<int>(i)));
     }
   }
 
@@ -249,7 +264,10 @@ class C10dTransport::Impl {
       std::vector<int64_t> sizes(p, p + dim);
       p += dim;
       torch::Tensor t = torch::empty(sizes, torch::TensorOptions().dtype(dtype).device(device_));
-      Wait(*pg_, from, t, Tag(key, part++), timeout, key);
+      // NCCL: the wait only orders this rank's stream after the transfer
+      // (no host sync); the header above already proved the peer alive.
+      Wait(P2p(from, /*sending=*/false), from, t, Tag(key, part++),
+           o_.backend == "nccl" ? ::kNoTimeout : timeout, key);
       out.push_back(t);
     }
     return out;
@@ -309,7 +327,9 @@ class C10dTransport::Impl {
     }
     // One flat bucket per call: one collective instead of one per tensor.
     std::vector<torch::Tensor> flat;
-    for (const torch::Tensor& t : *tensors) flat.push_back(t.detach().reshape({-1}).to(torch::kFloat64));
+    for (const torch::Tensor& t : *tensors) {
+      flat.push_back(t.detach().reshape({-1}).to(device_, torch::kFloat64));
+    }
     std::vector<torch::Tensor> bucket{torch::cat(flat)};
     try {
       c10d::BroadcastOptions opts;
@@ -363,16 +383,48 @@ class C10dTransport::Impl {
     return c10::make_intrusive<c10d::ProcessGroupGloo>(store, o_.rank, o_.world_size, opts);
   }
 
-  // Sends `t` over `pg` (the headers' group or the tensors' group).
+#ifdef TSPIPE_WITH_CUDA
+  c10::intrusive_ptr<c10d::Backend> MakeNccl(const std::string& prefix) const {
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = o_.timeout;  // The watchdog's limit for every operation.
+    auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+        c10::make_intrusive<c10d::PrefixStore>(prefix, store_), o_.rank, o_.world_size, opts);
+    nccl->setBoundDeviceId(device_);
+    return nccl;
+  }
+#endif
+
+  // The group carrying tensors between this rank and `peer` in one
+  // direction (see the constructor); gloo has one group for everything.
+  c10d::Backend& P2p(int peer, bool sending) {
+    const bool upward = sending ? peer > o_.rank : peer < o_.rank;
+    return upward ? *up_ : *down_;
+  }
+
+  // Sends `t` over `pg` (the headers' group or a tensors' group).
   void Post(c10d::Backend& pg, int to, torch::Tensor t, int tag) {
     std::vector<torch::Tensor> v{t};
     pending_.push_back({to, t, pg.send(v, to, tag)});
-    // Forget finished sends so a long run does not pile them up.
-    while (!pending_.empty() && pending_.front().work->isCompleted()) pending_.pop_front();
+    // Forget finished sends so a long run does not pile them up. A failed
+    // send also counts as completed: report it rather than drop it.
+    while (!pending_.empty() && pending_.front().work->isCompleted()) {
+      if (std::exception_ptr e = pending_.front().work->exception()) {
+        const int peer = pending_.front().to;
+        pending_.clear();
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          throw std::runtime_error("lost rank " + std::to_string(peer) +
+                                   ": a send to it failed: " + FirstLine(What(x)));
+        }
+      }
+      pending_.pop_front();
+    }
   }
 
-  // Receives into `t` over `pg`. For NCCL this returns once the compute
-  // stream is ordered after the transfer, not when the data has arrived.
+  // Receives into `t` over `pg`, waiting at most `timeout` for the data.
+  // With NCCL and kNoTimeout it returns once the rank's current stream
+  // is ordered after the transfer, before the data has arrived.
   void Wait(c10d::Backend& pg, int from, torch::Tensor& t, int tag,
             std::chrono::milliseconds timeout, const MessageKey& key) {
     std::vector<torch::Tensor> v{t};
@@ -381,7 +433,8 @@ class C10dTransport::Impl {
       work->wait(timeout);
     } catch (const std::exception& e) {
       const std::string what = What(e);
-      const bool timed_out = what.find("imed out") != std::string::npos;
+      const bool timed_out = what.find("imed out") != std::string::npos ||
+                             what.find("timeout") != std::string::npos;
       throw std::runtime_error(
           "lost rank " + std::to_string(from) + " while waiting for the " + Describe(key) +
           (timed_out ? " (no data for " + std::to_string(timeout.count() / 1000) + " s)"
@@ -394,8 +447,11 @@ class C10dTransport::Impl {
   // CPU for gloo; cuda:LOCAL_RANK for NCCL.
   torch::Device device_{torch::kCPU};
   c10::intrusive_ptr<c10d::Store> store_;
-  // Tensors and collectives.
+  // Collectives (and, for gloo, everything).
   c10::intrusive_ptr<c10d::Backend> pg_;
+  // NCCL: tensors to higher ranks (and from lower ones), and the reverse.
+  c10::intrusive_ptr<c10d::Backend> up_;
+  c10::intrusive_ptr<c10d::Backend> down_;
   // Message headers: pg_ itself for gloo, a gloo group beside NCCL.
   c10::intrusive_ptr<c10d::Backend> meta_;
   std::deque<Pending> pending_;
