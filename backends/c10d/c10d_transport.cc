@@ -8,6 +8,11 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <deque>
 #include <sstream>
@@ -41,6 +46,32 @@ std::string What(const std::exception& e) {
 
 // First line of a possibly long c10 message.
 std::string FirstLine(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// This host's address on the route to `master` (a UDP "connect" sends
+// nothing; it only picks the route), or "" if there is none. gloo's default
+// binds to what the hostname resolves to, often 127.0.0.1 (Debian's
+// /etc/hosts), which no other node can reach.
+std::string LocalAddressToward(const std::string& master, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(master.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return "";
+  std::string out;
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0) {
+    sockaddr_in local{};
+    socklen_t len = sizeof(local);
+    char text[INET_ADDRSTRLEN] = {};
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+        inet_ntop(AF_INET, &local.sin_addr, text, sizeof(text)) != nullptr) {
+      out = text;
+    }
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(found);
+  return out;
+}
 
 }  // namespace
 
@@ -377,6 +408,11 @@ class C10dTransport::Impl {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
     } else if (o_.master_addr == "127.0.0.1" || o_.master_addr == "localhost") {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else if (const std::string local = LocalAddressToward(o_.master_addr, o_.master_port);
+               !local.empty()) {
+      // Several nodes: listen on the interface that reaches rank 0's node
+      // (GLOO_SOCKET_IFNAME overrides).
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(local));
     } else {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
