@@ -378,6 +378,7 @@ class Trainer::Impl {
       transport->CheckSameConfig("trainer" + std::to_string(trainers++),
                                  Fingerprint(c) + "schedule=" + schedule_csv + "\n");
       rank_ = transport->rank();
+      transport_ = transport;
       eo.transport = transport;
       eo.local_ranks = {rank_};
       eo.recv_timeout = std::chrono::seconds(c.peer_timeout_seconds);
@@ -429,7 +430,21 @@ class Trainer::Impl {
   double Train(int steps) {
     std::vector<Batch> run;
     for (int i = 0; i < steps; ++i) run.push_back(Pop());
-    return executor_->Run(run, &Peek()).back().loss;
+    double loss = executor_->Run(run, &Peek()).back().loss;
+    if (transport_) {
+      // Each process knows only its own ranks' share of the loss: the last
+      // stage's rank holds all of it in a pipeline (the others 0), each
+      // replica its weighted part under dp. The sum is the mini-batch loss.
+      std::vector<int> world(transport_->world_size());
+      std::iota(world.begin(), world.end(), 0);
+      std::vector<torch::Tensor> sum{
+          torch::tensor({loss}, torch::kFloat64).to(transport_->device())};
+      std::atomic<bool> never{false};
+      transport_->AllReduce(rank_, world, /*stage=*/-1, executor_->steps_done(), &sum,
+                            std::chrono::seconds(config_.peer_timeout_seconds), never);
+      loss = sum[0].item<double>();
+    }
+    return loss;
   }
 
   double Evaluate(int limit) {
@@ -643,6 +658,8 @@ class Trainer::Impl {
   at::Generator augment_;
   int devices_ = 1;
   int rank_ = 0;
+  // The c10d world this trainer's process belongs to; null when local.
+  std::shared_ptr<C10dTransport> transport_;
   double bubble_ = 0;
 };
 

@@ -34,11 +34,27 @@ grep -q 'terminating rank 0' "${out}"
 
 # The KD benchmark over c10d with one process per stage.
 port=$((20000 + RANDOM % 20000))
+kd_args=(--scheduler=tspipe,gpipe --stages=2 --microbatches=2 --batch_size=8 --widths=4,8
+         --blocks=1,1 --teacher_widths=8,8 --teacher_blocks=1,1 --balance=2,2
+         --teacher_balance=1,3 --steps=2 --steps_per_iteration=2 --log_every=0
+         --benchmark_repetitions=1)
 "${launch}" --nproc_per_node=2 --master_port="${port}" -- "${kd}" --backend=c10d \
-  --scheduler=tspipe,gpipe --stages=2 --microbatches=2 --batch_size=8 --widths=4,8 --blocks=1,1 \
-  --teacher_widths=8,8 --teacher_blocks=1,1 --steps=2 --steps_per_iteration=2 --log_every=0 \
-  >"${out}" 2>&1 || { cat "${out}"; exit 1; }
+  "${kd_args[@]}" >"${out}" 2>&1 || { cat "${out}"; exit 1; }
 cat "${out}"
 grep -Eq '^\[rank 0\] tspipe +2 ' "${out}"
 grep -Eq '^\[rank 1\] gpipe +2 ' "${out}"
+
+# Every rank reports the loss of the whole mini-batch (summed over the
+# processes), the loss the single-process run of the same steps reports.
+"${kd}" "${kd_args[@]}" >"${tmp}/local.txt" 2>&1 || { cat "${tmp}/local.txt"; exit 1; }
+loss() {  # loss FILE PREFIX SCHEDULER: the loss column of the scheduler's row.
+  sed -e 's/\x1b\[[0-9;]*m//g' "$1" |
+    awk -v p="$2" -v s="train/$3/" 'index($0, p s) == 1 { print $(NF - 2) }'
+}
+want="$(loss "${tmp}/local.txt" "" tspipe)"
+[[ -n "${want}" && "${want}" != 0 ]] || { cat "${tmp}/local.txt"; echo "no local loss"; exit 1; }
+for r in 0 1; do
+  got="$(loss "${out}" "[rank ${r}] " tspipe)"
+  [[ "${got}" == "${want}" ]] || { echo "rank ${r} reports loss '${got}', single process ${want}"; exit 1; }
+done
 echo PASS

@@ -312,12 +312,17 @@ class C10dTransport::Impl {
       try {
         work_->wait(timeout);
       } catch (const std::exception& e) {
-        throw std::runtime_error("the gradient all-reduce of stage " + std::to_string(stage_) +
-                                 " failed (a peer exited or timed out after " +
+        throw std::runtime_error(Name(stage_) + " failed (a peer exited or timed out after " +
                                  std::to_string(timeout.count() / 1000) + " s): " +
                                  FirstLine(What(e)));
       }
       work_.reset();
+    }
+
+    // Stage -1: the loss the benchmark reports.
+    static std::string Name(int stage) {
+      return stage < 0 ? "the loss all-reduce"
+                       : "the gradient all-reduce of stage " + std::to_string(stage);
     }
 
    private:
@@ -340,8 +345,7 @@ class C10dTransport::Impl {
     try {
       return std::make_unique<Reduce>(pg_->allreduce(*tensors), stage);
     } catch (const std::exception& e) {
-      throw std::runtime_error("the gradient all-reduce of stage " + std::to_string(stage) +
-                               " failed to start: " + FirstLine(What(e)));
+      throw std::runtime_error(Reduce::Name(stage) + " failed to start: " + FirstLine(What(e)));
     }
   }
 
