@@ -24,6 +24,21 @@ std::unique_ptr<torch::optim::Optimizer> MakeSgd(std::vector<torch::Tensor> para
       params, torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-4));
 }
 
+Schedule MakeSchedule(const std::string& scheduler, int stages, int microbatches,
+                      const Algorithm& algorithm) {
+  SchedulerOptions so;
+  so.num_stages = stages;
+  so.num_microbatches = microbatches;
+  so.workload = algorithm.workload();
+  return BuildSchedule(scheduler, so);
+}
+
+LocalExecutorOptions SgdOptions() {
+  LocalExecutorOptions eo;
+  eo.make_optimizer = MakeSgd;
+  return eo;
+}
+
 Batch RandomBatch(int n, int seed) {
   torch::manual_seed(seed);
   return Batch{{torch::randn({n, 1, 28, 28})}, {torch::randint(0, 10, {n})}};
@@ -85,16 +100,10 @@ TEST_P(EquivalenceTest, MatchesPlainSequentialTraining) {
                             torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-4));
 
   BlockList blocks = BlocksFromSequential(model);
-  SchedulerOptions so;
-  so.num_stages = c.stages;
-  so.num_microbatches = c.microbatches;
   SupervisedAlgorithm algorithm;
-  so.workload = algorithm.workload();
-  LocalExecutorOptions eo;
-  eo.make_optimizer = MakeSgd;
-  LocalExecutor executor(BuildSchedule(c.scheduler, so),
+  LocalExecutor executor(MakeSchedule(c.scheduler, c.stages, c.microbatches, algorithm),
                          Partition(blocks, EvenBalance(blocks.size(), c.stages)), {}, &algorithm,
-                         eo);
+                         SgdOptions());
   for (int step = 0; step < 3; ++step) {
     Batch b = RandomBatch(16, 100 + step);
     b.inputs[0] = b.inputs[0].to(torch::kFloat64);
@@ -137,14 +146,8 @@ TEST(LocalExecutorTest, LossMatchesReferenceLoss) {
   }
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
-  SchedulerOptions so;
-  so.num_stages = 3;
-  so.num_microbatches = 2;
-  so.workload = algorithm.workload();
-  LocalExecutorOptions eo;
-  eo.make_optimizer = MakeSgd;
-  LocalExecutor executor(BuildSchedule("gpipe", so), Partition(blocks, {2, 2, 2}), {}, &algorithm,
-                         eo);
+  LocalExecutor executor(MakeSchedule("gpipe", 3, 2, algorithm), Partition(blocks, {2, 2, 2}), {},
+                         &algorithm, SgdOptions());
   EXPECT_NEAR(executor.Step(b).loss, expected.item<double>(), 1e-5);
 }
 
@@ -162,15 +165,10 @@ TEST(LocalExecutorTest, AFailingRankStopsEveryRankWithANamedError) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   FailingAlgorithm algorithm;
-  SchedulerOptions so;
-  so.num_stages = 3;
-  so.num_microbatches = 2;
-  so.workload = algorithm.workload();
-  LocalExecutorOptions eo;
-  eo.make_optimizer = MakeSgd;
+  LocalExecutorOptions eo = SgdOptions();
   eo.recv_timeout = std::chrono::seconds(30);
-  LocalExecutor executor(BuildSchedule("gpipe", so), Partition(blocks, {2, 2, 2}), {}, &algorithm,
-                         eo);
+  LocalExecutor executor(MakeSchedule("gpipe", 3, 2, algorithm), Partition(blocks, {2, 2, 2}), {},
+                         &algorithm, eo);
   executor.Step(RandomBatch(4, 1));
   auto start = std::chrono::steady_clock::now();
   try {
@@ -191,13 +189,9 @@ TEST(LocalExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
-  SchedulerOptions so;
-  so.num_stages = 2;
-  so.num_microbatches = 2;
-  so.workload = algorithm.workload();
-  LocalExecutorOptions eo;
-  eo.make_optimizer = MakeSgd;
-  Schedule broken = BuildSchedule("gpipe", so);
+  const Schedule schedule = MakeSchedule("gpipe", 2, 2, algorithm);
+  LocalExecutorOptions eo = SgdOptions();
+  Schedule broken = schedule;
   broken.ranks[1].erase(broken.ranks[1].begin());  // Drop 1RA0<0.
   try {
     LocalExecutor e(broken, Partition(blocks, {3, 3}), {}, &algorithm, eo);
@@ -207,7 +201,7 @@ TEST(LocalExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
         << e.what();
   }
   try {
-    LocalExecutor e(BuildSchedule("gpipe", so), Partition(blocks, {2, 2, 2}), {}, &algorithm, eo);
+    LocalExecutor e(schedule, Partition(blocks, {2, 2, 2}), {}, &algorithm, eo);
     FAIL();
   } catch (const std::invalid_argument& e) {
     EXPECT_EQ(std::string(e.what()), "schedule has 2 stages but the student has 3");
@@ -218,14 +212,8 @@ TEST(LocalExecutorTest, MicrobatchesMustDivideTheBatch) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
-  SchedulerOptions so;
-  so.num_stages = 2;
-  so.num_microbatches = 4;
-  so.workload = algorithm.workload();
-  LocalExecutorOptions eo;
-  eo.make_optimizer = MakeSgd;
-  LocalExecutor executor(BuildSchedule("gpipe", so), Partition(blocks, {3, 3}), {}, &algorithm,
-                         eo);
+  LocalExecutor executor(MakeSchedule("gpipe", 2, 4, algorithm), Partition(blocks, {3, 3}), {},
+                         &algorithm, SgdOptions());
   try {
     executor.Step(RandomBatch(10, 1));
     FAIL();
