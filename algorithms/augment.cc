@@ -25,7 +25,7 @@ torch::Tensor Augment(const torch::Tensor& images, const AugmentOptions& o,
   torch::Tensor theta = torch::stack({torch::stack({w * flip, zero, cx}, 1),
                                       torch::stack({zero, h, cy}, 1)},
                                      1)
-                            .to(images.dtype());
+                            .to(images.options());
   namespace F = torch::nn::functional;
   torch::Tensor grid =
       F::affine_grid(theta, images.sizes().vec(), /*align_corners=*/false);
@@ -34,14 +34,17 @@ torch::Tensor Augment(const torch::Tensor& images, const AugmentOptions& o,
       F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(
           false));
   // Colour jitter around each image's mean, then noise.
+  // The random numbers come from `generator` on the CPU whatever the
+  // images' device, so a seed gives the same views on CPU and GPU.
   auto per_sample = [&](const torch::Tensor& v) {
-    return v.to(images.dtype()).view({n, 1, 1, 1});
+    return v.to(images.options()).view({n, 1, 1, 1});
   };
   torch::Tensor mean = out.mean({1, 2, 3}, /*keepdim=*/true);
   out = (out - mean) * per_sample(uniform(1.0 - o.contrast, 1.0 + o.contrast)) + mean +
         per_sample(uniform(-o.brightness, o.brightness));
   torch::Tensor sigma = per_sample(uniform(0.0, o.noise));
-  out = out + sigma * torch::randn(out.sizes(), generator, out.options());
+  out = out + sigma * torch::randn(out.sizes(), generator, out.options().device(torch::kCPU))
+                          .to(out.device());
   return out;
 }
 

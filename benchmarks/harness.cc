@@ -391,10 +391,10 @@ class Trainer::Impl {
       throw std::invalid_argument("unknown backend '" + c.backend + "'; use local or c10d");
     }
     eo.update_policy = c.update_policy;
-    // Evaluation runs replica 0 of each stage where training left it.
+    std::vector<torch::Device> placed;  // Replica 0's device, for parameterless stages.
     for (int s = 0; s < c.stages; ++s) {
       const int rank = schedule.placement[s][0];
-      stage_devices_.push_back(eo.devices.empty() ? torch::Device(torch::kCPU) : eo.devices[rank]);
+      placed.push_back(eo.devices.empty() ? torch::Device(torch::kCPU) : eo.devices[rank]);
     }
     const double lr = c.learning_rate, momentum = c.momentum, wd = c.weight_decay;
     eo.make_optimizer = [lr, momentum, wd](std::vector<torch::Tensor> params) {
@@ -403,6 +403,11 @@ class Trainer::Impl {
     };
     executor_ = std::make_unique<LocalExecutor>(std::move(schedule), stages_,
                                                 std::move(teacher_stages), algorithm_.get(), eo);
+    // Evaluation runs each stage module where the executor put it.
+    for (int s = 0; s < c.stages; ++s) {
+      std::vector<torch::Tensor> params = stages_[s]->parameters();
+      stage_devices_.push_back(params.empty() ? placed[s] : params[0].device());
+    }
     views_ = IsByol(c) ? 2 : 0;
     augment_ = at::detail::createCPUGenerator(static_cast<uint64_t>(c.seed) + 1);
     if (c.data == "synthetic") {

@@ -94,6 +94,7 @@ class LocalExecutor::Impl {
         throw std::invalid_argument("local rank " + std::to_string(r) + " is not a rank of the " +
                                     std::to_string(ranks) + "-rank schedule");
       }
+      any_cuda_ = any_cuda_ || devices_[r].is_cuda();
     }
     transport_ = options_.transport ? options_.transport : MakeLocalTransport(ranks, devices_);
     if (transport_->MatchesInPostingOrder()) {
@@ -170,12 +171,12 @@ class LocalExecutor::Impl {
     const int m = schedule_.num_microbatches;
     const int n = static_cast<int>(batches.size());
     data_.clear();
-    for (int i = 0; i < n; ++i) data_[steps_done_ + i] = SplitBatch(batches[i], m);
-    if (after != nullptr) data_[steps_done_ + n] = SplitBatch(*after, m);
+    for (int i = 0; i < n; ++i) data_[steps_done_ + i] = SplitBatch(Staged(batches[i]), m);
+    if (after != nullptr) data_[steps_done_ + n] = SplitBatch(Staged(*after), m);
     // Teacher outputs for the first batch exist only if the previous call
     // looked ahead; otherwise the prologue computes them.
     run_prologue_ = !lookahead_ready_;
-    losses_.assign(schedule_.num_ranks(), std::vector<double>(n, 0.0));
+    losses_.assign(schedule_.num_ranks(), std::vector<torch::Tensor>(n));
     current_.assign(schedule_.num_ranks(), 0);
     errors_.clear();
     abort_ = false;
@@ -188,9 +189,16 @@ class LocalExecutor::Impl {
     for (int r : local_ranks_) threads.emplace_back([this, r, n] { RunRank(r, n); });
     for (auto& t : threads) t.join();
     // Kernels may still be queued on the devices; a step ends when they finish
-    // (so timings are honest and the next step sees finished parameters).
+    // (so timings are honest and the next step sees finished parameters). A
+    // failed kernel surfaces here: report it like a rank's error, after the
+    // cleanup below.
     for (const torch::Device& d : devices_) {
-      if (d.is_cuda()) torch::cuda::synchronize(d.index());
+      if (!d.is_cuda()) continue;
+      try {
+        torch::cuda::synchronize(d.index());
+      } catch (const std::exception& e) {
+        errors_.push_back("device " + d.str() + " failed: " + e.what());
+      }
     }
     for (int r : local_ranks_) {
       for (auto& [stage, slot] : slots_[r]) {
@@ -211,7 +219,9 @@ class LocalExecutor::Impl {
     lookahead_ready_ = after != nullptr;
     std::vector<StepResult> results(n);
     for (int i = 0; i < n; ++i) {
-      for (int r : local_ranks_) results[i].loss += losses_[r][i];
+      for (int r : local_ranks_) {
+        if (losses_[r][i].defined()) results[i].loss += losses_[r][i].item<double>();
+      }
       results[i].samples = batches[i].size();
     }
     steps_done_ += n;
@@ -270,6 +280,21 @@ class LocalExecutor::Impl {
       }
       policy_ = policy->name();
     }
+  }
+
+  // `batch` in page-locked memory when a rank runs on a GPU, so that the
+  // non-blocking host-to-device copies of its micro-batches are truly
+  // asynchronous (from pageable memory they wait for the whole stream).
+  // The pinned copies live in data_ until the run ends.
+  Batch Staged(const Batch& batch) const {
+    if (!any_cuda_) return batch;
+    Batch pinned = batch;
+    for (Activation* part : {&pinned.inputs, &pinned.targets}) {
+      for (torch::Tensor& t : *part) {
+        if (t.defined() && t.device().is_cpu()) t = t.pin_memory();
+      }
+    }
+    return pinned;
   }
 
   void RunRank(int rank, int iterations) {
@@ -350,7 +375,7 @@ class LocalExecutor::Impl {
     StageSlot& slot = Slot(rank, a.stage);
     Activation& input = slot.inputs[a.microbatch];
     if (a.stage == 0) {
-      input = ToDevice(Current(rank)[a.microbatch].inputs, Dev(rank));
+      input = ToDevice(Current(rank)[a.microbatch].inputs, Dev(rank), /*non_blocking=*/true);
     } else if (Local(rank, a.stage - 1)) {
       input = Leaf(Slot(rank, a.stage - 1).outputs[a.microbatch]);
     }
@@ -365,7 +390,7 @@ class LocalExecutor::Impl {
     const int64_t batch = current_[rank] + a.batch_offset;
     Activation input;
     if (a.stage == 0) {
-      input = ToDevice((*data)[a.microbatch].inputs, Dev(rank));
+      input = ToDevice((*data)[a.microbatch].inputs, Dev(rank), /*non_blocking=*/true);
     } else if (Local(rank, a.stage - 1)) {
       input = Slot(rank, a.stage - 1).teacher_outputs.at(batch).at(a.microbatch);
     } else {
@@ -398,7 +423,7 @@ class LocalExecutor::Impl {
       }
     }
     Activation student_all = Concat(leaves);
-    Activation targets_all = ToDevice(Concat(targets), Dev(rank));
+    Activation targets_all = ToDevice(Concat(targets), Dev(rank), /*non_blocking=*/true);
     Activation teacher_all;
     if (!teacher.empty()) teacher_all = Concat(teacher);
     LossInputs in;
@@ -437,7 +462,11 @@ class LocalExecutor::Impl {
         }
       }
     }
-    losses_[rank][current_[rank] - steps_done_] += scaled.item<double>();
+    // Summed on the device and read after the run: an .item() here would
+    // make the rank wait for its GPU at every loss.
+    torch::Tensor& sum = losses_[rank][current_[rank] - steps_done_];
+    sum = sum.defined() ? sum + scaled.detach().to(torch::kFloat64)
+                        : scaled.detach().to(torch::kFloat64);
   }
 
   void Backward(int rank, const Action& a) {
@@ -573,6 +602,8 @@ class LocalExecutor::Impl {
   Algorithm* algorithm_;
   LocalExecutorOptions options_;
   std::vector<torch::Device> devices_;
+  // Whether a rank of this process runs on a GPU (batches are then pinned).
+  bool any_cuda_ = false;
   std::vector<std::map<int, StageSlot>> slots_;
   std::shared_ptr<Transport> transport_;
   // Ranks this process runs (all of them for the single-process backend).
@@ -585,7 +616,9 @@ class LocalExecutor::Impl {
   std::vector<int64_t> current_;
   bool run_prologue_ = false;
   bool lookahead_ready_ = false;
-  std::vector<std::vector<double>> losses_;  // [rank][iteration]
+  // Loss sums by [rank][iteration], on the rank's device; undefined
+  // where the rank computed no loss.
+  std::vector<std::vector<torch::Tensor>> losses_;
   std::atomic<bool> abort_{false};
   std::mutex error_mu_;
   std::vector<std::string> errors_;
