@@ -17,6 +17,8 @@ namespace tspipe {
 
 struct LossInputs {
   int stage = 0;
+  // Whether `stage` is the model's last (blockwise losses differ there).
+  bool last_stage = true;
   // Student outputs of `stage`: the whole mini-batch gathered (whole-batch
   // losses) or one micro-batch.
   const Activation* student = nullptr;

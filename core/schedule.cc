@@ -63,6 +63,9 @@ void LowerCommunication(Schedule* schedule) {
   Schedule& s = *schedule;
   const int last = s.num_stages - 1;
   const bool grads_flow = !s.workload.local_losses;
+  // Blockwise: the student reads the teacher's activations; its own do not
+  // travel.
+  auto travels = [&](Op op) { return op == Op::kTeacherForward || !s.workload.blockwise; };
   // Receives are inserted in front of their consumer; collect them per rank
   // keyed by the consumer action, in the order the consumers appear.
   std::vector<std::vector<Action>> lowered(s.ranks.size());
@@ -76,7 +79,8 @@ void LowerCommunication(Schedule* schedule) {
         throw std::invalid_argument("LowerCommunication: input already has " +
                                     ToString(a));
       }
-      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last) {
+      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last &&
+          travels(a.op)) {
         int peer = PeerRank(s, a.stage, rank, a.stage + 1);
         if (peer != rank) {
           Op consumer = a.op;
@@ -103,7 +107,8 @@ void LowerCommunication(Schedule* schedule) {
         for (const Action& r : it->second) lowered[rank].push_back(r);
       }
       lowered[rank].push_back(a);
-      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last) {
+      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last &&
+          travels(a.op)) {
         int peer = PeerRank(s, a.stage, rank, a.stage + 1);
         if (peer != rank) {
           Op send = a.op == Op::kForward ? Op::kSendActivation
@@ -153,6 +158,7 @@ std::string ToCsv(const Schedule& s) {
   out << "# workload=" << (s.workload.has_teacher ? "teacher" : "no_teacher")
       << (s.workload.teacher_updates ? ",teacher_updates" : "")
       << (s.workload.local_losses ? ",local_losses" : "")
+      << (s.workload.blockwise ? ",blockwise" : "")
       << (s.workload.full_batch_loss ? ",full_batch_loss" : "") << "\n";
   out << "# placement=";
   for (size_t st = 0; st < s.placement.size(); ++st) {
@@ -235,6 +241,7 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
           else if (w == "no_teacher") s.workload.has_teacher = false;
           else if (w == "teacher_updates") s.workload.teacher_updates = true;
           else if (w == "local_losses") s.workload.local_losses = true;
+          else if (w == "blockwise") s.workload.blockwise = true;
           else if (w == "full_batch_loss") s.workload.full_batch_loss = true;
           else return fail("unknown workload flag '" + w + "'");
         }

@@ -22,6 +22,13 @@ struct Workload {
   // (Pipe-BD blockwise distillation). Otherwise only the last stage has a
   // loss and gradients flow backwards through all stages.
   bool local_losses = false;
+  // Blockwise distillation (DNA, Pipe-BD): student stage s reads the
+  // teacher's input of stage s (the teacher's output of stage s-1, or the
+  // batch) instead of the student's own stage s-1, and is trained to match
+  // the teacher's output of stage s. Needs has_teacher and local_losses; no
+  // student activation or gradient crosses a stage boundary, only the
+  // teacher's activations do.
+  bool blockwise = false;
   // The loss needs the whole mini-batch at once (MoCo negatives, batch
   // statistics). When false a scheduler may compute per-micro-batch losses.
   bool full_batch_loss = true;

@@ -55,6 +55,9 @@ class Checker {
   bool CheckStructure() {
     if (s_.num_stages <= 0) Error("schedule has no stages");
     if (s_.num_microbatches <= 0) Error("schedule has no micro-batches");
+    if (s_.workload.blockwise && !(s_.workload.has_teacher && s_.workload.local_losses)) {
+      Error("a blockwise workload needs a teacher and local losses");
+    }
     if (static_cast<int>(s_.placement.size()) != s_.num_stages) {
       Error("placement covers " + std::to_string(s_.placement.size()) +
             " stages, schedule has " + std::to_string(s_.num_stages));
@@ -242,6 +245,11 @@ class Checker {
         switch (a.op) {
           case Op::kForward:
           case Op::kTeacherForward: {
+            if (a.op == Op::kForward && s_.workload.blockwise) {
+              // The stage's teacher forward hands the student its input.
+              must_follow({st, mb, Op::kTeacherForward, off}, "the teacher forward");
+              break;
+            }
             if (st == 0) break;
             Op recv = a.op == Op::kForward ? Op::kRecvActivation : Op::kRecvTeacherActivation;
             if (!any_before({{st - 1, mb, a.op, off}, {st, mb, recv, off}})) {

@@ -46,19 +46,20 @@ class BasicBlockImpl : public nn::Cloneable<BasicBlockImpl> {
 };
 TORCH_MODULE(BasicBlock);
 
-// conv3x3-BN-ReLU at full resolution.
+// conv3x3-BN-ReLU: the stem (stride 1), and a blockwise student's
+// stand-in for a basic block.
 class StemImpl : public nn::Cloneable<StemImpl> {
  public:
-  StemImpl(int in, int out) : in_(in), out_(out) { reset(); }
+  StemImpl(int in, int out, int stride = 1) : in_(in), out_(out), stride_(stride) { reset(); }
   void reset() override {
-    conv_ = register_module("conv",
-                            nn::Conv2d(nn::Conv2dOptions(in_, out_, 3).padding(1).bias(false)));
+    conv_ = register_module(
+        "conv", nn::Conv2d(nn::Conv2dOptions(in_, out_, 3).stride(stride_).padding(1).bias(false)));
     bn_ = register_module("bn", nn::BatchNorm2d(out_));
   }
   torch::Tensor forward(torch::Tensor x) { return torch::relu(bn_(conv_(x))); }
 
  private:
-  int in_, out_;
+  int in_, out_, stride_;
   nn::Conv2d conv_{nullptr};
   nn::BatchNorm2d bn_{nullptr};
 };
@@ -146,6 +147,21 @@ int ByolEncoderBlocks(const ByolNetOptions& o) {
   int blocks = 2;  // Stem and pool.
   for (int b : o.encoder.blocks_per_group) blocks += b;
   return blocks;
+}
+
+torch::nn::Sequential MakeBlockwiseStudent(const ResNetOptions& o) {
+  nn::Sequential student;
+  student->push_back(Stem(o.in_channels, o.widths.at(0)));
+  int in = o.widths[0];
+  for (size_t g = 0; g < o.widths.size(); ++g) {
+    for (int b = 0; b < o.blocks_per_group.at(g); ++b) {
+      const int stride = (g > 0 && b == 0) ? 2 : 1;
+      student->push_back(Stem(in, o.widths[g], stride));
+      in = o.widths[g];
+    }
+  }
+  student->push_back(Head(in, o.num_classes));
+  return student;
 }
 
 torch::nn::Sequential MakeResNet(const ResNetOptions& o) {

@@ -23,6 +23,14 @@ struct ResNetOptions {
 // linear): 2 + sum(blocks_per_group) children.
 torch::nn::Sequential MakeResNet(const ResNetOptions& options);
 
+// Blockwise distillation's student for the teacher MakeResNet(`teacher`):
+// one block per teacher block, with its input and output shapes, so that
+// student block i can read the teacher's input of block i and match its
+// output. The stem and the head as the teacher's; each basic block (two 3x3
+// convolutions and a shortcut) becomes one 3x3 conv-BN-ReLU with the same
+// stride, about half its cost.
+torch::nn::Sequential MakeBlockwiseStudent(const ResNetOptions& teacher);
+
 // BYOL's networks over a ResNet encoder (Grill et al. 2020).
 struct ByolNetOptions {
   ResNetOptions encoder;  // num_classes is unused.

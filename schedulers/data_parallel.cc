@@ -31,11 +31,6 @@ class DataParallelScheduler : public Scheduler {
           " devices need at least " + std::to_string(devices) + " micro-batches, got " +
           std::to_string(o.num_microbatches));
     }
-    if (o.workload.local_losses) {
-      // Blockwise distillation over replicas is Pipe-BD's hybrid schedule,
-      // not plain data parallelism.
-      throw std::invalid_argument("dp does not run workloads with per-stage (local) losses");
-    }
     if (o.workload.full_batch_loss && devices > 1) {
       // Each replica's loss covers its own share only; MoCo's negatives
       // would then span a share, not the batch.
@@ -63,7 +58,12 @@ class DataParallelScheduler : public Scheduler {
           actions.push_back({st, mb, Op::kForward});
         }
       }
-      actions.push_back({last, kAllMicrobatches, Op::kLoss});
+      // Per-stage losses (blockwise distillation): every replica runs every
+      // block on its share, the DNA-style baseline Pipe-BD is measured
+      // against (minus its re-running of teacher prefixes).
+      for (int st = o.workload.local_losses ? 0 : last; st <= last; ++st) {
+        actions.push_back({st, kAllMicrobatches, Op::kLoss});
+      }
       // Each stage's all-reduce starts right after its last backward, so
       // the backward of the earlier stages overlaps it (the executor waits
       // for the sums only at the optimizer step).

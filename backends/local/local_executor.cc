@@ -251,7 +251,8 @@ class LocalExecutor::Impl {
     const Workload w = algorithm_->workload();
     if (w.has_teacher != schedule_.workload.has_teacher ||
         w.teacher_updates != schedule_.workload.teacher_updates ||
-        w.local_losses != schedule_.workload.local_losses) {
+        w.local_losses != schedule_.workload.local_losses ||
+        w.blockwise != schedule_.workload.blockwise) {
       throw std::invalid_argument("schedule was built for a different workload than algorithm '" +
                                   algorithm_->name() + "' needs");
     }
@@ -374,7 +375,9 @@ class LocalExecutor::Impl {
   void Forward(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
     Activation& input = slot.inputs[a.microbatch];
-    if (a.stage == 0) {
+    if (schedule_.workload.blockwise) {
+      // Set by the stage's TeacherForward: the teacher's input.
+    } else if (a.stage == 0) {
       input = ToDevice(Current(rank)[a.microbatch].inputs, Dev(rank), /*non_blocking=*/true);
     } else if (Local(rank, a.stage - 1)) {
       input = Leaf(Slot(rank, a.stage - 1).outputs[a.microbatch]);
@@ -396,6 +399,9 @@ class LocalExecutor::Impl {
     } else {
       input = std::move(slot.teacher_inputs.at(batch).at(a.microbatch));
     }
+    // Blockwise: the student stage learns from the same input (no gradient
+    // flows into it: it comes from the teacher, or the data).
+    if (schedule_.workload.blockwise && a.batch_offset == 0) slot.inputs[a.microbatch] = input;
     torch::NoGradGuard no_grad;
     auto& outs = slot.teacher_outputs[batch];
     outs.resize(schedule_.num_microbatches);
@@ -428,6 +434,7 @@ class LocalExecutor::Impl {
     if (!teacher.empty()) teacher_all = Concat(teacher);
     LossInputs in;
     in.stage = a.stage;
+    in.last_stage = a.stage == schedule_.num_stages - 1;
     in.student = &student_all;
     in.teacher = teacher.empty() ? nullptr : &teacher_all;
     in.targets = &targets_all;
