@@ -99,6 +99,15 @@ ResNetOptions TeacherShape(const TrainConfig& c) {
 
 // BYOL and MoCo v3: an online network and its momentum copy on two views.
 bool IsByol(const TrainConfig& c) { return c.algorithm == "byol" || c.algorithm == "mocov3"; }
+// Blockwise distillation: one stage per block pair; --stages counts devices.
+bool IsBlockwise(const TrainConfig& c) { return c.algorithm == "blockwise"; }
+
+// SchedulerOptions::num_devices for `c`: blockwise runs spread their block
+// stages over --stages devices, except the one-device baseline; other runs
+// use one device per stage (0 = the scheduler's own count).
+int DevicesFor(const TrainConfig& c) {
+  return IsBlockwise(c) && c.scheduler != "sequential" ? c.stages : 0;
+}
 
 MocoNetOptions MocoShape(const TrainConfig& c) {
   MocoNetOptions o;
@@ -140,7 +149,8 @@ Models BuildModels(const TrainConfig& c, bool has_teacher) {
     m.teacher_blocks = MultiViewBlocksFromSequential(m.teacher);
     return m;
   }
-  m.student = MakeResNet(StudentShape(c));
+  // Blockwise: the student mirrors the teacher block for block.
+  m.student = IsBlockwise(c) ? MakeBlockwiseStudent(TeacherShape(c)) : MakeResNet(StudentShape(c));
   m.student_blocks = BlocksFromSequential(m.student);
   if (has_teacher) {
     m.teacher = MakeResNet(TeacherShape(c));
@@ -298,7 +308,25 @@ std::string Fingerprint(const TrainConfig& c) {
 
 class Trainer::Impl {
  public:
-  explicit Impl(const TrainConfig& c) : config_(c) {
+  explicit Impl(const TrainConfig& config) : config_(config) {
+    // Blockwise distillation trains each block pair on its own: every block
+    // is a stage, and the scheduler spreads the stages over --stages
+    // devices (pipebd by cost, dp as replicas).
+    TrainConfig c = config;
+    const int devices = DevicesFor(config);
+    if (IsBlockwise(config)) {
+      c.stages = static_cast<int>(MakeResNet(TeacherShape(c))->size());
+      const std::vector<int> ones(c.stages, 1);
+      for (const auto* cut : {&config.balance, &config.teacher_balance}) {
+        if (!cut->empty() && *cut != ones) {
+          throw std::invalid_argument(
+              "blockwise distillation makes every block a stage; the scheduler chooses the "
+              "blocks per device, so --balance/--teacher_balance do not apply (got " +
+              Join(*cut) + ")");
+        }
+      }
+      c.balance = c.teacher_balance = ones;
+    }
     if (c.batch_size < 1) {
       throw std::invalid_argument("batch size must be at least 1, got " +
                                   std::to_string(c.batch_size));
@@ -351,6 +379,7 @@ class Trainer::Impl {
 
     SchedulerOptions so;
     so.num_stages = c.stages;
+    so.num_devices = devices;
     so.num_microbatches = c.microbatches;
     so.workload = algorithm_->workload();
     // Measured stage costs (PlanBalance), when given, let cost-driven
@@ -810,6 +839,28 @@ BlockCosts MeasureBlockCosts(const TrainConfig& c) {
 std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& costs,
                                       int max_plans, double tolerance) {
   const Workload workload = AlgorithmRegistry::Global().Create(c.algorithm)->workload();
+  if (IsBlockwise(c)) {
+    // Nothing to cut: a stage per block. The measured block costs let the
+    // scheduler place the blocks (pipebd's split by cost).
+    BalancePlan p;
+    p.student = p.teacher = std::vector<int>(costs.student_forward.size(), 1);
+    p.forward_ms = costs.student_forward;
+    p.backward_ms = costs.student_backward;
+    p.teacher_ms = costs.teacher_forward;
+    CostModel m;
+    m.forward_per_stage = p.forward_ms;
+    m.backward_per_stage = p.backward_ms;
+    m.teacher_forward_per_stage = p.teacher_ms;
+    SchedulerOptions so;
+    so.num_stages = static_cast<int>(p.student.size());
+    so.num_devices = DevicesFor(c);
+    so.num_microbatches = c.microbatches;
+    so.workload = workload;
+    so.costs = m;
+    p.period_ms = p.even_period_ms =
+        SimulateSteadyState(BuildSchedule(c.scheduler, so), m).period;
+    return {p};
+  }
   const bool siamese = IsByol(c);
   const bool teacher = workload.has_teacher;
   // Candidates: siamese networks are cut alike (target = online minus the
