@@ -21,7 +21,10 @@ DEFINE_int32(devices, 0, "Devices; 0 = the scheduler's natural count.");
 DEFINE_string(format, "grid", "grid | csv | stats");
 DEFINE_bool(teacher, false, "Schedule a teacher forward (KD-like workload).");
 DEFINE_bool(teacher_updates, false, "Schedule teacher updates (BYOL/MoCo-like).");
-DEFINE_bool(local_losses, false, "Every stage has its own loss (blockwise).");
+DEFINE_bool(local_losses, false, "Every stage has its own loss.");
+DEFINE_bool(blockwise, false,
+            "Blockwise distillation (pipebd): every stage a block pair that reads the "
+            "teacher's input; implies --teacher and --local_losses.");
 DEFINE_double(forward_cost, 1.0, "Simulated cost of a student forward.");
 DEFINE_double(teacher_cost, 1.0, "Simulated cost of a teacher forward.");
 DEFINE_double(backward_cost, 2.0, "Simulated cost of a backward.");
@@ -54,9 +57,11 @@ int main(int argc, char** argv) {
       options.num_stages = FLAGS_stages;
       options.num_microbatches = FLAGS_microbatches;
       options.num_devices = FLAGS_devices;
-      options.workload.has_teacher = FLAGS_teacher || FLAGS_teacher_updates;
+      options.workload.has_teacher = FLAGS_teacher || FLAGS_teacher_updates || FLAGS_blockwise;
       options.workload.teacher_updates = FLAGS_teacher_updates;
-      options.workload.local_losses = FLAGS_local_losses;
+      options.workload.local_losses = FLAGS_local_losses || FLAGS_blockwise;
+      options.workload.blockwise = FLAGS_blockwise;
+      options.workload.full_batch_loss = !FLAGS_blockwise;
       options.costs.forward = FLAGS_forward_cost;
       options.costs.teacher_forward = FLAGS_teacher_cost;
       options.costs.backward = FLAGS_backward_cost;
