@@ -43,18 +43,18 @@ std::vector<int> Schedule::MicrobatchesOf(int stage, int rank) const {
 
 namespace {
 
-// Rank holding the replica of `to_stage` that pairs with `rank`'s replica of
-// `from_stage`.
-int PeerRank(const Schedule& s, int from_stage, int rank, int to_stage) {
-  int replica = s.ReplicaIndex(from_stage, rank);
-  const auto& group = s.placement[to_stage];
-  if (group.size() != s.placement[from_stage].size()) {
-    throw std::invalid_argument(
-        "LowerCommunication: stages " + std::to_string(from_stage) + " and " +
-        std::to_string(to_stage) +
-        " have replica groups of different sizes; pair them explicitly");
+// Rank of the replica of `stage` that runs micro-batch `mb`: replicas take
+// contiguous shares (ReplicaShare), so groups of any sizes pair up, e.g. a
+// Pipe-BD stage on one device feeding the next stage replicated on two.
+int OwnerRank(const Schedule& s, int stage, int mb) {
+  const auto& group = s.placement[stage];
+  for (int i = 0; i < static_cast<int>(group.size()); ++i) {
+    int begin, end;
+    ReplicaShare(s.num_microbatches, static_cast<int>(group.size()), i, &begin, &end);
+    if (mb >= begin && mb < end) return group[i];
   }
-  return group[replica];
+  throw std::invalid_argument("LowerCommunication: no replica of stage " + std::to_string(stage) +
+                              " runs micro-batch " + std::to_string(mb));
 }
 
 }  // namespace
@@ -81,7 +81,7 @@ void LowerCommunication(Schedule* schedule) {
       }
       if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last &&
           travels(a.op)) {
-        int peer = PeerRank(s, a.stage, rank, a.stage + 1);
+        int peer = OwnerRank(s, a.stage + 1, a.microbatch);
         if (peer != rank) {
           Op consumer = a.op;
           Op recv = a.op == Op::kForward ? Op::kRecvActivation
@@ -91,7 +91,7 @@ void LowerCommunication(Schedule* schedule) {
         }
       }
       if (a.op == Op::kBackward && a.stage > 0 && grads_flow) {
-        int peer = PeerRank(s, a.stage, rank, a.stage - 1);
+        int peer = OwnerRank(s, a.stage - 1, a.microbatch);
         if (peer != rank) {
           recv_before[peer][{a.stage - 1, a.microbatch, Op::kBackward, a.batch_offset}]
               .push_back({a.stage - 1, a.microbatch, Op::kRecvGradient,
@@ -109,7 +109,7 @@ void LowerCommunication(Schedule* schedule) {
       lowered[rank].push_back(a);
       if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last &&
           travels(a.op)) {
-        int peer = PeerRank(s, a.stage, rank, a.stage + 1);
+        int peer = OwnerRank(s, a.stage + 1, a.microbatch);
         if (peer != rank) {
           Op send = a.op == Op::kForward ? Op::kSendActivation
                                          : Op::kSendTeacherActivation;
@@ -117,7 +117,7 @@ void LowerCommunication(Schedule* schedule) {
         }
       }
       if (a.op == Op::kBackward && a.stage > 0 && grads_flow) {
-        int peer = PeerRank(s, a.stage, rank, a.stage - 1);
+        int peer = OwnerRank(s, a.stage - 1, a.microbatch);
         if (peer != rank) {
           lowered[rank].push_back(
               {a.stage, a.microbatch, Op::kSendGradient, a.batch_offset, peer});

@@ -41,7 +41,9 @@ struct Schedule {
   Workload workload;
   // placement[s] = ranks holding a replica of stage s (one rank for a plain
   // pipeline; several for data parallel or Pipe-BD hybrid groups). Replica i
-  // of stage s talks to replica i of stages s-1 and s+1.
+  // runs the i-th contiguous share of the micro-batches (ReplicaShare), and
+  // a micro-batch's data goes to whichever replica of the neighbouring stage
+  // runs it, so neighbouring groups may differ in size.
   std::vector<std::vector<int>> placement;
   // ranks[r] = actions of rank r, in execution order.
   std::vector<std::vector<Action>> ranks;

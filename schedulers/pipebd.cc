@@ -1,26 +1,83 @@
 // Pipe-BD (Jang et al., DATE 2023; reference hongsunjang/pipe-bd) for
 // blockwise distillation (Workload::blockwise, one stage per block pair):
-//  - teacher relaying: each device holds a contiguous run of blocks, runs
-//    their teacher forwards once per micro-batch and passes the last
-//    activation on to the next device, so no device re-runs a teacher
+//  - teacher relaying: each device (group, below) holds a contiguous run of
+//    blocks, runs their teacher forwards once per micro-batch and passes the
+//    last activation on to the next group, so no device re-runs a teacher
 //    prefix (the DNA-style data-parallel baseline does: `dp` here runs every
 //    block on every device, on a share of the batch);
 //  - decoupled parameter update: the blocks share nothing, so each device
 //    steps its own blocks as soon as its backward ends, with no barrier
 //    between devices or iterations.
-// The run of blocks per device minimises the slowest device: each block
-// costs its teacher forward plus its student forward and backward
-// (SchedulerOptions::costs; unit costs when unknown), cut exactly by
-// SolveBalance. Any device count from 1 to the block count works (the
-// reference supports 4 GPUs only). Replicating a stage over a group of
-// devices (the paper's hybrid distribution) is not done yet.
+//  - automatic hybrid distribution: the blocks are cut into contiguous runs,
+//    one per group of devices; a group of several devices runs its blocks
+//    data parallel (a share of the micro-batches each, gradients all-reduced
+//    inside the group only). Cuts and group sizes minimise the slowest
+//    group's time per iteration, (its blocks' teacher forward + student
+//    forward + backward per micro-batch, from SchedulerOptions::costs; unit
+//    costs when unknown) x (micro-batches of its busiest replica), found
+//    exactly by dynamic programming. Any device count from 1 to blocks x
+//    micro-batches (the reference supports 4 GPUs only). With one group of
+//    every device this is data parallelism; with groups of one, plain
+//    relaying.
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
-#include "core/balance.h"
 #include "core/scheduler.h"
 
 namespace tspipe {
 namespace {
+
+// Blocks [first, end) on `devices` devices.
+struct Group {
+  int first = 0;
+  int end = 0;
+  int devices = 1;
+};
+
+// The cut and group sizes described above. `prefix[i]` is the cost of
+// blocks [0, i) per micro-batch. Ties on the slowest group go to the
+// smaller sum of squared group times (the other groups balanced too), then
+// to the first found.
+std::vector<Group> ChooseGroups(const std::vector<double>& prefix, int m, int devices) {
+  const int n = static_cast<int>(prefix.size()) - 1;
+  struct Best {
+    double worst = std::numeric_limits<double>::infinity();
+    double squares = 0;
+    int from = -1;  // Previous cut.
+    int group = 0;  // Devices of the last group.
+  };
+  // best[i][d]: blocks [0, i) on d devices.
+  std::vector<std::vector<Best>> best(n + 1, std::vector<Best>(devices + 1));
+  best[0][0].worst = 0;
+  for (int i = 1; i <= n; ++i) {
+    for (int d = 1; d <= devices; ++d) {
+      for (int j = 0; j < i; ++j) {
+        for (int g = 1; g <= std::min(d, m); ++g) {
+          const Best& before = best[j][d - g];
+          if (!std::isfinite(before.worst)) continue;  // Blocks [0, j) cannot use d - g devices.
+          const double time = (prefix[i] - prefix[j]) * ((m + g - 1) / g);
+          const double worst = std::max(before.worst, time);
+          const double squares = before.squares + time * time;
+          Best& here = best[i][d];
+          if (worst < here.worst || (worst == here.worst && squares < here.squares)) {
+            here = {worst, squares, j, g};
+          }
+        }
+      }
+    }
+  }
+  std::vector<Group> groups;
+  for (int i = n, d = devices; i > 0;) {
+    const Best& b = best[i][d];
+    groups.push_back({b.from, i, b.group});
+    d -= b.group;
+    i = b.from;
+  }
+  std::reverse(groups.begin(), groups.end());
+  return groups;
+}
 
 class PipeBdScheduler : public Scheduler {
  public:
@@ -34,50 +91,59 @@ class PipeBdScheduler : public Scheduler {
           "pipebd schedules blockwise distillation (each student block learns its teacher "
           "block); this algorithm trains end to end: use tspipe, gpipe or dp");
     }
-    const int n = o.num_stages, devices = NumDevices(o);
-    if (devices > n) {
-      throw std::invalid_argument("pipebd gives every device at least one block: " +
+    const int n = o.num_stages, m = o.num_microbatches, devices = NumDevices(o);
+    if (devices > n * m) {
+      throw std::invalid_argument("pipebd gives every device at least one block and micro-batch: " +
                                   std::to_string(devices) + " devices for " + std::to_string(n) +
-                                  " blocks");
+                                  " blocks x " + std::to_string(m) + " micro-batches");
     }
     const CostModel& c = o.costs;
     auto per_stage = [&](const std::vector<double>& v, double unit, int s) {
       return v.empty() ? unit : v.at(s);
     };
-    std::vector<double> block_costs;
+    std::vector<double> prefix(n + 1, 0.0);  // Cost of blocks [0, i) per micro-batch.
     for (int s = 0; s < n; ++s) {
-      block_costs.push_back(per_stage(c.teacher_forward_per_stage, c.teacher_forward, s) +
-                            per_stage(c.forward_per_stage, c.forward, s) +
-                            per_stage(c.backward_per_stage, c.backward, s));
+      prefix[s + 1] = prefix[s] + per_stage(c.teacher_forward_per_stage, c.teacher_forward, s) +
+                      per_stage(c.forward_per_stage, c.forward, s) +
+                      per_stage(c.backward_per_stage, c.backward, s);
     }
-    const std::vector<int> runs = SolveBalance(block_costs, {}, devices).student;
-
+    const std::vector<Group> groups = ChooseGroups(prefix, m, devices);
     Schedule s;
     s.num_stages = n;
-    s.num_microbatches = o.num_microbatches;
+    s.num_microbatches = m;
     s.workload = o.workload;
     s.ranks.resize(devices);
-    int first = 0;
-    for (int r = 0; r < devices; ++r) {
-      const int end = first + runs[r];
-      for (int st = first; st < end; ++st) s.placement.push_back({r});
-      auto& actions = s.ranks[r];
-      for (int mb = 0; mb < o.num_microbatches; ++mb) {
-        // Teacher first, so its activation leaves for the next device
-        // (LowerCommunication puts the send right after the last teacher
-        // forward) while this device trains its students on the same
-        // micro-batch.
-        for (int st = first; st < end; ++st) actions.push_back({st, mb, Op::kTeacherForward});
-        for (int st = first; st < end; ++st) {
-          actions.push_back({st, mb, Op::kForward});
-          actions.push_back({st, mb, Op::kLoss});
-          actions.push_back({st, mb, Op::kBackward});
+    int rank = 0;
+    for (const Group& g : groups) {
+      std::vector<int> members;
+      for (int i = 0; i < g.devices; ++i) members.push_back(rank + i);
+      for (int st = g.first; st < g.end; ++st) s.placement.push_back(members);
+      for (int i = 0; i < g.devices; ++i) {
+        auto& actions = s.ranks[members[i]];
+        int begin, end;
+        ReplicaShare(m, g.devices, i, &begin, &end);
+        for (int mb = begin; mb < end; ++mb) {
+          // Teacher first, so its activation leaves for the next group
+          // (LowerCommunication puts the send right after the last teacher
+          // forward) while this device trains its students on the same
+          // micro-batch.
+          for (int st = g.first; st < g.end; ++st) actions.push_back({st, mb, Op::kTeacherForward});
+          for (int st = g.first; st < g.end; ++st) {
+            actions.push_back({st, mb, Op::kForward});
+            actions.push_back({st, mb, Op::kLoss});
+            actions.push_back({st, mb, Op::kBackward});
+            // A replicated block's gradients start travelling as soon as its
+            // last backward is done; the step waits for them.
+            if (g.devices > 1 && mb == end - 1) {
+              actions.push_back({st, kAllMicrobatches, Op::kAllReduceGradients});
+            }
+          }
+        }
+        for (int st = g.first; st < g.end; ++st) {
+          actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});
         }
       }
-      for (int st = first; st < end; ++st) {
-        actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});
-      }
-      first = end;
+      rank += g.devices;
     }
     LowerCommunication(&s);
     return s;

@@ -61,7 +61,7 @@ TEST_P(BlockwiseEquivalenceTest, MatchesPlainBlockwiseLoop) {
   for (const auto& p : student->parameters()) initial.push_back(p.detach().clone());
   ASSERT_EQ(blocks, static_cast<int>(teacher->size()));
 
-  const int steps = 3, batch = 8;
+  const int steps = 3, batch = 12;  // Divisible by every micro-batch count below.
   std::vector<Batch> batches;
   torch::manual_seed(22);
   for (int i = 0; i < steps; ++i) {
@@ -120,10 +120,13 @@ TEST_P(BlockwiseEquivalenceTest, MatchesPlainBlockwiseLoop) {
         << pa[i].key() << " max diff "
         << (pa[i].value() - pb[i].value()).abs().max().item<double>();
   }
-  // Batch-norm statistics too, where one replica saw every micro-batch (dp's
-  // first replica sees its share only: statistics are not synchronised).
+  // Batch-norm statistics too, unless a block is replicated: its first
+  // replica (the module checked here) saw its share of the micro-batches
+  // only, as statistics are not synchronised.
+  bool replicated = false;
+  for (const auto& group : schedule.placement) replicated = replicated || group.size() > 1;
   auto ba = student->named_buffers(), bb = ref_student->named_buffers();
-  for (size_t i = 0; i < ba.size() && c.scheduler != "dp"; ++i) {
+  for (size_t i = 0; i < ba.size() && !replicated; ++i) {
     EXPECT_TRUE(torch::allclose(ba[i].value().to(torch::kFloat64),
                                 bb[i].value().to(torch::kFloat64), 1e-9, 1e-10))
         << ba[i].key();
@@ -136,44 +139,64 @@ TEST_P(BlockwiseEquivalenceTest, MatchesPlainBlockwiseLoop) {
 
 INSTANTIATE_TEST_SUITE_P(
     Schedulers, BlockwiseEquivalenceTest,
-    ::testing::Values(Case{"pipebd", 2, 4}, Case{"pipebd", 3, 2}, Case{"pipebd", 5, 4},
-                      Case{"pipebd", 1, 2}, Case{"gpipe", 5, 2}, Case{"dp", 2, 4},
-                      Case{"sequential", 1, 4}),
+    // pipebd's groups with unit costs (5 blocks of cost 4 per micro-batch):
+    // 2 devices, 3 micro-batches: blocks 0-1 | 2-4 (relaying); 3 devices, 4
+    // micro-batches: block 0 | blocks 1-4 on two devices (hybrid); 6
+    // devices: blocks 0 on two | 1-4 on four; 2 devices, 4 micro-batches:
+    // every block on both (data parallel).
+    ::testing::Values(Case{"pipebd", 2, 3}, Case{"pipebd", 3, 4}, Case{"pipebd", 6, 4},
+                      Case{"pipebd", 2, 4}, Case{"pipebd", 5, 1}, Case{"pipebd", 1, 2},
+                      Case{"gpipe", 5, 2}, Case{"dp", 2, 4}, Case{"sequential", 1, 4}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return info.param.scheduler + "_d" + std::to_string(info.param.devices) + "_m" +
              std::to_string(info.param.microbatches);
     });
 
-// Each device holds a contiguous run of blocks chosen so that the slowest
-// device is as fast as possible.
-TEST(PipeBdScheduleTest, SplitsBlocksByCost) {
+// Groups of devices, each a contiguous run of blocks, chosen so that the
+// slowest group is fastest: a group's time is its blocks' cost per
+// micro-batch times the micro-batches of its busiest replica.
+std::vector<std::vector<int>> Placement(int devices, int microbatches,
+                                        std::vector<double> teacher_costs) {
   SchedulerOptions so;
-  so.num_stages = 5;
-  so.num_microbatches = 2;
-  so.num_devices = 2;
+  so.num_stages = static_cast<int>(teacher_costs.size());
+  so.num_microbatches = microbatches;
+  so.num_devices = devices;
   so.workload = BlockwiseDistillation().workload();
-  // Block costs (teacher forward + forward + backward): 1+1+2 each, but
-  // block 0's teacher forward costs 9: 13, 4, 4, 4, 4 -> {1, 4} (13 vs 16)
-  // beats {2, 3} (17 vs 12).
-  so.costs.teacher_forward_per_stage = {9, 1, 1, 1, 1};
-  so.costs.forward_per_stage = {1, 1, 1, 1, 1};
-  so.costs.backward_per_stage = {2, 2, 2, 2, 2};
-  Schedule s = BuildSchedule("pipebd", so);
-  std::vector<std::vector<int>> want = {{0}, {1}, {1}, {1}, {1}};
-  EXPECT_EQ(s.placement, want);
+  so.costs.teacher_forward_per_stage = teacher_costs;
+  so.costs.forward_per_stage.assign(teacher_costs.size(), 1.0);
+  so.costs.backward_per_stage.assign(teacher_costs.size(), 2.0);
+  return BuildSchedule("pipebd", so).placement;
+}
+
+TEST(PipeBdScheduleTest, ChoosesTheFastestGroups) {
+  using P = std::vector<std::vector<int>>;
+  // Block costs 13, 4, 4, 4, 4 (sum 29).
+  const std::vector<double> heavy_first = {10, 1, 1, 1, 1};
+  // 2 micro-batches: both devices on every block, 29 x 1 = 29, beats block
+  // 0 | 1-4 at max(13 x 2, 16 x 2) = 32.
+  EXPECT_EQ(Placement(2, 2, heavy_first), (P{{0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}}));
+  // 3 micro-batches: a replica of both would run 2 of them (58); block 0 |
+  // 1-4 takes max(39, 48) = 48.
+  EXPECT_EQ(Placement(2, 3, heavy_first), (P{{0}, {1}, {1}, {1}, {1}}));
+  // Equal blocks (4 each) on 3 devices, 4 micro-batches: block 0 alone
+  // (16) | blocks 1-4 on two devices (16 x 2 = 32); all on three would
+  // take 20 x 2 = 40.
+  EXPECT_EQ(Placement(3, 4, {1, 1, 1, 1, 1}), (P{{0}, {1, 2}, {1, 2}, {1, 2}, {1, 2}}));
 }
 
 TEST(PipeBdScheduleTest, RefusesWhatItCannotRun) {
   SchedulerOptions so;
   so.num_stages = 3;
   so.num_microbatches = 2;
-  so.num_devices = 4;
+  so.num_devices = 7;
   so.workload = BlockwiseDistillation().workload();
   try {
     BuildSchedule("pipebd", so);
     FAIL();
   } catch (const std::invalid_argument& e) {
-    EXPECT_EQ(std::string(e.what()), "pipebd gives every device at least one block: 4 devices for 3 blocks");
+    EXPECT_EQ(std::string(e.what()),
+              "pipebd gives every device at least one block and micro-batch: 7 devices for 3 "
+              "blocks x 2 micro-batches");
   }
   so.num_devices = 2;
   so.workload = Workload{};
