@@ -17,11 +17,11 @@ grep -q '</svg>' "${plot}"
 # The end-to-end pipelines cannot run it, and say why.
 grep -q 'skipping tspipe: ' "${out}"
 # Bad input fails before any timing, naming the problem.
-if "${bin}" --scheduler=pipebd --stages=9 --teacher_widths=4,8 --teacher_blocks=1,1 \
-    >"${out}" 2>&1; then
-  echo "accepted more devices than blocks"; exit 1
+if "${bin}" --scheduler=pipebd --stages=9 --microbatches=2 --batch_size=8 --teacher_widths=4,8 \
+    --teacher_blocks=1,1 >"${out}" 2>&1; then
+  echo "accepted more devices than blocks x micro-batches"; exit 1
 fi
-grep -q 'pipebd gives every device at least one block: 9 devices for 4 blocks' "${out}"
+grep -q 'pipebd gives every device at least one block and micro-batch: 9 devices for 4 blocks x 2 micro-batches' "${out}"
 if "${bin}" --scheduler=pipebd --balance=2,2 >"${out}" 2>&1; then
   echo "accepted a balance"; exit 1
 fi
