@@ -390,6 +390,12 @@ class Trainer::Impl {
     Schedule schedule = BuildSchedule(c.scheduler, so);
     // Steady state: Train() runs iterations back to back, as simulated here.
     bubble_ = SimulateSteadyState(schedule, so.costs).bubble_fraction;
+    {
+      std::istringstream csv(ToCsv(schedule));
+      for (std::string line; std::getline(csv, line);) {
+        if (line.rfind("# placement=", 0) == 0) placement_ = line.substr(12);
+      }
+    }
     devices_ = schedule.num_ranks();
 
     LocalExecutorOptions eo;
@@ -585,6 +591,7 @@ class Trainer::Impl {
   }
 
   int num_devices() const { return devices_; }
+  const std::string& placement() const { return placement_; }
   int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
   int64_t train_set_size() const { return train_size_; }
@@ -691,6 +698,7 @@ class Trainer::Impl {
   AugmentOptions augment_options_;
   at::Generator augment_;
   int devices_ = 1;
+  std::string placement_;
   int rank_ = 0;
   // The c10d world this trainer's process belongs to; null when local.
   std::shared_ptr<C10dTransport> transport_;
@@ -709,6 +717,7 @@ double Trainer::MaxParameterDifference(const Trainer& other) const {
   return impl_->MaxParameterDifference(*other.impl_);
 }
 int Trainer::num_devices() const { return impl_->num_devices(); }
+const std::string& Trainer::placement() const { return impl_->placement(); }
 int Trainer::rank() const { return impl_->rank(); }
 int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }

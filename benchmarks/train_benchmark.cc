@@ -358,6 +358,7 @@ int main(int argc, char** argv) {
         LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plans[chosen]);
       }
       g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
+      LOG(INFO) << n << ": ranks per stage " << g_trainers[n]->placement();
     } catch (const std::invalid_argument& e) {
       // "all" means every scheduler that can run this configuration (dp
       // cannot split MoCo's batch, for one); a scheduler named explicitly
