@@ -4,6 +4,7 @@
 set -euo pipefail
 launch="$1"
 kd="$2"
+blockwise="$3"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 out="${tmp}/out.txt"
 
@@ -56,5 +57,32 @@ want="$(loss "${tmp}/local.txt" "" tspipe)"
 for r in 0 1; do
   got="$(loss "${out}" "[rank ${r}] " tspipe)"
   [[ "${got}" == "${want}" ]] || { echo "rank ${r} reports loss '${got}', single process ${want}"; exit 1; }
+done
+
+# Blockwise distillation over c10d, against one process: pipebd with one
+# micro-batch (replicas impossible, so each process runs a run of blocks and
+# the teacher activations are relayed between processes), and dp (every
+# process a replica of every block, gradients all-reduced).
+for sched_m in pipebd:1 dp:4; do
+  sched="${sched_m%%:*}"
+  m="${sched_m##*:}"
+  bw_args=(--scheduler="${sched}" --stages=2 --microbatches="${m}" --batch_size=8
+           --teacher_widths=4,8 --teacher_blocks=1,1 --steps=2 --steps_per_iteration=2
+           --log_every=0 --benchmark_repetitions=1)
+  "${blockwise}" "${bw_args[@]}" >"${tmp}/bw_local.txt" 2>&1 || { cat "${tmp}/bw_local.txt"; exit 1; }
+  port=$((20000 + RANDOM % 20000))
+  "${launch}" --nproc_per_node=2 --master_port="${port}" -- "${blockwise}" --backend=c10d \
+    "${bw_args[@]}" >"${out}" 2>&1 || { cat "${out}"; exit 1; }
+  if [[ ${sched} == pipebd ]]; then  # Groups of one: blocks 0.. on rank 0, the rest on rank 1.
+    grep -Eq '\[rank 0\] .*pipebd: ranks per stage 0(;0)*(;1)+$' "${out}" ||
+      { cat "${out}"; echo "pipebd: expected a run of blocks per process"; exit 1; }
+  fi
+  want="$(loss "${tmp}/bw_local.txt" "" "${sched}")"
+  [[ -n "${want}" ]] || { cat "${tmp}/bw_local.txt"; echo "no local ${sched} loss"; exit 1; }
+  for r in 0 1; do
+    got="$(loss "${out}" "[rank ${r}] " "${sched}")"
+    [[ "${got}" == "${want}" ]] ||
+      { cat "${out}"; echo "${sched}: rank ${r} loss '${got}', single process ${want}"; exit 1; }
+  done
 done
 echo PASS
