@@ -334,6 +334,19 @@ class Checker {
     for (int r = 0; r < s_.num_ranks(); ++r) {
       for (const Action& a : s_.ranks[r]) {
         if (!IsCommunication(a.op)) continue;
+        // Traffic the workload has no use for would overwrite what the
+        // executor computed: a blockwise student's input (set by the
+        // teacher forward), or a local loss's gradient.
+        const bool student_activation = a.op == Op::kSendActivation || a.op == Op::kRecvActivation;
+        const bool gradient = a.op == Op::kSendGradient || a.op == Op::kRecvGradient;
+        if ((student_activation && s_.workload.blockwise) ||
+            (gradient && s_.workload.local_losses)) {
+          Error("rank " + std::to_string(r) + ": " + ToString(a) + " is not allowed: " +
+                (gradient ? "with local losses no gradient crosses a stage boundary"
+                          : "a blockwise student reads the teacher's activations, not the "
+                            "previous student block's"));
+          continue;
+        }
         Action partner = a;
         partner.op = PairedOp(a.op);
         partner.peer = r;

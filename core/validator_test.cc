@@ -115,6 +115,64 @@ TEST(ValidatorTest, RejectsActionOnWrongRank) {
 }
 
 // NCCL-style transports need both sides of a pair to post in one order.
+Schedule PipeBd(int stages, int devices, int mbs) {
+  SchedulerOptions o;
+  o.num_stages = stages;
+  o.num_microbatches = mbs;
+  o.num_devices = devices;
+  o.workload.has_teacher = o.workload.local_losses = o.workload.blockwise = true;
+  o.workload.full_batch_loss = false;
+  return BuildSchedule("pipebd", o);
+}
+
+// Neighbouring groups of different sizes pair by micro-batch: with blocks
+// 0 | 1-4 on ranks 0 | 1,2 (unit costs), rank 1 runs micro-batches 0-1 and
+// rank 2 runs 2-3, so rank 0 relays each teacher activation to its owner.
+TEST(ValidatorTest, BlockwiseGroupsOfDifferentSizesPairByMicrobatch) {
+  Schedule s = PipeBd(5, 3, 4);
+  ASSERT_EQ(s.placement[0], std::vector<int>{0});
+  ASSERT_EQ(s.placement[1], (std::vector<int>{1, 2}));
+  Find(s, 0, "0ST1>1");
+  Find(s, 0, "0ST2>2");
+  Find(s, 1, "1RT1<0");
+  Find(s, 2, "1RT3<0");
+  // The student's own activations and gradients never travel.
+  for (const auto& actions : s.ranks) {
+    for (const Action& a : actions) {
+      EXPECT_NE(a.op, Op::kSendActivation) << ToString(a);
+      EXPECT_NE(a.op, Op::kSendGradient) << ToString(a);
+    }
+  }
+  EXPECT_TRUE(Validate(s).ok()) << Validate(s).ToString();
+}
+
+TEST(ValidatorTest, RejectsStudentTrafficInABlockwiseSchedule) {
+  Schedule s = PipeBd(4, 2, 1);  // Blocks 0-1 | 2-3.
+  auto& r0 = s.ranks[0];
+  r0.insert(r0.begin() + Find(s, 0, "1F0") + 1, Action{1, 0, Op::kSendActivation, 0, 1});
+  auto& r1 = s.ranks[1];
+  r1.insert(r1.begin() + Find(s, 1, "2F0"), Action{2, 0, Op::kRecvActivation, 0, 0});
+  ValidationResult v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_TRUE(Mentions(v, "rank 1: 2RA0<0 is not allowed: a blockwise student reads the "
+                          "teacher's activations"))
+      << v.ToString();
+}
+
+TEST(ValidatorTest, RejectsABlockwiseStudentBeforeItsTeacher) {
+  Schedule s = PipeBd(4, 2, 1);
+  auto& r1 = s.ranks[1];
+  Action forward = r1[Find(s, 1, "2F0")];
+  r1.erase(r1.begin() + Find(s, 1, "2F0"));
+  r1.insert(r1.begin() + Find(s, 1, "2T0"), forward);
+  ValidationResult v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_TRUE(Mentions(v, "2F0 at step 1 runs before the teacher forward 2T0")) << v.ToString();
+  s = PipeBd(4, 2, 1);
+  s.workload.has_teacher = false;
+  EXPECT_TRUE(Mentions(Validate(s), "a blockwise workload needs a teacher and local losses"));
+}
+
 TEST(MessageOrderTest, FillDrainSchedulesMatchAndASwapIsNamed) {
   for (const char* name : {"gpipe", "sequential"}) {
     for (int n : {2, 4}) {

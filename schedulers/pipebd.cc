@@ -37,10 +37,13 @@ struct Group {
 };
 
 // The cut and group sizes described above. `prefix[i]` is the cost of
-// blocks [0, i) per micro-batch. Ties on the slowest group go to the
-// smaller sum of squared group times (the other groups balanced too), then
-// to the first found.
-std::vector<Group> ChooseGroups(const std::vector<double>& prefix, int m, int devices) {
+// blocks [0, i) per micro-batch; a replicated group also pays an all-reduce
+// per block, and every group after the first a message per micro-batch.
+// The slowest group's time is minimal; among the cuts that reach it, the
+// search prefers smaller sums of squared group times (the other groups
+// balanced too), which is a heuristic, not a guaranteed minimum.
+std::vector<Group> ChooseGroups(const std::vector<double>& prefix, int m, int devices,
+                                const CostModel& c) {
   const int n = static_cast<int>(prefix.size()) - 1;
   struct Best {
     double worst = std::numeric_limits<double>::infinity();
@@ -57,7 +60,10 @@ std::vector<Group> ChooseGroups(const std::vector<double>& prefix, int m, int de
         for (int g = 1; g <= std::min(d, m); ++g) {
           const Best& before = best[j][d - g];
           if (!std::isfinite(before.worst)) continue;  // Blocks [0, j) cannot use d - g devices.
-          const double time = (prefix[i] - prefix[j]) * ((m + g - 1) / g);
+          const int rounds = (m + g - 1) / g;  // Micro-batches of the busiest replica.
+          const double time = (prefix[i] - prefix[j]) * rounds +
+                              (g > 1 ? (i - j) * c.all_reduce : 0.0) +
+                              (j > 0 ? rounds * c.message : 0.0);
           const double worst = std::max(before.worst, time);
           const double squares = before.squares + time * time;
           Best& here = best[i][d];
@@ -107,7 +113,7 @@ class PipeBdScheduler : public Scheduler {
                       per_stage(c.forward_per_stage, c.forward, s) +
                       per_stage(c.backward_per_stage, c.backward, s);
     }
-    const std::vector<Group> groups = ChooseGroups(prefix, m, devices);
+    const std::vector<Group> groups = ChooseGroups(prefix, m, devices, c);
     Schedule s;
     s.num_stages = n;
     s.num_microbatches = m;

@@ -61,7 +61,7 @@ TEST_P(BlockwiseEquivalenceTest, MatchesPlainBlockwiseLoop) {
   for (const auto& p : student->parameters()) initial.push_back(p.detach().clone());
   ASSERT_EQ(blocks, static_cast<int>(teacher->size()));
 
-  const int steps = 3, batch = 12;  // Divisible by every micro-batch count below.
+  const int steps = 3, batch = 60;  // Divisible by every micro-batch count below.
   std::vector<Batch> batches;
   torch::manual_seed(22);
   for (int i = 0; i < steps; ++i) {
@@ -146,6 +146,11 @@ INSTANTIATE_TEST_SUITE_P(
     // every block on both (data parallel).
     ::testing::Values(Case{"pipebd", 2, 3}, Case{"pipebd", 3, 4}, Case{"pipebd", 6, 4},
                       Case{"pipebd", 2, 4}, Case{"pipebd", 5, 1}, Case{"pipebd", 1, 2},
+                      // Neighbouring groups of unequal, non-nested sizes
+                      // (2|3, 3|2|4, 1|3, ...), so a micro-batch's owner
+                      // differs from replica index to replica index.
+                      Case{"pipebd", 7, 3}, Case{"pipebd", 9, 4}, Case{"pipebd", 5, 6},
+                      Case{"pipebd", 4, 5}, Case{"pipebd", 8, 3},
                       Case{"gpipe", 5, 2}, Case{"dp", 2, 4}, Case{"sequential", 1, 4}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return info.param.scheduler + "_d" + std::to_string(info.param.devices) + "_m" +

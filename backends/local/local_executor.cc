@@ -55,6 +55,8 @@ struct StageSlot {
   // one batch ahead wait here for the next iteration's loss.
   std::map<int64_t, std::vector<Activation>> teacher_inputs;
   std::map<int64_t, std::vector<Activation>> teacher_outputs;
+  // Blockwise: readers each teacher output still has (see ReleaseTeacher).
+  std::map<int64_t, std::vector<int>> teacher_readers;
 
   void Reset(int m) {
     pending_reduce.reset();
@@ -70,6 +72,7 @@ struct StageSlot {
   void ForgetBefore(int64_t batch) {
     teacher_outputs.erase(teacher_outputs.begin(), teacher_outputs.lower_bound(batch));
     teacher_inputs.erase(teacher_inputs.begin(), teacher_inputs.lower_bound(batch));
+    teacher_readers.erase(teacher_readers.begin(), teacher_readers.lower_bound(batch));
   }
 };
 
@@ -396,6 +399,7 @@ class LocalExecutor::Impl {
       input = ToDevice((*data)[a.microbatch].inputs, Dev(rank), /*non_blocking=*/true);
     } else if (Local(rank, a.stage - 1)) {
       input = Slot(rank, a.stage - 1).teacher_outputs.at(batch).at(a.microbatch);
+      ReleaseTeacher(Slot(rank, a.stage - 1), batch, a.microbatch);
     } else {
       input = std::move(slot.teacher_inputs.at(batch).at(a.microbatch));
     }
@@ -406,6 +410,11 @@ class LocalExecutor::Impl {
     auto& outs = slot.teacher_outputs[batch];
     outs.resize(schedule_.num_microbatches);
     outs[a.microbatch] = slot.teacher->Forward(input);
+    if (schedule_.workload.blockwise) {
+      auto& readers = slot.teacher_readers[batch];
+      readers.resize(schedule_.num_microbatches);
+      readers[a.microbatch] = a.stage < schedule_.num_stages - 1 ? 2 : 1;
+    }
   }
 
   void Loss(int rank, const Action& a) {
@@ -440,6 +449,7 @@ class LocalExecutor::Impl {
     in.targets = &targets_all;
     in.step = static_cast<int>(current_[rank]) + 1;
     torch::Tensor loss = algorithm_->Loss(in);
+    for (int k : mbs) ReleaseTeacher(slot, current_[rank], k);
     TORCH_CHECK(loss.numel() == 1, "algorithm '", algorithm_->name(), "' returned a loss of ",
                 loss.numel(), " elements; it must be a scalar");
     // Each loss action is the mean over its samples; weighting by the share
@@ -531,6 +541,19 @@ class LocalExecutor::Impl {
     transport_->Send(rank, a.peer,
                      {Channel::kTeacherActivation, a.stage + 1, a.microbatch, BatchOf(rank, a)},
                      out);
+    ReleaseTeacher(Slot(rank, a.stage), BatchOf(rank, a), a.microbatch);
+  }
+
+  // Blockwise: a teacher output has two readers, its stage's loss and the
+  // next stage (its teacher forward, or the send to it); the last stage's
+  // only the loss. After the last one it is dropped, so a device holds the
+  // teacher activations of the micro-batches in flight, not of the whole
+  // iteration.
+  void ReleaseTeacher(StageSlot& slot, int64_t batch, int microbatch) {
+    if (!schedule_.workload.blockwise) return;
+    auto it = slot.teacher_readers.find(batch);
+    if (it == slot.teacher_readers.end() || --it->second.at(microbatch) > 0) return;
+    slot.teacher_outputs.at(batch).at(microbatch).clear();
   }
 
   void RecvTeacherActivation(int rank, const Action& a) {
