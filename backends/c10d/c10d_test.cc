@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "algorithms/blockwise.h"
 #include "algorithms/kd.h"
 #include "backends/c10d/c10d_transport.h"
 #include "core/balance.h"
@@ -64,7 +65,26 @@ struct RunSpec {
   // Models and data in float64: GPU and CPU runs then agree to ~1e-12
   // whatever order cuDNN sums in.
   bool float64 = false;
+  // Blockwise distillation (a stage per block pair of Teacher() and its
+  // blockwise student; balances unused) on `devices` ranks.
+  bool blockwise = false;
+  int devices = 0;
 };
+
+SchedulerOptions OptionsFor(const RunSpec& run, const Algorithm& algorithm) {
+  SchedulerOptions so;
+  so.num_stages = run.blockwise ? static_cast<int>(MakeResNet(Teacher())->size())
+                                : static_cast<int>(run.balance.size());
+  so.num_devices = run.devices;
+  so.num_microbatches = run.microbatches;
+  so.workload = algorithm.workload();
+  return so;
+}
+
+std::unique_ptr<Algorithm> AlgorithmFor(const RunSpec& run) {
+  if (run.blockwise) return std::make_unique<BlockwiseDistillation>();
+  return std::make_unique<KnowledgeDistillation>();
+}
 
 // Trains KD with seeded models and data; `transport` null = single process
 // with every rank on `device`, else this process's rank on the transport's
@@ -78,7 +98,8 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
   at::set_num_threads(1);
   torch::manual_seed(5);
   torch::nn::Sequential teacher = MakeResNet(Teacher());
-  torch::nn::Sequential student = MakeResNet(Student());
+  torch::nn::Sequential student =
+      run.blockwise ? MakeBlockwiseStudent(Teacher()) : MakeResNet(Student());
   const torch::Dtype dtype = run.float64 ? torch::kFloat64 : torch::kFloat32;
   teacher->to(dtype);
   student->to(dtype);
@@ -87,12 +108,12 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     batches.push_back(
         Batch{{torch::randn({8, 1, 28, 28}, dtype)}, {torch::randint(0, 10, {8})}});
   }
-  KnowledgeDistillation kd;
-  SchedulerOptions so;
-  so.num_stages = static_cast<int>(run.balance.size());
-  so.num_microbatches = run.microbatches;
-  so.workload = kd.workload();
+  std::unique_ptr<Algorithm> algorithm = AlgorithmFor(run);
+  const SchedulerOptions so = OptionsFor(run, *algorithm);
   Schedule schedule = BuildSchedule(run.scheduler, so);
+  const std::vector<int> ones(so.num_stages, 1);
+  const std::vector<int>& balance = run.blockwise ? ones : run.balance;
+  const std::vector<int>& teacher_balance = run.blockwise ? ones : run.teacher_balance;
   LocalExecutorOptions eo;
   eo.recv_timeout = timeout;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
@@ -121,9 +142,10 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     torch::NoGradGuard no_grad;
     for (auto& p : student->parameters()) p.add_(0.5);
   }
-  std::vector<Stage> stages = Partition(BlocksFromSequential(student), run.balance);
+  std::vector<Stage> stages = Partition(BlocksFromSequential(student), balance);
   LocalExecutor executor(schedule, stages,
-                         Partition(BlocksFromSequential(teacher), run.teacher_balance), &kd, eo);
+                         Partition(BlocksFromSequential(teacher), teacher_balance),
+                         algorithm.get(), eo);
   for (int i = 0; i < run.steps; ++i) {
     executor.Step(batches[i], &batches[i + 1]);
     if (i == 0 && !started_marker.empty()) std::ofstream(started_marker) << "started\n";
@@ -152,6 +174,8 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     run.microbatches = std::stoi(Env("TSPIPE_MICROBATCHES", "4"));
     run.steps = std::stoi(Env("TSPIPE_STEPS", "3"));
     run.float64 = Env("TSPIPE_FLOAT64") == "1";
+    run.blockwise = Env("TSPIPE_BLOCKWISE") == "1";
+    run.devices = std::stoi(Env("TSPIPE_DEVICES", "0"));
     auto params = Train(run, transport, o.timeout, Env("TSPIPE_STARTED"));
     std::vector<torch::Tensor> flat;
     for (auto& stage : params) {
@@ -235,6 +259,8 @@ std::string Slurp(const std::string& path) {
 std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string& dir) {
   return {{"TSPIPE_SCHEDULER", run.scheduler},
           {"TSPIPE_FLOAT64", run.float64 ? "1" : "0"},
+          {"TSPIPE_BLOCKWISE", run.blockwise ? "1" : "0"},
+          {"TSPIPE_DEVICES", std::to_string(run.devices)},
           {"TSPIPE_BALANCE", FormatBalance(run.balance)},
           {"TSPIPE_TEACHER_BALANCE", FormatBalance(run.teacher_balance)},
           {"TSPIPE_MICROBATCHES", std::to_string(run.microbatches)},
@@ -248,9 +274,10 @@ std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string&
 void ExpectProcessesMatch(const RunSpec& run, const std::string& backend,
                           const std::vector<std::vector<torch::Tensor>>& expected, double rtol,
                           double atol) {
-  // One process per stage (pipelines) or per replica (dp uses as many
-  // devices as stages).
-  const int world = static_cast<int>(run.balance.size());
+  std::unique_ptr<Algorithm> algorithm = AlgorithmFor(run);
+  const Schedule schedule = BuildSchedule(run.scheduler, OptionsFor(run, *algorithm));
+  // One process per rank of the schedule.
+  const int world = schedule.num_ranks();
   const std::string dir = TempDir();
   const int port = FreePort();
   std::vector<pid_t> pids;
@@ -265,11 +292,6 @@ void ExpectProcessesMatch(const RunSpec& run, const std::string& backend,
   for (int r = 0; r < world; ++r) {
     ASSERT_EQ(WaitExit(pids[r]), 0) << "rank " << r << ":\n" << Slurp(dir + "/log" + std::to_string(r));
   }
-  SchedulerOptions so;
-  so.num_stages = static_cast<int>(run.balance.size());
-  so.num_microbatches = run.microbatches;
-  so.workload = KnowledgeDistillation().workload();
-  Schedule schedule = BuildSchedule(run.scheduler, so);
   std::vector<std::vector<torch::Tensor>> got(world);
   for (int r = 0; r < world; ++r) torch::load(got[r], dir + "/rank" + std::to_string(r) + ".pt");
   std::vector<size_t> next(world, 0);
@@ -373,6 +395,22 @@ TEST(C10dFailureTest, PortInUseAndMissingPeerGiveClearErrors) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
   EXPECT_NE(Slurp(dir + "/alone").find("did not complete within 3 s"), std::string::npos)
       << Slurp(dir + "/alone");
+}
+
+// Pipe-BD over processes: blocks 0-1 on rank 0, blocks 2-5 replicated on
+// ranks 1 and 2 (unit costs), so the teacher activations are relayed from
+// one process to the owner of each micro-batch and the replicas all-reduce
+// in a process group of their own, not the world's.
+TEST(C10dBlockwiseTest, PipeBdHybridGroupsMatchSingleProcessBackend) {
+  RunSpec run{"pipebd", {}, {}, 4, 3};
+  run.blockwise = true;
+  run.devices = 3;
+  run.float64 = true;
+  const Schedule schedule =
+      BuildSchedule("pipebd", OptionsFor(run, BlockwiseDistillation()));
+  ASSERT_EQ(schedule.placement.front(), std::vector<int>{0});
+  ASSERT_EQ(schedule.placement.back(), (std::vector<int>{1, 2}));
+  ExpectProcessesMatch(run, "gloo", Train(run, nullptr, std::chrono::seconds(30)), 1e-9, 1e-10);
 }
 
 // GPU checks. Each skips without a visible GPU, as in every build without

@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <deque>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
@@ -170,9 +171,11 @@ class C10dTransport::Impl {
     const bool clean = pending_.empty();
     pending_.clear();
     if (clean && o_.backend == "nccl") {
-      for (auto* pg : {&pg_, &up_, &down_}) {
+      std::vector<c10::intrusive_ptr<c10d::Backend>> all = {pg_, up_, down_};
+      for (auto& [group, pg] : groups_) all.push_back(pg);
+      for (auto& pg : all) {
         try {
-          (*pg)->shutdown();
+          pg->shutdown();
         } catch (const std::exception&) {
         }
       }
@@ -336,14 +339,10 @@ class C10dTransport::Impl {
     // the process group, so that a world-size-1 run exercises it (the NCCL
     // check in c10d_cuda_test).
     if (group.size() == 1 && o_.world_size > 1) return std::make_unique<Reduce>(nullptr, stage);
-    if (static_cast<int>(group.size()) != o_.world_size) {
-      throw std::invalid_argument(
-          "the c10d backend all-reduces over the whole world only; stage " +
-          std::to_string(stage) + " has " + std::to_string(group.size()) + " of " +
-          std::to_string(o_.world_size) + " ranks");
-    }
     try {
-      return std::make_unique<Reduce>(pg_->allreduce(*tensors), stage);
+      return std::make_unique<Reduce>(GroupFor(group).allreduce(*tensors), stage);
+    } catch (const std::invalid_argument&) {
+      throw;
     } catch (const std::exception& e) {
       throw std::runtime_error(Reduce::Name(stage) + " failed to start: " + FirstLine(What(e)));
     }
@@ -357,9 +356,7 @@ class C10dTransport::Impl {
   void Broadcast(const std::vector<int>& group, int root, std::vector<torch::Tensor>* tensors,
                  std::chrono::milliseconds timeout) {
     if ((group.size() == 1 && o_.world_size > 1) || tensors->empty()) return;
-    if (static_cast<int>(group.size()) != o_.world_size) {
-      throw std::invalid_argument("the c10d backend broadcasts over the whole world only");
-    }
+    c10d::Backend& pg = GroupFor(group);
     // One flat bucket per call: one collective instead of one per tensor.
     std::vector<torch::Tensor> flat;
     for (const torch::Tensor& t : *tensors) {
@@ -368,8 +365,8 @@ class C10dTransport::Impl {
     std::vector<torch::Tensor> bucket{torch::cat(flat)};
     try {
       c10d::BroadcastOptions opts;
-      opts.rootRank = root;
-      pg_->broadcast(bucket, opts)->wait(timeout);
+      opts.rootRank = IndexIn(group, root);
+      pg.broadcast(bucket, opts)->wait(timeout);
     } catch (const std::exception& e) {
       throw std::runtime_error("the parameter broadcast from rank " + std::to_string(root) +
                                " failed: " + FirstLine(What(e)));
@@ -406,7 +403,47 @@ class C10dTransport::Impl {
     c10::intrusive_ptr<c10d::Work> work;
   };
 
+  // Position of `rank` in `group`; throws if it is not a member.
+  static int IndexIn(const std::vector<int>& group, int rank) {
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (group[i] == rank) return static_cast<int>(i);
+    }
+    throw std::invalid_argument("rank " + std::to_string(rank) + " is not in the group");
+  }
+
+  // The process group of `group` (world ranks): the world's own, or one
+  // made on first use by the group's members only (a Pipe-BD group of
+  // replicas); members reach it in the same order, so its rendezvous
+  // through the store completes. Its rank i is group[i].
+  c10d::Backend& GroupFor(const std::vector<int>& group) {
+    if (static_cast<int>(group.size()) == o_.world_size) return *pg_;
+    auto it = groups_.find(group);
+    if (it != groups_.end()) return *it->second;
+    const int index = IndexIn(group, o_.rank);
+    std::string ranks;
+    for (int r : group) ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+    const std::string name = "group/" + ranks;
+    c10::intrusive_ptr<c10d::Backend> pg;
+    try {
+#ifdef TSPIPE_WITH_CUDA
+      if (o_.backend == "nccl") pg = MakeNccl(name, index, static_cast<int>(group.size()));
+#endif
+      if (!pg) {
+        pg = MakeGloo(c10::make_intrusive<c10d::PrefixStore>(name, store_), index,
+                      static_cast<int>(group.size()));
+      }
+    } catch (const std::exception& e) {
+      throw std::runtime_error("creating the process group of ranks " + ranks +
+                               " failed: " + FirstLine(What(e)));
+    }
+    return *groups_.emplace(group, pg).first->second;
+  }
+
   c10::intrusive_ptr<c10d::Backend> MakeGloo(const c10::intrusive_ptr<c10d::Store>& store) const {
+    return MakeGloo(store, o_.rank, o_.world_size);
+  }
+  c10::intrusive_ptr<c10d::Backend> MakeGloo(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                             int size) const {
     auto opts = c10d::ProcessGroupGloo::Options::create(o_.timeout);
     if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME")) {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
@@ -420,15 +457,18 @@ class C10dTransport::Impl {
     } else {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
-    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, o_.rank, o_.world_size, opts);
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
   }
 
 #ifdef TSPIPE_WITH_CUDA
   c10::intrusive_ptr<c10d::Backend> MakeNccl(const std::string& prefix) const {
+    return MakeNccl(prefix, o_.rank, o_.world_size);
+  }
+  c10::intrusive_ptr<c10d::Backend> MakeNccl(const std::string& prefix, int rank, int size) const {
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = o_.timeout;  // The watchdog's limit for every operation.
     auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
-        c10::make_intrusive<c10d::PrefixStore>(prefix, store_), o_.rank, o_.world_size, opts);
+        c10::make_intrusive<c10d::PrefixStore>(prefix, store_), rank, size, opts);
     nccl->setBoundDeviceId(device_);
     return nccl;
   }
@@ -492,6 +532,8 @@ class C10dTransport::Impl {
   // NCCL: tensors to higher ranks (and from lower ones), and the reverse.
   c10::intrusive_ptr<c10d::Backend> up_;
   c10::intrusive_ptr<c10d::Backend> down_;
+  // Process groups of replica groups smaller than the world (GroupFor).
+  std::map<std::vector<int>, c10::intrusive_ptr<c10d::Backend>> groups_;
   // Message headers: pg_ itself for gloo, a gloo group beside NCCL.
   c10::intrusive_ptr<c10d::Backend> meta_;
   std::deque<Pending> pending_;
