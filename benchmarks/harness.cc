@@ -390,12 +390,7 @@ class Trainer::Impl {
     Schedule schedule = BuildSchedule(c.scheduler, so);
     // Steady state: Train() runs iterations back to back, as simulated here.
     bubble_ = SimulateSteadyState(schedule, so.costs).bubble_fraction;
-    {
-      std::istringstream csv(ToCsv(schedule));
-      for (std::string line; std::getline(csv, line);) {
-        if (line.rfind("# placement=", 0) == 0) placement_ = line.substr(12);
-      }
-    }
+    placement_ = FormatPlacement(schedule);
     devices_ = schedule.num_ranks();
 
     LocalExecutorOptions eo;
@@ -815,22 +810,28 @@ std::vector<double> StageSums(const std::vector<double>& blocks, const std::vect
   return out;
 }
 
-// Simulated steady-state time per iteration of `scheduler` with these cuts.
-double Period(const TrainConfig& c, const Workload& workload, const BlockCosts& costs,
-              const std::vector<int>& student, const std::vector<int>& teacher,
-              CostModel* model) {
+// The cuts with their stage costs and the simulated steady-state time per
+// iteration of `scheduler` with them.
+BalancePlan PlanFor(const TrainConfig& c, const Workload& workload, const BlockCosts& costs,
+                    const std::vector<int>& student, const std::vector<int>& teacher) {
+  BalancePlan plan;
+  plan.student = student;
+  plan.teacher = teacher;
+  plan.forward_ms = StageSums(costs.student_forward, student);
+  plan.backward_ms = StageSums(costs.student_backward, student);
+  if (!teacher.empty()) plan.teacher_ms = StageSums(costs.teacher_forward, teacher);
   CostModel m;
-  m.forward_per_stage = StageSums(costs.student_forward, student);
-  m.backward_per_stage = StageSums(costs.student_backward, student);
-  if (!teacher.empty()) m.teacher_forward_per_stage = StageSums(costs.teacher_forward, teacher);
+  m.forward_per_stage = plan.forward_ms;
+  m.backward_per_stage = plan.backward_ms;
+  m.teacher_forward_per_stage = plan.teacher_ms;
   SchedulerOptions so;
-  so.num_stages = c.stages;
+  so.num_stages = static_cast<int>(student.size());
+  so.num_devices = DevicesFor(c);
   so.num_microbatches = c.microbatches;
   so.workload = workload;
   so.costs = m;
-  const double period = SimulateSteadyState(BuildSchedule(c.scheduler, so), m).period;
-  if (model != nullptr) *model = m;
-  return period;
+  plan.period_ms = SimulateSteadyState(BuildSchedule(c.scheduler, so), m).period;
+  return plan;
 }
 
 }  // namespace
@@ -851,23 +852,9 @@ std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& co
   if (IsBlockwise(c)) {
     // Nothing to cut: a stage per block. The measured block costs let the
     // scheduler place the blocks (pipebd's split by cost).
-    BalancePlan p;
-    p.student = p.teacher = std::vector<int>(costs.student_forward.size(), 1);
-    p.forward_ms = costs.student_forward;
-    p.backward_ms = costs.student_backward;
-    p.teacher_ms = costs.teacher_forward;
-    CostModel m;
-    m.forward_per_stage = p.forward_ms;
-    m.backward_per_stage = p.backward_ms;
-    m.teacher_forward_per_stage = p.teacher_ms;
-    SchedulerOptions so;
-    so.num_stages = static_cast<int>(p.student.size());
-    so.num_devices = DevicesFor(c);
-    so.num_microbatches = c.microbatches;
-    so.workload = workload;
-    so.costs = m;
-    p.period_ms = p.even_period_ms =
-        SimulateSteadyState(BuildSchedule(c.scheduler, so), m).period;
+    const std::vector<int> ones(costs.student_forward.size(), 1);
+    BalancePlan p = PlanFor(c, workload, costs, ones, ones);
+    p.even_period_ms = p.period_ms;
     return {p};
   }
   const bool siamese = IsByol(c);
@@ -925,17 +912,7 @@ std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& co
     }
   }
   std::vector<BalancePlan> plans;
-  for (const auto& [s, t] : candidates) {
-    CostModel m;
-    BalancePlan plan;
-    plan.period_ms = Period(c, workload, costs, s, t, &m);
-    plan.student = s;
-    plan.teacher = t;
-    plan.forward_ms = m.forward_per_stage;
-    plan.backward_ms = m.backward_per_stage;
-    plan.teacher_ms = m.teacher_forward_per_stage;
-    plans.push_back(std::move(plan));
-  }
+  for (const auto& [s, t] : candidates) plans.push_back(PlanFor(c, workload, costs, s, t));
   // Fastest first; equal periods keep enumeration order (deterministic).
   std::stable_sort(plans.begin(), plans.end(), [](const BalancePlan& a, const BalancePlan& b) {
     return a.period_ms < b.period_ms;
@@ -944,7 +921,7 @@ std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& co
     even_t = even_s;
     even_s.back() += 1;
   }
-  const double even = Period(c, workload, costs, even_s, even_t, nullptr);
+  const double even = PlanFor(c, workload, costs, even_s, even_t).period_ms;
   std::vector<BalancePlan> out;
   for (BalancePlan& p : plans) {
     if (static_cast<int>(out.size()) >= std::max(1, max_plans)) break;

@@ -104,8 +104,7 @@ class Trainer {
   // max |a - b| over the two students' parameters (same shapes required).
   double MaxParameterDifference(const Trainer& other) const;
   int num_devices() const;
-  // The ranks holding each stage, "0;0;1|2" (stage 2 replicated on ranks 1
-  // and 2), as the schedule CSV's placement line.
+  // The ranks holding each stage, "0;0;1|2" (FormatPlacement).
   const std::string& placement() const;
   // This process's rank under c10d (0 for the local backend).
   int rank() const;

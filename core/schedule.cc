@@ -150,6 +150,18 @@ Schedule TeacherPrologue(const Schedule& s) {
   return p;
 }
 
+std::string FormatPlacement(const Schedule& s) {
+  std::ostringstream out;
+  for (size_t st = 0; st < s.placement.size(); ++st) {
+    if (st) out << ";";
+    for (size_t i = 0; i < s.placement[st].size(); ++i) {
+      if (i) out << "|";
+      out << s.placement[st][i];
+    }
+  }
+  return out.str();
+}
+
 std::string ToCsv(const Schedule& s) {
   std::ostringstream out;
   out << "# scheduler=" << s.scheduler << "\n";
@@ -160,15 +172,7 @@ std::string ToCsv(const Schedule& s) {
       << (s.workload.local_losses ? ",local_losses" : "")
       << (s.workload.blockwise ? ",blockwise" : "")
       << (s.workload.full_batch_loss ? ",full_batch_loss" : "") << "\n";
-  out << "# placement=";
-  for (size_t st = 0; st < s.placement.size(); ++st) {
-    if (st) out << ";";
-    for (size_t i = 0; i < s.placement[st].size(); ++i) {
-      if (i) out << "|";
-      out << s.placement[st][i];
-    }
-  }
-  out << "\n";
+  out << "# placement=" << FormatPlacement(s) << "\n";
   for (int r = 0; r < s.num_ranks(); ++r) {
     out << r;
     for (const Action& a : s.ranks[r]) out << "," << ToString(a);

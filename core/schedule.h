@@ -74,6 +74,9 @@ void LowerCommunication(Schedule* schedule);
 // outputs. Empty (no actions) for schedules without look-ahead.
 Schedule TeacherPrologue(const Schedule& schedule);
 
+// The ranks of each stage, "0;0;1|2" (stage 2 replicated on ranks 1 and 2):
+// ToCsv's placement line.
+std::string FormatPlacement(const Schedule& schedule);
 // CSV form: '#'-prefixed header lines (scheduler, stages, microbatches,
 // workload, placement), then one line per rank: "rank,action,action,...".
 std::string ToCsv(const Schedule& schedule);

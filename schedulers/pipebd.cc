@@ -104,14 +104,10 @@ class PipeBdScheduler : public Scheduler {
                                   " blocks x " + std::to_string(m) + " micro-batches");
     }
     const CostModel& c = o.costs;
-    auto per_stage = [&](const std::vector<double>& v, double unit, int s) {
-      return v.empty() ? unit : v.at(s);
-    };
     std::vector<double> prefix(n + 1, 0.0);  // Cost of blocks [0, i) per micro-batch.
     for (int s = 0; s < n; ++s) {
-      prefix[s + 1] = prefix[s] + per_stage(c.teacher_forward_per_stage, c.teacher_forward, s) +
-                      per_stage(c.forward_per_stage, c.forward, s) +
-                      per_stage(c.backward_per_stage, c.backward, s);
+      prefix[s + 1] = prefix[s] + c.Cost({s, 0, Op::kTeacherForward}) +
+                      c.Cost({s, 0, Op::kForward}) + c.Cost({s, 0, Op::kBackward});
     }
     const std::vector<Group> groups = ChooseGroups(prefix, m, devices, c);
     Schedule s;
