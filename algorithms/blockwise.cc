@@ -1,5 +1,9 @@
 #include "algorithms/blockwise.h"
 
+#include "algorithms/image_data.h"
+#include "engine/recipe.h"
+#include "models/resnet.h"
+
 namespace tspipe {
 
 Workload BlockwiseDistillation::workload() const {
@@ -32,9 +36,52 @@ torch::Tensor BlockwiseDistillation::Loss(const LossInputs& in) {
   return in.last_stage ? SoftCrossEntropy(s, t) : BlockMseLoss(s, t);
 }
 
-TSPIPE_REGISTER_ALGORITHM("blockwise",
-                          "blockwise distillation (DNA / Pipe-BD): student block i learns "
-                          "teacher block i from the teacher's input (MSE; soft CE on the last)",
-                          BlockwiseDistillation);
+namespace {
+
+// A frozen ResNet teacher and a student mirroring it block for block
+// (MakeBlockwiseStudent); every block pair is a stage.
+class BlockwiseRecipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    return ResNetShapeOptions("teacher_", "teacher (the student mirrors it block for block)",
+                              {32, 64, 128}, {2, 2, 2});
+  }
+  void Configure(const OptionValues& v) override {
+    teacher_ = ResNetShapeFrom(v, "teacher_", "blockwise");
+  }
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<BlockwiseDistillation>();
+  }
+  ModelSet BuildModels() const override {
+    ModelSet m;
+    torch::nn::Sequential student = MakeBlockwiseStudent(teacher_);
+    m.student = student.ptr();
+    m.student_blocks = BlocksFromSequential(student);
+    m.student_shape = "blockwise student of " + DescribeShape(teacher_);
+    torch::nn::Sequential teacher = MakeResNet(teacher_);
+    m.teacher = teacher.ptr();
+    m.teacher_blocks = BlocksFromSequential(teacher);
+    m.teacher_shape = DescribeShape(teacher_);
+    return m;
+  }
+  CutRule cut_rule() const override { return {CutRule::Kind::kOnePerBlock, 0}; }
+  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    return MakeImageData(r, {});
+  }
+  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
+  // The blocks trained apart still form one network end to end.
+  Metrics Evaluate(const EvalContext& c) const override { return {{"top1", TestTop1(c)}}; }
+
+ private:
+  ResNetOptions teacher_;
+};
+
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("blockwise",
+                       "blockwise distillation (DNA / Pipe-BD): student block i learns teacher "
+                       "block i from the teacher's input (MSE; soft CE on the last)",
+                       BlockwiseRecipe);
 
 }  // namespace tspipe

@@ -1,15 +1,13 @@
 #include "algorithms/byol.h"
 
-#include <cmath>
+#include <memory>
 #include <stdexcept>
 
-namespace tspipe {
+#include "algorithms/image_data.h"
+#include "engine/recipe.h"
+#include "models/resnet.h"
 
-double CosineMomentum(double base, int step, int total_steps) {
-  if (total_steps <= 0) return base;
-  const double progress = std::min(1.0, static_cast<double>(step) / total_steps);
-  return 1.0 - (1.0 - base) * (std::cos(M_PI * progress) + 1.0) / 2.0;
-}
+namespace tspipe {
 
 double ByolMomentum(const ByolOptions& o, int step) {
   return CosineMomentum(o.base_momentum, step, o.total_steps);
@@ -44,26 +42,73 @@ torch::Tensor Byol::Loss(const LossInputs& in) {
   return ByolLoss((*in.student)[0], (*in.student)[1], (*in.teacher)[0], (*in.teacher)[1]);
 }
 
-void EmaUpdate(torch::nn::Module& online, torch::nn::Module& target, double momentum) {
-  torch::NoGradGuard no_grad;
-  auto source = online.named_parameters();
-  for (auto& p : target.named_parameters()) {
-    const torch::Tensor* s = source.find(p.key());
-    if (s == nullptr || !s->sizes().equals(p.value().sizes())) {
-      throw std::invalid_argument("target parameter " + p.key() +
-                                  " has no online parameter of the same name and shape");
-    }
-    p.value().mul_(momentum).add_(s->to(p.value().device()), 1.0 - momentum);
+namespace {
+
+// BYOL on two augmented views of 28x28 images: a ResNet encoder with
+// projector and predictor, its EMA target cut like it.
+class ByolRecipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    std::vector<OptionSpec> o = ResNetShapeOptions("", "encoder", {16, 32, 64}, {1, 1, 1});
+    o.push_back(IntOption("hidden", 256, "projector and predictor hidden width").AtLeast(1));
+    o.push_back(IntOption("projection", 64, "projection size").AtLeast(1));
+    o.push_back(DoubleOption("base_momentum", ByolOptions().base_momentum,
+                             "EMA momentum at step 0, cosine-ramped to 1 over the run")
+                    .AtLeast(0)
+                    .AtMost(1));
+    return o;
   }
-}
+  void Configure(const OptionValues& v) override {
+    shape_.encoder = ResNetShapeFrom(v, "", "byol");
+    shape_.hidden = v.GetInt("hidden");
+    shape_.projection = v.GetInt("projection");
+    byol_.base_momentum = v.GetDouble("base_momentum");
+  }
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<Byol>(byol_);
+  }
+  ModelSet BuildModels() const override {
+    ModelSet m;
+    torch::nn::Sequential online = MakeByolOnline(shape_);
+    torch::nn::Sequential target = MakeMomentumTarget(online);
+    m.student = online.ptr();
+    m.student_blocks = MultiViewBlocksFromSequential(online);
+    m.teacher = target.ptr();
+    m.teacher_blocks = MultiViewBlocksFromSequential(target);
+    m.student_shape = DescribeShape(shape_.encoder) + ", hidden " +
+                      std::to_string(shape_.hidden) + ", projection " +
+                      std::to_string(shape_.projection);
+    m.teacher_shape = "its target";
+    return m;
+  }
+  // The EMA zips online and target stage by stage; the predictor is the
+  // online network's extra last block.
+  CutRule cut_rule() const override { return {CutRule::Kind::kShared, 1}; }
+  void StudentLoaded(ModelSet& m) const override {
+    auto online = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.student);
+    CopyState(*MakeMomentumTarget(torch::nn::Sequential(online)), *m.teacher);
+  }
+  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    ImageDataOptions o;
+    o.views = 2;
+    return MakeImageData(r, o);
+  }
+  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 2); }
+  Metrics Evaluate(const EvalContext& c) const override {
+    return {{"linear_top1", LinearProbeTop1(c, ByolEncoderBlocks(shape_))}};
+  }
 
-void Byol::UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step) {
-  EmaUpdate(student, teacher, ByolMomentum(options_, step));
-}
+ private:
+  ByolNetOptions shape_;
+  ByolOptions byol_;
+};
 
-TSPIPE_REGISTER_ALGORITHM("byol",
-                          "BYOL: online network predicts an EMA target's projection of "
-                          "another view",
-                          Byol);
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("byol",
+                       "BYOL: a ResNet online network predicts its EMA target's projection of "
+                       "another view",
+                       ByolRecipe);
 
 }  // namespace tspipe

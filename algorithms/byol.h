@@ -12,6 +12,7 @@
 #ifndef TSPIPE_ALGORITHMS_BYOL_H_
 #define TSPIPE_ALGORITHMS_BYOL_H_
 
+#include "algorithms/momentum.h"
 #include "core/algorithm.h"
 
 namespace tspipe {
@@ -22,11 +23,6 @@ struct ByolOptions {
   int total_steps = 0;
 };
 
-// 1 - (1 - base) * (cos(pi * step / total_steps) + 1) / 2, clamped at
-// step = total_steps; `base` when total_steps <= 0. BYOL's and MoCo v3's
-// momentum ramp.
-double CosineMomentum(double base, int step, int total_steps);
-
 // m_k above.
 double ByolMomentum(const ByolOptions& options, int step);
 
@@ -35,22 +31,16 @@ double ByolMomentum(const ByolOptions& options, int step);
 torch::Tensor ByolLoss(const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& z1,
                        const torch::Tensor& z2);
 
-class Byol : public Algorithm {
+class Byol : public MomentumTeacherAlgorithm {
  public:
   Byol() = default;
   explicit Byol(const ByolOptions& options) : options_(options) {}
 
   std::string name() const override { return "byol"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override { return TeacherKind::kMomentum; }
   // (*student) = {p1, p2}, (*teacher) = {z1, z2}; targets are unused.
   torch::Tensor Loss(const LossInputs& inputs) override;
-  // EMA of every target parameter from the online parameter of the same name
-  // (the stages match layer for layer; the online stage may hold extra
-  // blocks, the predictor). Buffers are not averaged: the target keeps the
-  // batch-norm statistics of its own forward passes.
-  void UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step) override;
-  bool TeacherInTrainMode() const override { return true; }
+  double Momentum(int step) const override { return ByolMomentum(options_, step); }
   void SetTrainingLength(int total_steps) override { options_.total_steps = total_steps; }
 
   const ByolOptions& options() const { return options_; }
@@ -58,11 +48,6 @@ class Byol : public Algorithm {
  private:
   ByolOptions options_;
 };
-
-// target <- m * target + (1 - m) * online for every parameter of `target`,
-// matched by name in `online`. Throws std::invalid_argument naming a target
-// parameter that online lacks or whose shape differs.
-void EmaUpdate(torch::nn::Module& online, torch::nn::Module& target, double momentum);
 
 }  // namespace tspipe
 

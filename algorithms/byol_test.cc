@@ -10,6 +10,7 @@
 
 #include "algorithms/augment.h"
 #include "algorithms/byol.h"
+#include "algorithms/momentum.h"
 #include "algorithms/mocov3.h"
 #include "models/resnet.h"
 #include "models/vit.h"

@@ -2,6 +2,10 @@
 
 #include <stdexcept>
 
+#include "algorithms/image_data.h"
+#include "engine/recipe.h"
+#include "models/resnet.h"
+
 namespace tspipe {
 
 KnowledgeDistillation::KnowledgeDistillation(const KdOptions& options) : options_(options) {
@@ -41,9 +45,64 @@ torch::Tensor KnowledgeDistillation::Loss(const LossInputs& in) {
   return KdLoss((*in.student)[0], (*in.teacher)[0].detach(), (*in.targets)[0], options_);
 }
 
-TSPIPE_REGISTER_ALGORITHM("kd",
-                          "soft-target knowledge distillation from a frozen teacher "
-                          "(CE + lambda T^2 KL_T; T=4, lambda=0.1)",
-                          KnowledgeDistillation);
+namespace {
+
+// A larger ResNet teacher distilled into a smaller ResNet student, each cut
+// with its own balance, on 28x28 images.
+class KdRecipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    std::vector<OptionSpec> o = ResNetShapeOptions("", "student", {16, 32, 64}, {1, 1, 1});
+    for (OptionSpec& s : ResNetShapeOptions("teacher_", "teacher", {32, 64, 128}, {2, 2, 2})) {
+      o.push_back(s);
+    }
+    const KdOptions d;
+    o.push_back(DoubleOption("temperature", d.temperature, "softmax temperature T").Above(0));
+    o.push_back(DoubleOption("lambda", d.lambda, "weight of the soft-target KL term").AtLeast(0));
+    o.push_back(BoolOption("t_squared", d.scale_by_t_squared,
+                           "scale the KL term by T^2 (Hinton et al.), so lambda need not "
+                           "change with T"));
+    return o;
+  }
+  void Configure(const OptionValues& v) override {
+    student_ = ResNetShapeFrom(v, "", "kd");
+    teacher_ = ResNetShapeFrom(v, "teacher_", "kd");
+    kd_.temperature = v.GetDouble("temperature");
+    kd_.lambda = v.GetDouble("lambda");
+    kd_.scale_by_t_squared = v.GetBool("t_squared");
+  }
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<KnowledgeDistillation>(kd_);
+  }
+  ModelSet BuildModels() const override {
+    ModelSet m;
+    torch::nn::Sequential student = MakeResNet(student_);
+    m.student = student.ptr();
+    m.student_blocks = BlocksFromSequential(student);
+    m.student_shape = DescribeShape(student_);
+    torch::nn::Sequential teacher = MakeResNet(teacher_);
+    m.teacher = teacher.ptr();
+    m.teacher_blocks = BlocksFromSequential(teacher);
+    m.teacher_shape = DescribeShape(teacher_);
+    return m;
+  }
+  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    return MakeImageData(r, {});
+  }
+  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
+  Metrics Evaluate(const EvalContext& c) const override { return {{"top1", TestTop1(c)}}; }
+
+ private:
+  ResNetOptions student_, teacher_;
+  KdOptions kd_;
+};
+
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("kd",
+                       "soft-target knowledge distillation from a frozen ResNet teacher into a "
+                       "smaller ResNet (CE + lambda T^2 KL_T)",
+                       KdRecipe);
 
 }  // namespace tspipe

@@ -1,6 +1,11 @@
 #include "algorithms/mocov3.h"
 
-#include "algorithms/byol.h"
+#include <memory>
+#include <stdexcept>
+
+#include "algorithms/image_data.h"
+#include "engine/recipe.h"
+#include "models/vit.h"
 
 namespace tspipe {
 
@@ -35,13 +40,88 @@ torch::Tensor MocoV3::Loss(const LossInputs& in) {
                     options_.temperature);
 }
 
-void MocoV3::UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step) {
-  EmaUpdate(student, teacher, CosineMomentum(options_.base_momentum, step, options_.total_steps));
-}
+namespace {
 
-TSPIPE_REGISTER_ALGORITHM("mocov3",
-                          "MoCo v3: ViT query encoder against an EMA key encoder, InfoNCE "
-                          "over the whole mini-batch",
-                          MocoV3);
+// MoCo v3 on two augmented views of 28x28 images: a ViT query encoder with
+// projector and predictor, its EMA key encoder cut like it.
+class MocoV3Recipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    const VitOptions v;
+    const MocoV3Options m;
+    return {IntOption("patch", v.patch, "ViT patch size (must divide 28)").AtLeast(1),
+            IntOption("dim", v.dim, "ViT width").AtLeast(1),
+            IntOption("depth", v.depth, "ViT transformer blocks").AtLeast(1),
+            IntOption("heads", v.heads, "ViT attention heads (must divide dim)").AtLeast(1),
+            IntOption("hidden", 256, "projector and predictor hidden width").AtLeast(1),
+            IntOption("projection", 64, "projection size").AtLeast(1),
+            DoubleOption("temperature", m.temperature, "InfoNCE temperature tau").Above(0),
+            DoubleOption("base_momentum", m.base_momentum,
+                         "EMA momentum at step 0, cosine-ramped to 1 over the run")
+                .AtLeast(0)
+                .AtMost(1)};
+  }
+  void Configure(const OptionValues& v) override {
+    shape_.encoder.patch = v.GetInt("patch");
+    shape_.encoder.dim = v.GetInt("dim");
+    shape_.encoder.depth = v.GetInt("depth");
+    shape_.encoder.heads = v.GetInt("heads");
+    shape_.hidden = v.GetInt("hidden");
+    shape_.projection = v.GetInt("projection");
+    moco_.temperature = v.GetDouble("temperature");
+    moco_.base_momentum = v.GetDouble("base_momentum");
+    if (shape_.encoder.image_size % shape_.encoder.patch != 0) {
+      throw std::invalid_argument("mocov3 option patch=" + std::to_string(shape_.encoder.patch) +
+                                  " does not divide the 28-pixel images");
+    }
+    if (shape_.encoder.dim % shape_.encoder.heads != 0) {
+      throw std::invalid_argument("mocov3 option heads=" + std::to_string(shape_.encoder.heads) +
+                                  " does not divide dim=" + std::to_string(shape_.encoder.dim));
+    }
+  }
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<MocoV3>(moco_);
+  }
+  ModelSet BuildModels() const override {
+    ModelSet m;
+    torch::nn::Sequential online = MakeMocoV3Online(shape_);
+    torch::nn::Sequential target = MakeMomentumTarget(online);
+    m.student = online.ptr();
+    m.student_blocks = MultiViewBlocksFromSequential(online);
+    m.teacher = target.ptr();
+    m.teacher_blocks = MultiViewBlocksFromSequential(target);
+    m.student_shape = "ViT patch " + std::to_string(shape_.encoder.patch) + ", dim " +
+                      std::to_string(shape_.encoder.dim) + ", depth " +
+                      std::to_string(shape_.encoder.depth);
+    m.teacher_shape = "its key encoder";
+    return m;
+  }
+  CutRule cut_rule() const override { return {CutRule::Kind::kShared, 1}; }
+  void StudentLoaded(ModelSet& m) const override {
+    auto online = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.student);
+    CopyState(*MakeMomentumTarget(torch::nn::Sequential(online)), *m.teacher);
+  }
+  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    ImageDataOptions o;
+    o.views = 2;
+    return MakeImageData(r, o);
+  }
+  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 2); }
+  Metrics Evaluate(const EvalContext& c) const override {
+    return {{"linear_top1", LinearProbeTop1(c, MocoEncoderBlocks(shape_))}};
+  }
+
+ private:
+  MocoNetOptions shape_;
+  MocoV3Options moco_;
+};
+
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("mocov3",
+                       "MoCo v3: a ViT query encoder against its EMA key encoder, InfoNCE over "
+                       "the whole mini-batch",
+                       MocoV3Recipe);
 
 }  // namespace tspipe

@@ -10,6 +10,7 @@
 #ifndef TSPIPE_ALGORITHMS_MOCOV3_H_
 #define TSPIPE_ALGORITHMS_MOCOV3_H_
 
+#include "algorithms/momentum.h"
 #include "core/algorithm.h"
 
 namespace tspipe {
@@ -24,18 +25,18 @@ struct MocoV3Options {
 torch::Tensor MocoV3Loss(const torch::Tensor& q1, const torch::Tensor& q2,
                          const torch::Tensor& k1, const torch::Tensor& k2, double temperature);
 
-class MocoV3 : public Algorithm {
+class MocoV3 : public MomentumTeacherAlgorithm {
  public:
   MocoV3() = default;
   explicit MocoV3(const MocoV3Options& options) : options_(options) {}
 
   std::string name() const override { return "mocov3"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override { return TeacherKind::kMomentum; }
   // (*student) = {q1, q2}, (*teacher) = {k1, k2}.
   torch::Tensor Loss(const LossInputs& inputs) override;
-  void UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step) override;
-  bool TeacherInTrainMode() const override { return true; }
+  double Momentum(int step) const override {
+    return CosineMomentum(options_.base_momentum, step, options_.total_steps);
+  }
   void SetTrainingLength(int total_steps) override { options_.total_steps = total_steps; }
 
   const MocoV3Options& options() const { return options_; }

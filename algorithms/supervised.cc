@@ -1,5 +1,9 @@
 #include "algorithms/supervised.h"
 
+#include "algorithms/image_data.h"
+#include "engine/recipe.h"
+#include "models/resnet.h"
+
 namespace tspipe {
 
 Workload SupervisedAlgorithm::workload() const {
@@ -14,7 +18,41 @@ torch::Tensor SupervisedAlgorithm::Loss(const LossInputs& in) {
   return torch::nn::functional::cross_entropy((*in.student)[0], (*in.targets)[0]);
 }
 
-TSPIPE_REGISTER_ALGORITHM("supervised", "cross-entropy on labels, no teacher",
-                          SupervisedAlgorithm);
+namespace {
+
+// A ResNet trained on labels, on 28x28 images (kd_accuracy trains its
+// teacher with it).
+class SupervisedRecipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    return ResNetShapeOptions("", "the", {16, 32, 64}, {1, 1, 1});
+  }
+  void Configure(const OptionValues& v) override { shape_ = ResNetShapeFrom(v, "", "supervised"); }
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<SupervisedAlgorithm>();
+  }
+  ModelSet BuildModels() const override {
+    ModelSet m;
+    torch::nn::Sequential net = MakeResNet(shape_);
+    m.student = net.ptr();
+    m.student_blocks = BlocksFromSequential(net);
+    m.student_shape = DescribeShape(shape_);
+    return m;
+  }
+  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    return MakeImageData(r, {});
+  }
+  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
+  Metrics Evaluate(const EvalContext& c) const override { return {{"top1", TestTop1(c)}}; }
+
+ private:
+  ResNetOptions shape_;
+};
+
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("supervised", "cross-entropy on labels, no teacher (ResNet)",
+                       SupervisedRecipe);
 
 }  // namespace tspipe

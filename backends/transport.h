@@ -1,7 +1,7 @@
 // How ranks exchange tensors: the only thing that differs between the
 // single-process backend (ranks are threads, messages are in-memory) and the
 // multi-process one (ranks are processes, messages go through torch c10d).
-// The executor (backends/local/local_executor.h) runs the same actions over
+// The executor (backends/executor.h) runs the same actions over
 // either.
 #ifndef TSPIPE_BACKENDS_TRANSPORT_H_
 #define TSPIPE_BACKENDS_TRANSPORT_H_

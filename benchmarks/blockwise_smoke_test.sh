@@ -6,7 +6,7 @@ bin="$1"
 out="${TEST_TMPDIR:-/tmp}/blockwise.txt"
 plot="${TEST_TMPDIR:-/tmp}/blockwise.svg"
 "${bin}" --scheduler=all --stages=2 --microbatches=2 --batch_size=8 \
-  --teacher_widths=4,8 --teacher_blocks=1,1 --steps_per_iteration=2 \
+  --algorithm_options=teacher_widths=4,8,teacher_blocks=1,1 --steps_per_iteration=2 \
   --benchmark_min_time=0.01 --plot="${plot}" >"${out}" 2>&1 || {
   cat "${out}"; exit 1; }
 cat "${out}"
@@ -17,8 +17,8 @@ grep -q '</svg>' "${plot}"
 # The end-to-end pipelines cannot run it, and say why.
 grep -q 'skipping tspipe: ' "${out}"
 # Bad input fails before any timing, naming the problem.
-if "${bin}" --scheduler=pipebd --stages=9 --microbatches=2 --batch_size=8 --teacher_widths=4,8 \
-    --teacher_blocks=1,1 >"${out}" 2>&1; then
+if "${bin}" --scheduler=pipebd --stages=9 --microbatches=2 --batch_size=8 \
+    --algorithm_options=teacher_widths=4,8,teacher_blocks=1,1 >"${out}" 2>&1; then
   echo "accepted more devices than blocks x micro-batches"; exit 1
 fi
 grep -q 'pipebd gives every device at least one block and micro-batch: 9 devices for 4 blocks x 2 micro-batches' "${out}"

@@ -13,9 +13,9 @@
 
 #include "benchmarks/cli.h"
 #include "benchmarks/flags.h"
-#include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
+#include "engine/trainer.h"
 
 DEFINE_string(runs, "gpipe:sync,tspipe:tspipe_delayed",
               "Comma-separated scheduler:policy pre-training runs, all with the same seed, data "
@@ -28,18 +28,13 @@ DEFINE_string(report, "", "If set, also write the result table (Markdown) to thi
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Pre-trains BYOL on Fashion-MNIST under each scheduler:policy and reports linear "
-      "evaluation accuracy against a random encoder.");
+      "evaluation accuracy against a random encoder.\n" +
+      tspipe::AlgorithmUsage("byol"));
   tspipe::SetFlagDefaults({{"batch_size", "128"}, {"log_every", "50"}, {"weight_decay", "1e-4"}});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-
-  tspipe::TrainConfig base = tspipe::ConfigFromFlags();
-  base.algorithm = "byol";
-  base.data = "fashion_mnist";
-  base.train_samples = FLAGS_train_samples;
-  base.total_steps = FLAGS_steps;
 
   struct Row {
     std::string run, scheduler, policy;
@@ -48,6 +43,10 @@ int main(int argc, char** argv) {
   };
   std::vector<Row> rows;
   try {
+    tspipe::TrainConfig base = tspipe::ConfigFromFlags("byol");
+    base.data = "fashion_mnist";
+    base.train_samples = FLAGS_train_samples;
+    base.total_steps = FLAGS_steps;
     if (FLAGS_balance == "auto") {
       // One cut for every run (planned for tspipe): the runs differ only in
       // scheduler and policy.
@@ -59,7 +58,8 @@ int main(int argc, char** argv) {
     {
       tspipe::Trainer random(base);
       Row row{"random encoder", "-", "-", 0};
-      row.accuracy = random.LinearEval(FLAGS_train_samples, FLAGS_eval_samples);
+      row.accuracy = tspipe::MetricValue(random.Evaluate(FLAGS_train_samples, FLAGS_eval_samples),
+                                         "linear_top1");
       LOG(INFO) << "random encoder: linear accuracy " << row.accuracy;
       rows.push_back(row);
     }
@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
       tspipe::Trainer trainer(c);
       Row row{"byol", c.scheduler, c.update_policy, FLAGS_steps};
       row.seconds = tspipe::TrainWithProgress(trainer, FLAGS_steps, "byol/" + run, FLAGS_log_every);
-      row.accuracy = trainer.LinearEval(FLAGS_train_samples, FLAGS_eval_samples);
+      row.accuracy = tspipe::MetricValue(trainer.Evaluate(FLAGS_train_samples, FLAGS_eval_samples),
+                                         "linear_top1");
       LOG(INFO) << run << ": linear accuracy " << row.accuracy;
       rows.push_back(row);
     }

@@ -5,8 +5,8 @@ set -euo pipefail
 bin="$1"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 out="${tmp}/out.txt"
-small=(--train_samples=256 --eval_samples=200 --batch_size=32 --microbatches=4 --widths=8,16
-  --blocks=1,1 --byol_hidden=32 --byol_projection=16 --steps=4 --log_every=2)
+small=(--train_samples=256 --eval_samples=200 --batch_size=32 --microbatches=4
+  --algorithm_options=widths=8,16,blocks=1,1,hidden=32,projection=16 --steps=4 --log_every=2)
 "${bin}" "${small[@]}" --runs=gpipe:sync,tspipe:tspipe_delayed,dp:sync \
   --report="${tmp}/report.md" >"${out}" 2>&1 || { cat "${out}"; exit 1; }
 cat "${out}"

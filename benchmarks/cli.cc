@@ -3,26 +3,13 @@
 #include <glog/logging.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
-namespace tspipe {
+#include "engine/progress.h"
 
-std::vector<int> ParseInts(const std::string& text, const char* flag) {
-  std::vector<int> out;
-  for (const std::string& item : SplitList(text)) {
-    try {
-      size_t used = 0;
-      out.push_back(std::stoi(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      LOG(FATAL) << "--" << flag << ": '" << item << "' is not an integer";
-    }
-  }
-  return out;
-}
+namespace tspipe {
 
 std::vector<std::string> SplitList(const std::string& text) {
   std::vector<std::string> out;
@@ -45,23 +32,16 @@ bool FileExists(const std::string& path) {
 }
 
 double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every) {
-  const auto start = std::chrono::steady_clock::now();
+  Progress progress(label, steps, trainer.batch_size());
   const int chunk = log_every > 0 ? log_every : std::max(1, steps);
   int done = 0;
   while (done < steps) {
     const int n = std::min(chunk, steps - done);
     const double loss = trainer.Train(n);
     done += n;
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (log_every > 0) {
-      const double rate = static_cast<double>(done) * trainer.batch_size() / secs;
-      LOG(INFO) << label << ": step " << done << "/" << steps << ", loss " << loss << ", "
-                << static_cast<int>(rate) << " samples/s, ETA "
-                << static_cast<int>((steps - done) * secs / done) << " s";
-    }
+    if (log_every > 0) LOG(INFO) << progress.Line(done, loss);
   }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return progress.ElapsedSeconds();
 }
 
 std::string FormatMs(const std::vector<double>& ms) {

@@ -1,17 +1,15 @@
-// Helpers shared by the benchmark mains (flag parsing, paths, progress).
-// Torch-free, like the mains: they use glog, whose macros clash with c10's.
+// Helpers shared by the benchmark mains (lists, paths, progress). Torch-free,
+// like the mains: they use glog, whose macros clash with c10's.
 #ifndef TSPIPE_BENCHMARKS_CLI_H_
 #define TSPIPE_BENCHMARKS_CLI_H_
 
 #include <string>
 #include <vector>
 
-#include "benchmarks/harness.h"
+#include "engine/trainer.h"
 
 namespace tspipe {
 
-// "3,2" -> {3, 2}; "" -> {}. Exits naming `flag` on a non-integer item.
-std::vector<int> ParseInts(const std::string& text, const char* flag);
 // "a,b" -> {"a", "b"}.
 std::vector<std::string> SplitList(const std::string& text);
 // `bazel run` starts binaries in their runfiles tree; users mean paths
@@ -19,7 +17,8 @@ std::vector<std::string> SplitList(const std::string& text);
 std::string UserPath(const std::string& path);
 bool FileExists(const std::string& path);
 // Trains `steps` steps in chunks of `log_every`, logging step, loss,
-// samples/s and ETA after each; returns the seconds taken.
+// samples/s and ETA after each (engine/progress.h); returns the seconds
+// taken.
 double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every);
 // "31.2/23" for per-stage milliseconds.
 std::string FormatMs(const std::vector<double>& ms);

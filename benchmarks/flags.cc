@@ -2,26 +2,30 @@
 
 #include <glog/logging.h>
 
-#include "benchmarks/cli.h"
+#include <stdexcept>
 
+#include "core/options.h"
+
+DEFINE_string(algorithm_options, "",
+              "The algorithm's options as name=value pairs separated by commas, e.g. "
+              "'temperature=2,lambda=0.5' or 'widths=8,16,blocks=1,1' (list values keep their "
+              "commas). The options of this binary's algorithm are listed at the top of --help.");
 DEFINE_int32(stages, 2, "Pipeline stages (one device each for pipelines).");
 DEFINE_int32(microbatches, 4, "Micro-batches per mini-batch.");
 DEFINE_int32(batch_size, 64, "Samples per mini-batch.");
 DEFINE_string(balance, "auto",
               "Blocks per stage: 'auto' (time every block, then cut student and teacher "
               "jointly so the slowest stage is fastest), 'even', or a list like '3,2'.");
-DEFINE_string(widths, "16,32,64", "Student (or encoder) ResNet channels per group.");
-DEFINE_string(blocks, "1,1,1", "Student (or encoder) ResNet basic blocks per group.");
-DEFINE_string(teacher_widths, "32,64,128", "Teacher ResNet channels per group (kd).");
-DEFINE_string(teacher_blocks, "2,2,2", "Teacher ResNet basic blocks per group (kd).");
-DEFINE_int32(byol_hidden, 256, "BYOL/MoCo v3 projector and predictor hidden width.");
-DEFINE_int32(byol_projection, 64, "BYOL/MoCo v3 projection size.");
+DEFINE_string(teacher_balance, "",
+              "Teacher blocks per stage, e.g. '4,4'; empty = chosen with --balance "
+              "(auto: jointly; otherwise even).");
 DEFINE_double(learning_rate, 0.05, "SGD learning rate.");
 DEFINE_double(momentum, 0.9, "SGD momentum.");
 DEFINE_double(weight_decay, 0, "SGD weight decay.");
 DEFINE_int32(seed, 0, "Seed for initialisation, augmentations and data (order).");
-DEFINE_string(data_dir, "/usr/share/datasets/fashion-mnist",
-              "Directory with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).");
+DEFINE_string(data_dir, "",
+              "Directory of the algorithm's real data set; empty = its default (Fashion-MNIST: "
+              "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist).");
 DEFINE_int32(threads_per_device, 1,
              "Intra-op threads per device (rank). On CPU a device is a core.");
 DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
@@ -41,20 +45,27 @@ void SetFlagDefaults(const std::vector<std::pair<std::string, std::string>>& def
   }
 }
 
-TrainConfig ConfigFromFlags() {
+std::string AlgorithmUsage(const std::string& algorithm) {
+  return RecipeOptionsHelp(algorithm);
+}
+
+TrainConfig ConfigFromFlags(const std::string& algorithm) {
   TrainConfig c;
+  c.algorithm = algorithm;
+  c.algorithm_options = FLAGS_algorithm_options;
+  try {
+    CheckRecipeOptions(algorithm, FLAGS_algorithm_options);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--algorithm_options=" + FLAGS_algorithm_options + ": " +
+                                e.what());
+  }
   c.stages = FLAGS_stages;
   c.microbatches = FLAGS_microbatches;
   c.batch_size = FLAGS_batch_size;
   if (FLAGS_balance != "auto" && FLAGS_balance != "even") {
-    c.balance = ParseInts(FLAGS_balance, "balance");
+    c.balance = ParseIntList(FLAGS_balance, "--balance");
   }
-  c.widths = ParseInts(FLAGS_widths, "widths");
-  c.blocks_per_group = ParseInts(FLAGS_blocks, "blocks");
-  c.teacher_widths = ParseInts(FLAGS_teacher_widths, "teacher_widths");
-  c.teacher_blocks_per_group = ParseInts(FLAGS_teacher_blocks, "teacher_blocks");
-  c.byol_hidden = FLAGS_byol_hidden;
-  c.byol_projection = FLAGS_byol_projection;
+  c.teacher_balance = ParseIntList(FLAGS_teacher_balance, "--teacher_balance");
   c.learning_rate = FLAGS_learning_rate;
   c.momentum = FLAGS_momentum;
   c.weight_decay = FLAGS_weight_decay;

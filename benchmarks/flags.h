@@ -1,7 +1,7 @@
-// Flags that every benchmark main takes (model shape, optimiser, data,
-// device), defined once, and the TrainConfig they describe. Mains only:
-// library code never reads flags. A main whose defaults differ sets them
-// with SetFlagDefaults before parsing, so --help shows its own.
+// Flags that every benchmark main takes (algorithm and its options, cut,
+// optimiser, data, device), defined once, and the TrainConfig they describe.
+// Mains only: library code never reads flags. A main whose defaults differ
+// sets them with SetFlagDefaults before parsing, so --help shows its own.
 #ifndef TSPIPE_BENCHMARKS_FLAGS_H_
 #define TSPIPE_BENCHMARKS_FLAGS_H_
 
@@ -11,18 +11,14 @@
 #include <utility>
 #include <vector>
 
-#include "benchmarks/harness.h"
+#include "engine/trainer.h"
 
+DECLARE_string(algorithm_options);
 DECLARE_int32(stages);
 DECLARE_int32(microbatches);
 DECLARE_int32(batch_size);
 DECLARE_string(balance);
-DECLARE_string(widths);
-DECLARE_string(blocks);
-DECLARE_string(teacher_widths);
-DECLARE_string(teacher_blocks);
-DECLARE_int32(byol_hidden);
-DECLARE_int32(byol_projection);
+DECLARE_string(teacher_balance);
 DECLARE_double(learning_rate);
 DECLARE_double(momentum);
 DECLARE_double(weight_decay);
@@ -38,9 +34,16 @@ namespace tspipe {
 // unknown flag or a bad value.
 void SetFlagDefaults(const std::vector<std::pair<std::string, std::string>>& defaults);
 
-// The shared flags as a TrainConfig. --balance is copied only when it is a
-// list: "auto" and "even" are each main's to act on.
-TrainConfig ConfigFromFlags();
+// The usage text's part about `algorithm`: its options with defaults and
+// help, so that --help lists them.
+std::string AlgorithmUsage(const std::string& algorithm);
+
+// The shared flags as a TrainConfig for `algorithm`. --balance is copied
+// only when it is a list: "auto" and "even" are each main's to act on.
+// Throws std::invalid_argument with a one-line message naming the flag and
+// the value when one is bad (a balance that is not a list of integers, an
+// unknown algorithm option...).
+TrainConfig ConfigFromFlags(const std::string& algorithm);
 
 }  // namespace tspipe
 

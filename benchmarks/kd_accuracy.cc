@@ -21,9 +21,9 @@
 
 #include "benchmarks/cli.h"
 #include "benchmarks/flags.h"
-#include "benchmarks/harness.h"
 #include "core/balance.h"
 #include "core/file_util.h"
+#include "engine/trainer.h"
 
 DEFINE_string(scheduler, "tspipe,sequential",
               "Comma-separated schedulers to distil under; 'sequential' is the reference the "
@@ -58,27 +58,33 @@ struct Row {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Trains (or loads) a Fashion-MNIST teacher, distils it into a student under each "
-      "scheduler, and compares test accuracy with a student trained without a teacher.");
+      "scheduler, and compares test accuracy with a student trained without a teacher.\n" +
+      tspipe::AlgorithmUsage("kd"));
   tspipe::SetFlagDefaults({{"batch_size", "128"}, {"log_every", "50"}, {"weight_decay", "5e-4"}});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
-  tspipe::TrainConfig base = tspipe::ConfigFromFlags();
-  base.data = "fashion_mnist";
-  base.train_samples = FLAGS_train_samples;
   const std::string checkpoint = UserPath(FLAGS_teacher_checkpoint);
   std::vector<Row> rows;
 
   try {
-    // 1. The teacher: a supervised run whose "student" has the teacher's shape.
+    tspipe::TrainConfig base = tspipe::ConfigFromFlags("kd");
+    base.data = "fashion_mnist";
+    base.train_samples = FLAGS_train_samples;
+    // 1. The teacher: a supervised run whose student has the KD teacher's
+    // shape.
     tspipe::TrainConfig teacher = base;
     teacher.algorithm = "supervised";
+    teacher.algorithm_options =
+        "widths=" + tspipe::RecipeOptionValue("kd", base.algorithm_options, "teacher_widths") +
+        ",blocks=" + tspipe::RecipeOptionValue("kd", base.algorithm_options, "teacher_blocks");
     teacher.scheduler = FLAGS_teacher_scheduler;
-    teacher.widths = base.teacher_widths;
-    teacher.blocks_per_group = base.teacher_blocks_per_group;
-    teacher.balance.clear();  // --balance cuts the student; the teacher is cut evenly or by plan.
+    // --balance and --teacher_balance cut the KD run; the teacher's own
+    // training is cut evenly or by plan.
+    teacher.balance.clear();
+    teacher.teacher_balance.clear();
     if (FLAGS_balance == "auto") tspipe::ApplyPlan(tspipe::PlanBalance(teacher), &teacher);
     if (FLAGS_retrain_teacher || !FileExists(checkpoint)) {
       LOG(INFO) << "training the teacher (" << FLAGS_teacher_steps << " steps, "
@@ -87,7 +93,7 @@ int main(int argc, char** argv) {
       tspipe::Trainer t(teacher);
       Row row{"teacher", teacher.scheduler, FLAGS_teacher_steps};
       row.seconds = tspipe::TrainWithProgress(t, FLAGS_teacher_steps, "teacher", FLAGS_log_every);
-      row.accuracy = t.Evaluate(FLAGS_eval_samples);
+      row.accuracy = tspipe::MetricValue(t.Evaluate(0, FLAGS_eval_samples), "top1");
       t.SaveModel(checkpoint);
       LOG(INFO) << "saved the teacher to " << checkpoint << " (test accuracy " << row.accuracy
                 << ")";
@@ -120,7 +126,7 @@ int main(int argc, char** argv) {
       auto trainer = std::make_unique<tspipe::Trainer>(c);
       Row row{"kd student", scheduler, FLAGS_steps};
       row.seconds = tspipe::TrainWithProgress(*trainer, FLAGS_steps, "kd/" + scheduler, FLAGS_log_every);
-      row.accuracy = trainer->Evaluate(FLAGS_eval_samples);
+      row.accuracy = tspipe::MetricValue(trainer->Evaluate(0, FLAGS_eval_samples), "top1");
       rows.push_back(row);
       students[scheduler] = std::move(trainer);
     }
@@ -131,7 +137,8 @@ int main(int argc, char** argv) {
       tspipe::TrainConfig probe = teacher;
       probe.initial_checkpoint = checkpoint;
       Row row{"teacher (loaded)", "-", 0};
-      row.accuracy = tspipe::Trainer(probe).Evaluate(FLAGS_eval_samples);
+      row.accuracy =
+          tspipe::MetricValue(tspipe::Trainer(probe).Evaluate(0, FLAGS_eval_samples), "top1");
       rows.insert(rows.begin(), row);
     }
     auto reference = students.find("sequential");
@@ -147,12 +154,16 @@ int main(int argc, char** argv) {
     // 3. The same student, same steps and data, without a teacher.
     tspipe::TrainConfig alone = kd;
     alone.algorithm = "supervised";
+    alone.algorithm_options =
+        "widths=" + tspipe::RecipeOptionValue("kd", base.algorithm_options, "widths") +
+        ",blocks=" + tspipe::RecipeOptionValue("kd", base.algorithm_options, "blocks");
     alone.scheduler = "sequential";
     alone.teacher_checkpoint.clear();
+    alone.teacher_balance.clear();
     tspipe::Trainer baseline(alone);
     Row row{"student without teacher", "sequential", FLAGS_steps};
     row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "no-teacher", FLAGS_log_every);
-    row.accuracy = baseline.Evaluate(FLAGS_eval_samples);
+    row.accuracy = tspipe::MetricValue(baseline.Evaluate(0, FLAGS_eval_samples), "top1");
     rows.push_back(row);
   } catch (const std::exception& e) {
     LOG(ERROR) << e.what();

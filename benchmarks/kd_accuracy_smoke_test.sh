@@ -9,7 +9,7 @@ tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 out="${tmp}/out.txt"
 ckpt="${tmp}/teacher.pt"
 small=(--train_samples=256 --eval_samples=200 --batch_size=32 --microbatches=4
-  --widths=8,16 --blocks=1,1 --teacher_widths=8,16 --teacher_blocks=2,1 --log_every=2
+  --algorithm_options=widths=8,16,blocks=1,1,teacher_widths=8,16,teacher_blocks=2,1 --log_every=2
   --teacher_checkpoint="${ckpt}" --report="${tmp}/report.md")
 "${bin}" "${small[@]}" --teacher_steps=4 --steps=4 --scheduler=tspipe,gpipe,dp,sequential \
   >"${out}" 2>&1 || { cat "${out}"; exit 1; }
@@ -29,7 +29,9 @@ awk '/^kd student/ { if ($6 == "-" || $6 + 0 > 1e-4) { print "differs: " $0; bad
 grep -q 'loading the teacher from' "${out}"
 grep -Eq '^teacher \(loaded\)' "${out}"
 # A checkpoint of another shape is refused, naming the file.
-if "${bin}" "${small[@]}" --teacher_widths=8,32 --steps=1 >"${out}" 2>&1; then
+if "${bin}" "${small[@]}" --steps=1 \
+    --algorithm_options=widths=8,16,blocks=1,1,teacher_widths=8,32,teacher_blocks=2,1 \
+    >"${out}" 2>&1; then
   echo "accepted a checkpoint of the wrong shape"; exit 1
 fi
 grep -q "checkpoint ${ckpt} does not fit the teacher (widths 8,32" "${out}"

@@ -1,11 +1,10 @@
-// Trains an algorithm's models (ResNets, or a ViT for MoCo v3) on synthetic
-// 28x28 images (or Fashion-MNIST) under one or more schedulers and compares
+// Trains an algorithm's models under one or more schedulers and compares
 // their throughput in one run.
 //
-//   ./tools/bazel run //benchmarks:supervised -- --scheduler=gpipe,sequential
-//       --stages=2 --microbatches=4 --batch_size=64  (one line)
+//   ./tools/bazel run //benchmarks:kd -- --scheduler=tspipe,gpipe,sequential
+//       --stages=2 --microbatches=4 --algorithm_options=temperature=2  (one line)
 //
-// Each benchmark iteration is one training step (one mini-batch). Counters:
+// Each benchmark iteration is --steps_per_iteration training steps. Counters:
 // samples_per_second, devices, simulated bubble. With several schedulers (or
 // --scheduler=all) a table compares each against sequential and against the
 // ideal (sequential throughput x devices).
@@ -15,20 +14,30 @@
 
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <map>
-#include <set>
-#include <sstream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "benchmarks/cli.h"
 #include "benchmarks/flags.h"
-#include "benchmarks/harness.h"
-#include "core/balance.h"
+#include "benchmarks/report.h"
 #include "core/file_util.h"
+#include "engine/progress.h"
+#include "engine/trainer.h"
 
+// Which algorithm this binary benchmarks by default: set per target by the
+// BUILD file.
+#ifndef TSPIPE_BENCHMARK_ALGORITHM
+#define TSPIPE_BENCHMARK_ALGORITHM supervised
+#endif
+#define TSPIPE_STRINGIFY_INNER(x) #x
+#define TSPIPE_STRINGIFY(x) TSPIPE_STRINGIFY_INNER(x)
+
+DEFINE_string(algorithm, TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM),
+              "The algorithm (recipe) to train; see the list at the top of --help.");
 DEFINE_string(scheduler, "gpipe,sequential",
               "Comma-separated schedulers to compare, or 'all'. See --help for the list.");
 DEFINE_int32(steps, 0, "Timed iterations per scheduler; 0 lets Google Benchmark decide.");
@@ -38,17 +47,10 @@ DEFINE_int32(steps_per_iteration, 4,
 DEFINE_int32(balance_trials, 6,
              "--balance=auto: time up to this many cuts whose simulated speed is within 10% of "
              "the best, and keep the fastest (1 = trust the simulator).");
-DEFINE_string(teacher_balance, "",
-              "Teacher blocks per stage, e.g. '4,4'; empty = chosen with --balance "
-              "(auto: jointly; otherwise even).");
 DEFINE_string(policy, "",
-              "Update policy for momentum teachers (byol): sync or tspipe_delayed; empty = "
-              "each scheduler's own (tspipe: tspipe_delayed, others: sync). A scheduler that "
-              "cannot honour the policy fails with an error.");
-DEFINE_int32(vit_patch, 4, "MoCo v3 ViT patch size.");
-DEFINE_int32(vit_dim, 64, "MoCo v3 ViT width.");
-DEFINE_int32(vit_depth, 4, "MoCo v3 ViT transformer blocks.");
-DEFINE_int32(vit_heads, 4, "MoCo v3 ViT attention heads.");
+              "Update policy for momentum teachers (byol, mocov3): sync or tspipe_delayed; "
+              "empty = each scheduler's own (tspipe: tspipe_delayed, others: sync). A scheduler "
+              "that cannot honour the policy fails with an error.");
 DEFINE_string(backend, "local",
               "local (every rank a thread of this process) or c10d (this process is one rank; "
               "start one per rank with tools/launch, which sets RANK, WORLD_SIZE, MASTER_ADDR, "
@@ -56,33 +58,11 @@ DEFINE_string(backend, "local",
 DEFINE_int32(peer_timeout, 60,
              "c10d: seconds a rank waits for a peer (rendezvous, messages) before failing.");
 DEFINE_string(data, "synthetic",
-              "synthetic (random tensors, for throughput) or fashion_mnist (--data_dir).");
+              "synthetic (random tensors, for throughput) or the algorithm's real data set "
+              "(fashion_mnist for the image algorithms; --data_dir).");
 DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
 
-// Which algorithm this binary benchmarks: set per target by the BUILD file.
-#ifndef TSPIPE_BENCHMARK_ALGORITHM
-#define TSPIPE_BENCHMARK_ALGORITHM supervised
-#endif
-#define TSPIPE_STRINGIFY_INNER(x) #x
-#define TSPIPE_STRINGIFY(x) TSPIPE_STRINGIFY_INNER(x)
-
 namespace {
-
-const char kAlgorithm[] = TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM);
-
-using tspipe::ParseInts;
-
-std::vector<std::string> Schedulers() {
-  if (FLAGS_scheduler == "all") return tspipe::SchedulerNames();
-  return tspipe::SplitList(FLAGS_scheduler);
-}
-
-struct Measured {
-  double samples_per_second = 0;
-  int devices = 1;
-  double bubble = 0;
-};
-std::map<std::string, Measured> g_results;
 
 // A failed training step. Locally the scheduler's row is dropped and the
 // next scheduler runs; under c10d the peers cannot follow (they may be in
@@ -90,7 +70,7 @@ std::map<std::string, Measured> g_results;
 // group with a dead peer may block in its destructor.
 void FailRun(benchmark::State& state, const tspipe::TrainConfig& config, const std::exception& e) {
   LOG(ERROR) << config.scheduler << ": " << e.what();
-  if (config.backend == "c10d") {
+  if (config.world) {
     google::FlushLogFiles(google::GLOG_INFO);
     std::fflush(nullptr);
     _exit(1);
@@ -110,7 +90,8 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
     FailRun(state, config, e);
     return;
   }
-  const auto start = std::chrono::steady_clock::now();
+  const int64_t total = static_cast<int64_t>(FLAGS_steps) * config.steps_per_iteration;
+  tspipe::Progress progress(config.scheduler, total, config.batch_size);
   int64_t step = 0;
   double loss = 0;
   for (auto _ : state) {
@@ -122,15 +103,7 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
     }
     step += config.steps_per_iteration;
     if (FLAGS_log_every > 0 && step % FLAGS_log_every < config.steps_per_iteration) {
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      double rate = step * config.batch_size / secs;
-      std::ostringstream eta;
-      if (FLAGS_steps > 0) {
-        int64_t total = static_cast<int64_t>(FLAGS_steps) * config.steps_per_iteration;
-        eta << ", ETA " << static_cast<int>((total - step) * secs / step) << " s";
-      }
-      LOG(INFO) << config.scheduler << " step " << step << ", loss " << loss << ", " << rate
-                << " samples/s" << eta.str();
+      LOG(INFO) << progress.Line(step, loss);
     }
   }
   state.counters["samples_per_second"] = benchmark::Counter(
@@ -141,109 +114,37 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   state.counters["loss"] = loss;
 }
 
-// Remembers each scheduler's throughput for the comparison table.
-class ComparisonReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& run : runs) {
-      if (run.error_occurred) continue;
-      // With repetitions, the median of a scheduler's repetitions stands for
-      // it (and later single runs do not overwrite it).
-      const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
-      if (run.run_type == Run::RT_Aggregate && !median) continue;
-      std::string name = run.benchmark_name();
-      std::string scheduler = name.substr(name.find('/') + 1);
-      scheduler = scheduler.substr(0, scheduler.find('/'));
-      if (!median && has_median_.count(scheduler)) continue;
-      if (median) has_median_.insert(scheduler);
-      Measured m;
-      m.samples_per_second = run.counters.at("samples_per_second");
-      m.devices = static_cast<int>(run.counters.at("devices"));
-      m.bubble = run.counters.at("sim_bubble");
-      g_results[scheduler] = m;
+// --balance=auto: the simulator ranks the cuts; with several close ones, a
+// short timed trial of each picks the one that is fastest in practice
+// (single process only: c10d ranks would have to agree on it).
+void AutoBalance(const tspipe::BlockCosts& costs, tspipe::TrainConfig* config) {
+  const std::string& n = config->scheduler;
+  std::vector<tspipe::BalancePlan> plans =
+      tspipe::PlanBalances(*config, costs, config->world ? 1 : FLAGS_balance_trials, 0.10);
+  size_t chosen = 0;
+  // Equal periods: the cut does not matter to this scheduler (one rank runs
+  // every stage), so there is nothing to try.
+  if (plans.size() > 1 && plans.back().period_ms > plans.front().period_ms * (1 + 1e-9)) {
+    std::vector<double> rate =
+        tspipe::TimePlans(*config, plans, config->steps_per_iteration, /*rounds=*/2);
+    for (size_t i = 0; i < plans.size(); ++i) {
+      LOG(INFO) << n << ": trial " << tspipe::DescribePlan(plans[i]) << ": " << rate[i]
+                << " samples/s";
+      if (rate[i] > rate[chosen]) chosen = i;
     }
   }
-
- private:
-  std::set<std::string> has_median_;
-};
-
-std::string BarChartSvg(const std::vector<std::string>& names) {
-  double top = 0;
-  for (const auto& [n, m] : g_results) top = std::max(top, m.samples_per_second);
-  std::ostringstream out;
-  const int bar = 50, gap = 30, height = 300, left = 60;
-  int width = left + static_cast<int>(names.size()) * (bar + gap) + 40;
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\""
-      << height + 80 << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-      << "<text x=\"10\" y=\"20\" font-size=\"14\">" << kAlgorithm << " throughput (samples/s), "
-      << FLAGS_stages << " stages, " << FLAGS_microbatches << " micro-batches, batch "
-      << FLAGS_batch_size << "</text>\n";
-  int x = left;
-  for (const std::string& n : names) {
-    auto it = g_results.find(n);
-    if (it == g_results.end()) continue;
-    double h = top > 0 ? it->second.samples_per_second / top * (height - 40) : 0;
-    out << "<rect x=\"" << x << "\" y=\"" << height - h + 30 << "\" width=\"" << bar
-        << "\" height=\"" << h << "\" fill=\"#4e79a7\"/>\n"
-        << "<text x=\"" << x << "\" y=\"" << height - h + 25 << "\">"
-        << static_cast<int>(it->second.samples_per_second) << "</text>\n"
-        << "<text x=\"" << x << "\" y=\"" << height + 50 << "\">" << n << "</text>\n";
-    x += bar + gap;
-  }
-  out << "</svg>\n";
-  return out.str();
+  tspipe::ApplyPlan(plans[chosen], config);
+  LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plans[chosen]);
 }
 
-void PrintComparison(const std::vector<std::string>& names) {
-  auto seq = g_results.find("sequential");
-  std::printf("\n%-12s %7s %12s %14s %18s %12s\n", "scheduler", "devices", "samples/s",
-              "vs_sequential", "fraction_of_ideal", "sim_bubble");
-  for (const std::string& n : names) {
-    auto it = g_results.find(n);
-    if (it == g_results.end()) continue;
-    const Measured& m = it->second;
-    if (seq != g_results.end()) {
-      double speedup = m.samples_per_second / seq->second.samples_per_second;
-      std::printf("%-12s %7d %12.1f %14.3f %18.3f %12.4f\n", n.c_str(), m.devices,
-                  m.samples_per_second, speedup, speedup / m.devices, m.bubble);
-    } else {
-      std::printf("%-12s %7d %12.1f %14s %18s %12.4f\n", n.c_str(), m.devices,
-                  m.samples_per_second, "-", "-", m.bubble);
-    }
-  }
-  if (seq == g_results.end()) {
-    std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
-  } else {
-    std::printf("ideal = sequential samples/s x devices; fraction_of_ideal = vs_sequential / "
-                "devices\n");
-  }
-  std::fflush(stdout);
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      std::string("Compares schedulers training on 28x28 images (algorithm: ") +
-      TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM) + ").\n"
-      "Google Benchmark flags (--benchmark_min_time=...) are accepted too.\nSchedulers:\n" +
-      tspipe::DescribeSchedulers());
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-help" || arg == "--helpfull") {
-      gflags::ParseCommandLineFlags(&argc, &argv, true);  // Prints and exits.
-    }
-  }
-  // Defaults for Google Benchmark's own flags: this machine class is noisy,
-  // so each scheduler runs 5 repetitions in random interleaved order and
-  // the table reports each one's median. Not under c10d, where every rank
-  // must run the same sequence of iterations.
-  std::vector<char*> args(argv, argv + argc);
+// Google Benchmark's defaults for this noisy machine class: each scheduler
+// runs 5 repetitions in random interleaved order and the table reports each
+// one's median. Not under c10d, where every rank must run the same sequence
+// of iterations. Returns whether the run is a c10d rank.
+bool AddBenchmarkDefaults(int argc, char** argv, std::vector<char*>* args) {
   // Launched as a rank (tools/launch, torchrun) counts as c10d too.
   bool c10d = std::getenv("WORLD_SIZE") != nullptr;
-  bool repetitions = false, interleaving = false;
+  bool repetitions = false, interleaving = false, min_time = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string next = i + 1 < argc ? argv[i + 1] : "";
@@ -251,15 +152,46 @@ int main(int argc, char** argv) {
             ((a == "--backend" || a == "-backend") && next == "c10d");
     repetitions |= a.rfind("--benchmark_repetitions", 0) == 0;
     interleaving |= a.rfind("--benchmark_enable_random_interleaving", 0) == 0;
+    min_time |= a.rfind("--benchmark_min_time", 0) == 0;
   }
   static char kRepetitions[] = "--benchmark_repetitions=5";
   static char kInterleave[] = "--benchmark_enable_random_interleaving=true";
   static char kMinTime[] = "--benchmark_min_time=1";
-  bool min_time = false;
-  for (int i = 1; i < argc; ++i) min_time |= std::string(argv[i]).rfind("--benchmark_min_time", 0) == 0;
-  if (!c10d && !repetitions) args.push_back(kRepetitions);
-  if (!c10d && !interleaving) args.push_back(kInterleave);
-  if (!c10d && !min_time) args.push_back(kMinTime);
+  if (!c10d && !repetitions) args->push_back(kRepetitions);
+  if (!c10d && !interleaving) args->push_back(kInterleave);
+  if (!c10d && !min_time) args->push_back(kMinTime);
+  return c10d && interleaving;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // --help lists the options of the algorithm asked for (or this binary's).
+  std::string algorithm = FLAGS_algorithm;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--algorithm=", 0) == 0) algorithm = a.substr(12);
+  }
+  std::string options_help;
+  try {
+    options_help = tspipe::AlgorithmUsage(algorithm);
+  } catch (const std::exception& e) {
+    options_help = std::string(e.what()) + "\n";
+  }
+  gflags::SetUsageMessage(
+      std::string("Compares schedulers training one algorithm.\nGoogle Benchmark flags "
+                  "(--benchmark_min_time=...) are accepted too.\nAlgorithms (--algorithm):\n") +
+      tspipe::DescribeRecipes() + "\n" + options_help + "\nSchedulers (--scheduler):\n" +
+      tspipe::DescribeSchedulers());
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "--helpfull") {
+      // Before Google Benchmark, which would print only its own flags.
+      gflags::ParseCommandLineFlags(&argc, &argv, true);  // Prints and exits.
+    }
+  }
+  std::vector<char*> args(argv, argv + argc);
+  const bool interleaved_c10d = AddBenchmarkDefaults(argc, argv, &args);
   args.push_back(nullptr);
   argc = static_cast<int>(args.size()) - 1;
   argv = args.data();
@@ -267,31 +199,34 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  if (FLAGS_backend == "c10d" && interleaving) {
+  if (interleaved_c10d) {
     LOG(ERROR) << "--benchmark_enable_random_interleaving cannot be used with --backend=c10d: "
                   "every rank must run the schedulers in the same order";
     return 1;
   }
-
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-  tspipe::TrainConfig base = tspipe::ConfigFromFlags();
-  base.algorithm = kAlgorithm;
+  tspipe::TrainConfig base;
+  try {
+    base = tspipe::ConfigFromFlags(FLAGS_algorithm);
+    if (FLAGS_backend == "c10d") {
+      base.world = tspipe::World::Join(FLAGS_device, FLAGS_peer_timeout);
+    } else if (FLAGS_backend != "local") {
+      throw std::invalid_argument("--backend=" + FLAGS_backend + ": use local or c10d");
+    }
+  } catch (const std::exception& e) {
+    LOG(ERROR) << e.what();
+    return 1;
+  }
   base.steps_per_iteration = FLAGS_steps_per_iteration;
-  base.teacher_balance = ParseInts(FLAGS_teacher_balance, "teacher_balance");
   base.update_policy = FLAGS_policy;
-  base.backend = FLAGS_backend;
   base.peer_timeout_seconds = FLAGS_peer_timeout;
-  if (FLAGS_backend == "c10d" && FLAGS_steps <= 0) {
+  base.data = FLAGS_data;
+  if (base.world && FLAGS_steps <= 0) {
     // Google Benchmark would pick an iteration count per process from its
     // own timings; ranks that disagree would wait for each other forever.
     FLAGS_steps = 20;
     LOG(INFO) << "--backend=c10d: running --steps=20 iterations on every rank";
   }
-  base.vit_patch = FLAGS_vit_patch;
-  base.vit_dim = FLAGS_vit_dim;
-  base.vit_depth = FLAGS_vit_depth;
-  base.vit_heads = FLAGS_vit_heads;
-  base.data = FLAGS_data;
   // --balance=auto: block costs are measured once; each scheduler gets the
   // cut its simulated steady state likes best.
   tspipe::BlockCosts costs;
@@ -311,7 +246,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::vector<std::string> requested = Schedulers();
+  const std::vector<std::string> requested =
+      FLAGS_scheduler == "all" ? tspipe::SchedulerNames() : tspipe::SplitList(FLAGS_scheduler);
   std::vector<std::string> names;
   const auto known = tspipe::SchedulerNames();
   for (const std::string& n : requested) {
@@ -323,40 +259,7 @@ int main(int argc, char** argv) {
     config.scheduler = n;
     // Fail fast on bad configurations, before any timing starts.
     try {
-      if (auto_balance) {
-        // The simulator ranks the cuts; with several close ones, a short
-        // timed trial of each picks the one that is fastest in practice
-        // (single process only: c10d ranks would have to agree on it).
-        std::vector<tspipe::BalancePlan> plans = tspipe::PlanBalances(
-            config, costs, FLAGS_backend == "local" ? FLAGS_balance_trials : 1, 0.10);
-        size_t chosen = 0;
-        // Equal periods: the cut does not matter to this scheduler (one rank
-        // runs every stage), so there is nothing to try.
-        if (plans.size() > 1 && plans.back().period_ms > plans.front().period_ms * (1 + 1e-9)) {
-          // Two rounds, candidates in turn, each keeping its better figure:
-          // a slow moment of the machine then hurts one trial, not a choice.
-          std::vector<std::unique_ptr<tspipe::Trainer>> trials;
-          for (const tspipe::BalancePlan& plan : plans) {
-            tspipe::TrainConfig trial = config;
-            tspipe::ApplyPlan(plan, &trial);
-            trials.push_back(std::make_unique<tspipe::Trainer>(trial));
-          }
-          std::vector<double> rate(plans.size(), 0.0);
-          for (int round = 0; round < 2; ++round) {
-            for (size_t i = 0; i < plans.size(); ++i) {
-              rate[i] = std::max(
-                  rate[i], trials[i]->MeasureSamplesPerSecond(config.steps_per_iteration));
-            }
-          }
-          for (size_t i = 0; i < plans.size(); ++i) {
-            LOG(INFO) << n << ": trial " << tspipe::DescribePlan(plans[i]) << ": " << rate[i]
-                      << " samples/s";
-            if (rate[i] > rate[chosen]) chosen = i;
-          }
-        }
-        tspipe::ApplyPlan(plans[chosen], &config);
-        LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plans[chosen]);
-      }
+      if (auto_balance) AutoBalance(costs, &config);
       g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
       LOG(INFO) << n << ": ranks per stage " << g_trainers[n]->placement();
     } catch (const std::invalid_argument& e) {
@@ -382,14 +285,20 @@ int main(int argc, char** argv) {
     LOG(ERROR) << "no scheduler can run this configuration (see the warnings above)";
     return 1;
   }
-  ComparisonReporter reporter;
+  tspipe::Results results;
+  tspipe::ComparisonReporter reporter(&results);
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  PrintComparison(names);
+  tspipe::PrintComparison(results, names);
   if (!FLAGS_plot.empty()) {
-    tspipe::WriteFileAtomically(tspipe::UserPath(FLAGS_plot), BarChartSvg(names));
+    const std::string title = FLAGS_algorithm + " throughput (samples/s), " +
+                              std::to_string(FLAGS_stages) + " stages, " +
+                              std::to_string(FLAGS_microbatches) + " micro-batches, batch " +
+                              std::to_string(FLAGS_batch_size);
+    tspipe::WriteFileAtomically(tspipe::UserPath(FLAGS_plot),
+                                tspipe::BarChartSvg(results, names, title));
     LOG(INFO) << "wrote " << tspipe::UserPath(FLAGS_plot);
   }
   benchmark::Shutdown();
   g_trainers.clear();
-  return g_results.size() == names.size() ? 0 : 1;
+  return results.size() == names.size() ? 0 : 1;
 }

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "core/microbatch.h"
 #include "core/partition.h"
 #include "core/registry.h"
 #include "core/schedule.h"
@@ -28,6 +29,19 @@ struct LossInputs {
   const Activation* targets = nullptr;
   // 1-based index of the mini-batch (optimizer step) being trained.
   int step = 1;
+  // Samples in `student` (dimension 0 of its tensors).
+  int64_t samples = 0;
+};
+
+// One term of a loss: its mean over the `units` it averages over in the
+// samples given (samples for a per-sample mean, masked tokens for a masked
+// language model). The executor weights it by units / (the term's units in
+// the whole mini-batch), so the trained loss is every term's mean over the
+// mini-batch however the samples are split into micro-batches and replicas.
+// A term with 0 units contributes nothing (its mean may be NaN).
+struct LossTerm {
+  torch::Tensor mean;
+  double units = 0;
 };
 
 class Algorithm {
@@ -36,9 +50,18 @@ class Algorithm {
   virtual std::string name() const = 0;
   virtual Workload workload() const = 0;
   virtual TeacherKind teacher_kind() const = 0;
-  // A scalar loss averaged over the samples in `inputs`. Runs on the loss
-  // stage's thread and device; must not keep references to the inputs.
-  virtual torch::Tensor Loss(const LossInputs& inputs) = 0;
+  // A scalar loss averaged over the samples in `inputs`: for losses that
+  // are per-sample means. Runs on the loss stage's thread and device; must
+  // not keep references to the inputs. Losses that average over something
+  // else override LossTerms and LossUnits instead; the default refuses.
+  virtual torch::Tensor Loss(const LossInputs& inputs);
+  // The loss as terms (see LossTerm), summed with the weights above. The
+  // default is {Loss(inputs), inputs.samples}: one per-sample mean.
+  virtual std::vector<LossTerm> LossTerms(const LossInputs& inputs);
+  // Units of each term of LossTerms in one micro-batch (its size() samples
+  // by default), known before any forward runs: what the executor divides
+  // by. `stage` as in LossInputs. Must match what LossTerms counts.
+  virtual std::vector<double> LossUnits(const Batch& microbatch, int stage) const;
   // Updates teacher stage `stage` from the student stage after optimizer
   // step `step` (TeacherUpdate action). Only called when
   // workload().teacher_updates; the default refuses.
@@ -52,13 +75,6 @@ class Algorithm {
   virtual void SetTrainingLength(int total_steps) {}
 };
 
-using AlgorithmRegistry = Registry<Algorithm>;
-
 }  // namespace tspipe
-
-#define TSPIPE_REGISTER_ALGORITHM(name, help, type)                         \
-  static const bool tspipe_algorithm_registered_##type =                    \
-      ::tspipe::AlgorithmRegistry::Global().Register(                       \
-          name, help, [] { return std::unique_ptr<::tspipe::Algorithm>(new type()); })
 
 #endif  // TSPIPE_CORE_ALGORITHM_H_

@@ -5,6 +5,7 @@
 #include <limits>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace tspipe {
@@ -157,6 +158,47 @@ std::string FormatBalance(const std::vector<int>& balance) {
     s += std::to_string(balance[i]);
   }
   return s;
+}
+
+void CheckBalance(const std::vector<int>& balance, int num_blocks) {
+  if (balance.empty()) throw std::invalid_argument("balance is empty");
+  int sum = 0;
+  std::string text;
+  for (size_t i = 0; i < balance.size(); ++i) {
+    text += (i ? "," : "") + std::to_string(balance[i]);
+    sum += balance[i];
+  }
+  if (static_cast<int>(balance.size()) > num_blocks) {
+    throw std::invalid_argument("balance [" + text + "] asks for " +
+                                std::to_string(balance.size()) +
+                                " stages but the model has only " +
+                                std::to_string(num_blocks) + " blocks");
+  }
+  for (size_t i = 0; i < balance.size(); ++i) {
+    if (balance[i] < 1) {
+      throw std::invalid_argument("balance [" + text + "] gives stage " + std::to_string(i) +
+                                  " " + std::to_string(balance[i]) +
+                                  " blocks; every stage needs at least one");
+    }
+  }
+  if (sum != num_blocks) {
+    throw std::invalid_argument("balance [" + text + "] sums to " + std::to_string(sum) +
+                                " but the model has " + std::to_string(num_blocks) + " blocks");
+  }
+}
+
+std::vector<int> EvenBalance(int num_blocks, int num_stages) {
+  if (num_stages < 1) {
+    throw std::invalid_argument("stage count must be at least 1, got " +
+                                std::to_string(num_stages));
+  }
+  if (num_stages > num_blocks) {
+    throw std::invalid_argument(std::to_string(num_stages) + " stages requested but the model has only " +
+                                std::to_string(num_blocks) + " blocks");
+  }
+  std::vector<int> balance(num_stages, num_blocks / num_stages);
+  for (int i = 0; i < num_blocks % num_stages; ++i) ++balance[i];
+  return balance;
 }
 
 }  // namespace tspipe

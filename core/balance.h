@@ -38,6 +38,14 @@ struct BalanceResult {
 BalanceResult SolveBalance(const std::vector<double>& student_costs,
                            const std::vector<double>& teacher_costs, int num_stages);
 
+// Throws std::invalid_argument naming the problem unless `balance` has at
+// least one entry, every entry is >= 1 and the entries sum to `num_blocks`.
+void CheckBalance(const std::vector<int>& balance, int num_blocks);
+
+// Near-even balance for `num_stages` stages (earlier stages get the extra
+// blocks). Throws std::invalid_argument when num_stages > num_blocks.
+std::vector<int> EvenBalance(int num_blocks, int num_stages);
+
 // "2,3" for {2, 3}; "" for {}. The form --balance-style flags take.
 std::string FormatBalance(const std::vector<int>& balance);
 

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "core/balance.h"  // CheckBalance, EvenBalance.
+
 namespace tspipe {
 
 // The tensors flowing between stages. Floating-point tensors carry
@@ -78,14 +80,6 @@ class StageImpl : public torch::nn::Module {
   int first_block_;
 };
 using Stage = std::shared_ptr<StageImpl>;
-
-// Throws std::invalid_argument naming the problem unless `balance` has at
-// least one entry, every entry is >= 1 and the entries sum to `num_blocks`.
-void CheckBalance(const std::vector<int>& balance, int num_blocks);
-
-// Near-even balance for `num_stages` stages (earlier stages get the extra
-// blocks). Throws std::invalid_argument when num_stages > num_blocks.
-std::vector<int> EvenBalance(int num_blocks, int num_stages);
 
 // Cuts `blocks` by `balance`. The stages share the block modules (no copy).
 std::vector<Stage> Partition(const BlockList& blocks, const std::vector<int>& balance);

@@ -21,6 +21,15 @@ void CheckSchedulerOptions(const SchedulerOptions& o) {
   }
 }
 
+void CheckOneStagePerDevice(const std::string& scheduler, const SchedulerOptions& o) {
+  if (o.num_devices != 0 && o.num_devices != o.num_stages) {
+    throw std::invalid_argument(scheduler + " runs one stage per device: " +
+                                std::to_string(o.num_stages) + " stages need " +
+                                std::to_string(o.num_stages) + " devices, got " +
+                                std::to_string(o.num_devices));
+  }
+}
+
 Schedule BuildSchedule(const std::string& name, const SchedulerOptions& options) {
   CheckSchedulerOptions(options);
   std::unique_ptr<Scheduler> scheduler = SchedulerRegistry::Global().Create(name);

@@ -34,6 +34,9 @@ class Scheduler {
   virtual Schedule Build(const SchedulerOptions& options) const = 0;
   // Devices the schedule uses for `options` (ranks of Build's result).
   virtual int NumDevices(const SchedulerOptions& options) const = 0;
+  // True for schedules that always run on one device (the sequential
+  // baseline): a requested device count does not apply to them.
+  virtual bool RunsOnOneDevice() const { return false; }
 };
 
 using SchedulerRegistry = Registry<Scheduler>;
@@ -41,6 +44,10 @@ using SchedulerRegistry = Registry<Scheduler>;
 // Checks what every scheduler requires of its options; throws
 // std::invalid_argument naming the bad value.
 void CheckSchedulerOptions(const SchedulerOptions& options);
+
+// For pipelines that put stage s on rank s: throws std::invalid_argument
+// naming `scheduler` unless options.num_devices is 0 or the stage count.
+void CheckOneStagePerDevice(const std::string& scheduler, const SchedulerOptions& options);
 
 // Builds with the registered scheduler `name` and validates the result,
 // throwing std::logic_error with the validator's report if it is invalid.

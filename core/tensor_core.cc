@@ -109,47 +109,6 @@ std::shared_ptr<StageImpl> StageImpl::Replicate() const {
   return std::make_shared<StageImpl>(std::move(copies), first_block_);
 }
 
-void CheckBalance(const std::vector<int>& balance, int num_blocks) {
-  if (balance.empty()) throw std::invalid_argument("balance is empty");
-  int sum = 0;
-  std::string text;
-  for (size_t i = 0; i < balance.size(); ++i) {
-    text += (i ? "," : "") + std::to_string(balance[i]);
-    sum += balance[i];
-  }
-  if (static_cast<int>(balance.size()) > num_blocks) {
-    throw std::invalid_argument("balance [" + text + "] asks for " +
-                                std::to_string(balance.size()) +
-                                " stages but the model has only " +
-                                std::to_string(num_blocks) + " blocks");
-  }
-  for (size_t i = 0; i < balance.size(); ++i) {
-    if (balance[i] < 1) {
-      throw std::invalid_argument("balance [" + text + "] gives stage " + std::to_string(i) +
-                                  " " + std::to_string(balance[i]) +
-                                  " blocks; every stage needs at least one");
-    }
-  }
-  if (sum != num_blocks) {
-    throw std::invalid_argument("balance [" + text + "] sums to " + std::to_string(sum) +
-                                " but the model has " + std::to_string(num_blocks) + " blocks");
-  }
-}
-
-std::vector<int> EvenBalance(int num_blocks, int num_stages) {
-  if (num_stages < 1) {
-    throw std::invalid_argument("stage count must be at least 1, got " +
-                                std::to_string(num_stages));
-  }
-  if (num_stages > num_blocks) {
-    throw std::invalid_argument(std::to_string(num_stages) + " stages requested but the model has only " +
-                                std::to_string(num_blocks) + " blocks");
-  }
-  std::vector<int> balance(num_stages, num_blocks / num_stages);
-  for (int i = 0; i < num_blocks % num_stages; ++i) ++balance[i];
-  return balance;
-}
-
 std::vector<Stage> Partition(const BlockList& blocks, const std::vector<int>& balance) {
   CheckBalance(balance, static_cast<int>(blocks.size()));
   std::vector<Stage> stages;
@@ -262,6 +221,19 @@ Activation ToDevice(const Activation& activation, const torch::Device& device,
 void Algorithm::UpdateTeacher(int stage, StageImpl&, StageImpl&, int) {
   throw std::logic_error("algorithm '" + name() + "' has no teacher update, but stage " +
                          std::to_string(stage) + " was asked for one");
+}
+
+torch::Tensor Algorithm::Loss(const LossInputs&) {
+  throw std::logic_error("algorithm '" + name() +
+                         "' defines neither Loss nor LossTerms; it must override one");
+}
+
+std::vector<LossTerm> Algorithm::LossTerms(const LossInputs& inputs) {
+  return {LossTerm{Loss(inputs), static_cast<double>(inputs.samples)}};
+}
+
+std::vector<double> Algorithm::LossUnits(const Batch& microbatch, int) const {
+  return {static_cast<double>(microbatch.size())};
 }
 
 }  // namespace tspipe

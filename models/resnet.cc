@@ -133,16 +133,6 @@ torch::nn::Sequential MakeByolOnline(const ByolNetOptions& o) {
   return model;
 }
 
-torch::nn::Sequential MakeMomentumTarget(const torch::nn::Sequential& online) {
-  nn::Sequential target;
-  size_t i = 0;
-  for (const nn::AnyModule& child : *online) {
-    if (++i == online->size()) break;  // The predictor stays online-only.
-    target->push_back(child.clone());
-  }
-  return target;
-}
-
 int ByolEncoderBlocks(const ByolNetOptions& o) {
   int blocks = 2;  // Stem and pool.
   for (int b : o.encoder.blocks_per_group) blocks += b;

@@ -42,10 +42,7 @@ struct ByolNetOptions {
 // (the encoder: ByolEncoderBlocks() children, output = representation),
 // projector MLP, predictor MLP. Each MLP is Linear-BN-ReLU-Linear.
 torch::nn::Sequential MakeByolOnline(const ByolNetOptions& options);
-// The target (momentum) network of BYOL or MoCo v3: a deep copy of the
-// online network's blocks without the last one, the predictor (so it starts
-// equal, as both initialise it), layer for layer.
-torch::nn::Sequential MakeMomentumTarget(const torch::nn::Sequential& online);
+// Its target (momentum) network: MakeMomentumTarget (algorithms/momentum.h).
 // Children of MakeByolOnline that form the encoder.
 int ByolEncoderBlocks(const ByolNetOptions& options);
 

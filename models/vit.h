@@ -32,7 +32,7 @@ struct MocoNetOptions {
 // Online network: ViT encoder blocks (MocoEncoderBlocks() of them), then the
 // projector (3 layers, BN on the output as in the paper) and the predictor
 // (2 layers) as one block each. The momentum encoder is
-// MakeMomentumTarget(online) (models/resnet.h).
+// MakeMomentumTarget(online) (algorithms/momentum.h).
 torch::nn::Sequential MakeMocoV3Online(const MocoNetOptions& options);
 int MocoEncoderBlocks(const MocoNetOptions& options);
 

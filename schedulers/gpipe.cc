@@ -17,12 +17,7 @@ class GPipeScheduler : public Scheduler {
   int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
 
   Schedule Build(const SchedulerOptions& o) const override {
-    if (o.num_devices != 0 && o.num_devices != o.num_stages) {
-      throw std::invalid_argument("gpipe runs one stage per device: " +
-                                  std::to_string(o.num_stages) + " stages need " +
-                                  std::to_string(o.num_stages) + " devices, got " +
-                                  std::to_string(o.num_devices));
-    }
+    CheckOneStagePerDevice("gpipe", o);
     Schedule s;
     s.num_stages = o.num_stages;
     s.num_microbatches = o.num_microbatches;

@@ -9,6 +9,7 @@ namespace {
 class SequentialScheduler : public Scheduler {
  public:
   int NumDevices(const SchedulerOptions& o) const override { return 1; }
+  bool RunsOnOneDevice() const override { return true; }
 
   Schedule Build(const SchedulerOptions& o) const override {
     if (o.num_devices > 1) {

@@ -30,12 +30,7 @@ class TSPipeScheduler : public Scheduler {
   int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
 
   Schedule Build(const SchedulerOptions& o) const override {
-    if (o.num_devices != 0 && o.num_devices != o.num_stages) {
-      throw std::invalid_argument("tspipe runs one stage per device: " +
-                                  std::to_string(o.num_stages) + " stages need " +
-                                  std::to_string(o.num_stages) + " devices, got " +
-                                  std::to_string(o.num_devices));
-    }
+    CheckOneStagePerDevice("tspipe", o);
     if (o.workload.local_losses) {
       throw std::invalid_argument(
           "tspipe pipelines one end-to-end loss; blockwise (local) losses need pipebd");

@@ -35,8 +35,9 @@ grep -q 'terminating rank 0' "${out}"
 
 # The KD benchmark over c10d with one process per stage.
 port=$((20000 + RANDOM % 20000))
-kd_args=(--scheduler=tspipe,gpipe --stages=2 --microbatches=2 --batch_size=8 --widths=4,8
-         --blocks=1,1 --teacher_widths=8,8 --teacher_blocks=1,1 --balance=2,2
+kd_args=(--scheduler=tspipe,gpipe --stages=2 --microbatches=2 --batch_size=8
+         --algorithm_options=widths=4,8,blocks=1,1,teacher_widths=8,8,teacher_blocks=1,1
+         --balance=2,2
          --teacher_balance=1,3 --steps=2 --steps_per_iteration=2 --log_every=0
          --benchmark_repetitions=1)
 "${launch}" --nproc_per_node=2 --master_port="${port}" -- "${kd}" --backend=c10d \
@@ -67,7 +68,7 @@ for sched_m in pipebd:1 dp:4; do
   sched="${sched_m%%:*}"
   m="${sched_m##*:}"
   bw_args=(--scheduler="${sched}" --stages=2 --microbatches="${m}" --batch_size=8
-           --teacher_widths=4,8 --teacher_blocks=1,1 --steps=2 --steps_per_iteration=2
+           --algorithm_options=teacher_widths=4,8,teacher_blocks=1,1 --steps=2 --steps_per_iteration=2
            --log_every=0 --benchmark_repetitions=1)
   "${blockwise}" "${bw_args[@]}" >"${tmp}/bw_local.txt" 2>&1 || { cat "${tmp}/bw_local.txt"; exit 1; }
   port=$((20000 + RANDOM % 20000))

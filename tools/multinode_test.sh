@@ -43,7 +43,7 @@ ip -n "${node1}" link set "v${id}b" up
 
 port=$((20000 + RANDOM % 20000))
 args=(--backend=c10d --scheduler=tspipe,dp --stages=2 --microbatches=2 --batch_size=8
-      --widths=4,8 --blocks=1,1 --teacher_widths=8,8 --teacher_blocks=1,1 --steps=2
+      --algorithm_options=widths=4,8,blocks=1,1,teacher_widths=8,8,teacher_blocks=1,1 --steps=2
       --steps_per_iteration=2 --log_every=0 --peer_timeout=30)
 start=$(date +%s)
 for node in 0 1; do

@@ -21,7 +21,7 @@
 #include "algorithms/kd.h"
 #include "backends/c10d/c10d_transport.h"
 #include "core/balance.h"
-#include "backends/local/local_executor.h"
+#include "backends/executor.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
 
@@ -114,7 +114,7 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
   const std::vector<int> ones(so.num_stages, 1);
   const std::vector<int>& balance = run.blockwise ? ones : run.balance;
   const std::vector<int>& teacher_balance = run.blockwise ? ones : run.teacher_balance;
-  LocalExecutorOptions eo;
+  ExecutorOptions eo;
   eo.recv_timeout = timeout;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
     return std::unique_ptr<torch::optim::Optimizer>(
@@ -143,9 +143,8 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
     for (auto& p : student->parameters()) p.add_(0.5);
   }
   std::vector<Stage> stages = Partition(BlocksFromSequential(student), balance);
-  LocalExecutor executor(schedule, stages,
-                         Partition(BlocksFromSequential(teacher), teacher_balance),
-                         algorithm.get(), eo);
+  Executor executor(schedule, stages, Partition(BlocksFromSequential(teacher), teacher_balance),
+                    algorithm.get(), eo);
   for (int i = 0; i < run.steps; ++i) {
     executor.Step(batches[i], &batches[i + 1]);
     if (i == 0 && !started_marker.empty()) std::ofstream(started_marker) << "started\n";

@@ -2,10 +2,23 @@
 // thread per rank run by this process, each rank on its own device (CPU cores
 // here, cuda:i where present). Tensors cross ranks through a Transport: by
 // default in-memory mailboxes (the single-process backend, every rank a
-// thread); with backends/c10d's transport, torch c10d process groups (one
-// process per rank). Only the transport differs.
-#ifndef TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
-#define TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
+// thread; backends/local_transport.cc); with backends/c10d's transport, torch
+// c10d process groups (one process per rank). Only the transport differs.
+//
+// The ops, over each stage's buffers (k = micro-batch, b = mini-batch):
+//   F   outputs[k] = student(inputs[k])            (inputs: the batch, the
+//                                                  previous stage, or RA)
+//   T   teacher_outputs[b][k] = teacher(...)       (no_grad; +1: batch b+1)
+//   L   output_grads[k] = d(sum_t w_t mean_t)/d outputs[k], w_t = units of
+//       term t in these samples / units of term t in the mini-batch
+//       (Algorithm::LossTerms, LossUnits)
+//   B   accumulate parameter grads; input_grads[k] = d/d inputs[k]
+//   SA/RA, ST/RT, SG/RG  send/receive outputs, teacher outputs, input grads
+//   AR  start the all-reduce of the stage's gradients over its replicas
+//   O   wait for AR, optimizer step, zero the gradients (the only place)
+//   U   teacher <- Algorithm::UpdateTeacher(student)
+#ifndef TSPIPE_BACKENDS_EXECUTOR_H_
+#define TSPIPE_BACKENDS_EXECUTOR_H_
 
 #include <torch/torch.h>
 
@@ -26,7 +39,7 @@ namespace tspipe {
 using OptimizerFactory =
     std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::Tensor>)>;
 
-struct LocalExecutorOptions {
+struct ExecutorOptions {
   // Device of each rank; empty means CPU for every rank.
   std::vector<torch::Device> devices;
   // Makes one optimizer per stage over that stage's parameters.
@@ -52,19 +65,19 @@ struct StepResult {
   int64_t samples = 0;
 };
 
-class LocalExecutor {
+class Executor {
  public:
   // `student` has one Stage per schedule stage; `teacher` too when the
   // workload has a teacher (empty otherwise). Stages move to the device of
   // the rank holding them. Throws std::invalid_argument naming the problem
   // when the schedule is invalid or does not fit the stages, devices or
   // algorithm.
-  LocalExecutor(Schedule schedule, std::vector<Stage> student, std::vector<Stage> teacher,
-                Algorithm* algorithm, LocalExecutorOptions options);
-  ~LocalExecutor();
+  Executor(Schedule schedule, std::vector<Stage> student, std::vector<Stage> teacher,
+                Algorithm* algorithm, ExecutorOptions options);
+  ~Executor();
 
-  LocalExecutor(const LocalExecutor&) = delete;
-  LocalExecutor& operator=(const LocalExecutor&) = delete;
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
 
   // Runs one iteration of the schedule per batch (one optimizer step per
   // stage each), with no barrier between iterations: a rank starts batch i+1
@@ -92,4 +105,4 @@ class LocalExecutor {
 
 }  // namespace tspipe
 
-#endif  // TSPIPE_BACKENDS_LOCAL_LOCAL_EXECUTOR_H_
+#endif  // TSPIPE_BACKENDS_EXECUTOR_H_

@@ -1,4 +1,4 @@
-#include "backends/local/local_executor.h"
+#include "backends/executor.h"
 
 #include <c10/core/DeviceGuard.h>
 
@@ -78,10 +78,10 @@ struct StageSlot {
 
 }  // namespace
 
-class LocalExecutor::Impl {
+class Executor::Impl {
  public:
   Impl(Schedule schedule, std::vector<Stage> student, std::vector<Stage> teacher,
-       Algorithm* algorithm, LocalExecutorOptions options)
+       Algorithm* algorithm, ExecutorOptions options)
       : schedule_(std::move(schedule)), algorithm_(algorithm), options_(std::move(options)) {
     CheckCompatible(student, teacher);
     const int ranks = schedule_.num_ranks();
@@ -448,15 +448,41 @@ class LocalExecutor::Impl {
     in.teacher = teacher.empty() ? nullptr : &teacher_all;
     in.targets = &targets_all;
     in.step = static_cast<int>(current_[rank]) + 1;
-    torch::Tensor loss = algorithm_->Loss(in);
+    in.samples = samples;
+    std::vector<LossTerm> terms = algorithm_->LossTerms(in);
     for (int k : mbs) ReleaseTeacher(slot, current_[rank], k);
-    TORCH_CHECK(loss.numel() == 1, "algorithm '", algorithm_->name(), "' returned a loss of ",
-                loss.numel(), " elements; it must be a scalar");
-    // Each loss action is the mean over its samples; weighting by the share
-    // of the mini-batch makes the sum over actions the mini-batch mean.
-    const double share =
-        static_cast<double>(samples) / (Current(rank).size() * Current(rank)[0].size());
-    torch::Tensor scaled = loss * share;
+    // What each term averages over in the whole mini-batch: weighting each
+    // action's means by its share of that makes the sum over actions (loss
+    // stages, replicas) the mini-batch's means, however it was split.
+    std::vector<double> totals;
+    for (const Batch& mb : Current(rank)) {
+      std::vector<double> units = algorithm_->LossUnits(mb, a.stage);
+      if (totals.empty()) totals.assign(units.size(), 0.0);
+      TORCH_CHECK(units.size() == totals.size(), "algorithm '", algorithm_->name(),
+                  "' counts a different number of loss terms per micro-batch");
+      for (size_t t = 0; t < units.size(); ++t) totals[t] += units[t];
+    }
+    TORCH_CHECK(terms.size() == totals.size(), "algorithm '", algorithm_->name(), "' returned ",
+                terms.size(), " loss terms but counts units for ", totals.size());
+    torch::Tensor scaled;
+    for (size_t t = 0; t < terms.size(); ++t) {
+      TORCH_CHECK(terms[t].mean.defined() && terms[t].mean.numel() == 1, "algorithm '",
+                  algorithm_->name(), "' returned a loss term that is not a scalar");
+      if (terms[t].units <= 0 || totals[t] <= 0) continue;  // Nothing to average here.
+      torch::Tensor part = terms[t].mean.reshape({}) * (terms[t].units / totals[t]);
+      scaled = scaled.defined() ? scaled + part : part;
+    }
+    if (!scaled.defined() || !scaled.requires_grad()) {
+      // No term had units in these samples: no gradient flows from them.
+      for (int k : mbs) {
+        Activation& og = slot.output_grads[k];
+        og.clear();
+        for (const torch::Tensor& t : slot.outputs[k]) {
+          og.push_back(t.defined() && t.requires_grad() ? torch::zeros_like(t) : torch::Tensor());
+        }
+      }
+      return;
+    }
     std::vector<torch::Tensor> wrt;
     for (const Activation& leaf : leaves) {
       for (const torch::Tensor& t : leaf) {
@@ -630,7 +656,7 @@ class LocalExecutor::Impl {
   Schedule schedule_;
   std::string policy_;
   Algorithm* algorithm_;
-  LocalExecutorOptions options_;
+  ExecutorOptions options_;
   std::vector<torch::Device> devices_;
   // Whether a rank of this process runs on a GPU (batches are then pinned).
   bool any_cuda_ = false;
@@ -655,25 +681,25 @@ class LocalExecutor::Impl {
   int64_t steps_done_ = 0;
 };
 
-LocalExecutor::LocalExecutor(Schedule schedule, std::vector<Stage> student,
+Executor::Executor(Schedule schedule, std::vector<Stage> student,
                              std::vector<Stage> teacher, Algorithm* algorithm,
-                             LocalExecutorOptions options)
+                             ExecutorOptions options)
     : impl_(std::make_unique<Impl>(std::move(schedule), std::move(student), std::move(teacher),
                                    algorithm, std::move(options))) {}
 
-LocalExecutor::~LocalExecutor() = default;
+Executor::~Executor() = default;
 
-std::vector<StepResult> LocalExecutor::Run(const std::vector<Batch>& batches,
+std::vector<StepResult> Executor::Run(const std::vector<Batch>& batches,
                                            const Batch* after) {
   return impl_->Run(batches, after);
 }
 
-StepResult LocalExecutor::Step(const Batch& batch, const Batch* next) {
+StepResult Executor::Step(const Batch& batch, const Batch* next) {
   return impl_->Run({batch}, next)[0];
 }
 
-const Schedule& LocalExecutor::schedule() const { return impl_->schedule(); }
-const std::string& LocalExecutor::update_policy() const { return impl_->update_policy(); }
-int LocalExecutor::steps_done() const { return impl_->steps_done(); }
+const Schedule& Executor::schedule() const { return impl_->schedule(); }
+const std::string& Executor::update_policy() const { return impl_->update_policy(); }
+int Executor::steps_done() const { return impl_->steps_done(); }
 
 }  // namespace tspipe

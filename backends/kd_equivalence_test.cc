@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/kd.h"
-#include "backends/local/local_executor.h"
+#include "backends/executor.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
 
@@ -80,14 +80,13 @@ TEST_P(KdEquivalenceTest, MatchesPlainSequentialKd) {
   so.num_stages = stages;
   so.num_microbatches = c.microbatches;
   so.workload = algorithm.workload();
-  LocalExecutorOptions eo;
+  ExecutorOptions eo;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(p, Sgd()));
   };
-  LocalExecutor executor(BuildSchedule(c.scheduler, so),
-                         Partition(BlocksFromSequential(student), c.student_balance),
-                         Partition(BlocksFromSequential(teacher), c.teacher_balance), &algorithm,
-                         eo);
+  Executor executor(BuildSchedule(c.scheduler, so),
+                    Partition(BlocksFromSequential(student), c.student_balance),
+                    Partition(BlocksFromSequential(teacher), c.teacher_balance), &algorithm, eo);
   // Two calls: 3 iterations back to back with look-ahead, then 1 more.
   std::vector<StepResult> results =
       executor.Run({batches[0], batches[1], batches[2]}, &batches[3]);

@@ -1,7 +1,7 @@
 // The pipelined executor against an independent truth: a plain sequential
 // loop over torch::nn::Sequential with the same micro-batching, written here
 // without any tspipe code on its path.
-#include "backends/local/local_executor.h"
+#include "backends/executor.h"
 
 #include <gtest/gtest.h>
 
@@ -33,8 +33,8 @@ Schedule MakeSchedule(const std::string& scheduler, int stages, int microbatches
   return BuildSchedule(scheduler, so);
 }
 
-LocalExecutorOptions SgdOptions() {
-  LocalExecutorOptions eo;
+ExecutorOptions SgdOptions() {
+  ExecutorOptions eo;
   eo.make_optimizer = MakeSgd;
   return eo;
 }
@@ -101,9 +101,9 @@ TEST_P(EquivalenceTest, MatchesPlainSequentialTraining) {
 
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
-  LocalExecutor executor(MakeSchedule(c.scheduler, c.stages, c.microbatches, algorithm),
-                         Partition(blocks, EvenBalance(blocks.size(), c.stages)), {}, &algorithm,
-                         SgdOptions());
+  Executor executor(MakeSchedule(c.scheduler, c.stages, c.microbatches, algorithm),
+                    Partition(blocks, EvenBalance(blocks.size(), c.stages)), {}, &algorithm,
+                    SgdOptions());
   for (int step = 0; step < 3; ++step) {
     Batch b = RandomBatch(16, 100 + step);
     b.inputs[0] = b.inputs[0].to(torch::kFloat64);
@@ -146,8 +146,8 @@ TEST(LocalExecutorTest, LossMatchesReferenceLoss) {
   }
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
-  LocalExecutor executor(MakeSchedule("gpipe", 3, 2, algorithm), Partition(blocks, {2, 2, 2}), {},
-                         &algorithm, SgdOptions());
+  Executor executor(MakeSchedule("gpipe", 3, 2, algorithm), Partition(blocks, {2, 2, 2}), {},
+                    &algorithm, SgdOptions());
   EXPECT_NEAR(executor.Step(b).loss, expected.item<double>(), 1e-5);
 }
 
@@ -165,10 +165,10 @@ TEST(LocalExecutorTest, AFailingRankStopsEveryRankWithANamedError) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   FailingAlgorithm algorithm;
-  LocalExecutorOptions eo = SgdOptions();
+  ExecutorOptions eo = SgdOptions();
   eo.recv_timeout = std::chrono::seconds(30);
-  LocalExecutor executor(MakeSchedule("gpipe", 3, 2, algorithm), Partition(blocks, {2, 2, 2}), {},
-                         &algorithm, eo);
+  Executor executor(MakeSchedule("gpipe", 3, 2, algorithm), Partition(blocks, {2, 2, 2}), {},
+                    &algorithm, eo);
   executor.Step(RandomBatch(4, 1));
   auto start = std::chrono::steady_clock::now();
   try {
@@ -190,18 +190,18 @@ TEST(LocalExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
   const Schedule schedule = MakeSchedule("gpipe", 2, 2, algorithm);
-  LocalExecutorOptions eo = SgdOptions();
+  ExecutorOptions eo = SgdOptions();
   Schedule broken = schedule;
   broken.ranks[1].erase(broken.ranks[1].begin());  // Drop 1RA0<0.
   try {
-    LocalExecutor e(broken, Partition(blocks, {3, 3}), {}, &algorithm, eo);
+    Executor e(broken, Partition(blocks, {3, 3}), {}, &algorithm, eo);
     FAIL();
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("no matching receive 1RA0<0"), std::string::npos)
         << e.what();
   }
   try {
-    LocalExecutor e(schedule, Partition(blocks, {2, 2, 2}), {}, &algorithm, eo);
+    Executor e(schedule, Partition(blocks, {2, 2, 2}), {}, &algorithm, eo);
     FAIL();
   } catch (const std::invalid_argument& e) {
     EXPECT_EQ(std::string(e.what()), "schedule has 2 stages but the student has 3");
@@ -212,8 +212,8 @@ TEST(LocalExecutorTest, MicrobatchesMustDivideTheBatch) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
-  LocalExecutor executor(MakeSchedule("gpipe", 2, 4, algorithm), Partition(blocks, {3, 3}), {},
-                         &algorithm, SgdOptions());
+  Executor executor(MakeSchedule("gpipe", 2, 4, algorithm), Partition(blocks, {3, 3}), {},
+                    &algorithm, SgdOptions());
   try {
     executor.Step(RandomBatch(10, 1));
     FAIL();

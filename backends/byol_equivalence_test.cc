@@ -9,8 +9,9 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/byol.h"
+#include "algorithms/momentum.h"
 #include "algorithms/mocov3.h"
-#include "backends/local/local_executor.h"
+#include "backends/executor.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
 #include "models/vit.h"
@@ -38,8 +39,13 @@ MocoNetOptions MocoNet() {
   return o;
 }
 
-torch::nn::Sequential MakeOnline(const std::string& algorithm) {
-  return algorithm == "byol" ? MakeByolOnline(Net()) : MakeMocoV3Online(MocoNet());
+// The two momentum-teacher methods under test.
+enum class Method { kByol, kMocoV3 };
+
+std::string NameOf(Method m) { return m == Method::kByol ? "byol" : "mocov3"; }
+
+torch::nn::Sequential MakeOnline(Method method) {
+  return method == Method::kByol ? MakeByolOnline(Net()) : MakeMocoV3Online(MocoNet());
 }
 
 torch::optim::SGDOptions Sgd() { return torch::optim::SGDOptions(0.1).momentum(0.9); }
@@ -51,7 +57,7 @@ std::vector<int> TargetBalance(std::vector<int> online) {
 }
 
 struct Case {
-  std::string algorithm;
+  Method method;
   std::string scheduler;
   std::string policy;
   std::vector<int> balance;
@@ -68,7 +74,7 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
   const double base_momentum = 0.9;  // Far from 1, so versions differ visibly.
   const double tau = 0.2;
   std::unique_ptr<Algorithm> algorithm;
-  if (c.algorithm == "byol") {
+  if (c.method == Method::kByol) {
     ByolOptions bo;
     bo.base_momentum = base_momentum;
     bo.total_steps = steps;
@@ -82,15 +88,15 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
   }
   auto loss_fn = [&](const torch::Tensor& p1, const torch::Tensor& p2, const torch::Tensor& z1,
                      const torch::Tensor& z2) {
-    return c.algorithm == "byol" ? ByolLoss(p1, p2, z1, z2) : MocoV3Loss(p1, p2, z1, z2, tau);
+    return c.method == Method::kByol ? ByolLoss(p1, p2, z1, z2) : MocoV3Loss(p1, p2, z1, z2, tau);
   };
 
   torch::manual_seed(21);
-  torch::nn::Sequential online = MakeOnline(c.algorithm);
+  torch::nn::Sequential online = MakeOnline(c.method);
   online->to(torch::kFloat64);
   torch::nn::Sequential target = MakeMomentumTarget(online);
   torch::manual_seed(21);
-  torch::nn::Sequential ref_online = MakeOnline(c.algorithm);
+  torch::nn::Sequential ref_online = MakeOnline(c.method);
   ref_online->to(torch::kFloat64);
   torch::nn::Sequential ref_target = MakeMomentumTarget(ref_online);
   // Scratch network that runs a chosen target version.
@@ -109,15 +115,15 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
   so.num_stages = static_cast<int>(c.balance.size());
   so.num_microbatches = c.microbatches;
   so.workload = algorithm->workload();
-  LocalExecutorOptions eo;
+  ExecutorOptions eo;
   eo.update_policy = c.policy;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(p, Sgd()));
   };
-  LocalExecutor executor(BuildSchedule(c.scheduler, so),
-                         Partition(MultiViewBlocksFromSequential(online), c.balance),
-                         Partition(MultiViewBlocksFromSequential(target), TargetBalance(c.balance)),
-                         algorithm.get(), eo);
+  Executor executor(BuildSchedule(c.scheduler, so),
+                    Partition(MultiViewBlocksFromSequential(online), c.balance),
+                    Partition(MultiViewBlocksFromSequential(target), TargetBalance(c.balance)),
+                    algorithm.get(), eo);
   EXPECT_EQ(executor.update_policy(), c.policy);
   std::vector<StepResult> results =
       executor.Run({batches[0], batches[1], batches[2]}, &batches[3]);
@@ -183,19 +189,19 @@ TEST_P(ByolEquivalenceTest, MatchesTextbookLoopWithTheSamePolicy) {
 
 INSTANTIATE_TEST_SUITE_P(
     Schedulers, ByolEquivalenceTest,
-    ::testing::Values(Case{"byol", "tspipe", "tspipe_delayed", {3, 3}, 4},
-                      Case{"byol", "tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
-                      Case{"byol", "tspipe", "tspipe_delayed", {1, 2, 1, 2}, 4},
-                      Case{"byol", "gpipe", "sync", {3, 3}, 4},
-                      Case{"byol", "gpipe", "sync", {2, 1, 1, 2}, 2},
-                      Case{"byol", "sequential", "sync", {4, 2}, 2},
-                      Case{"byol", "dp", "sync", {3, 3}, 4},
-                      Case{"mocov3", "tspipe", "tspipe_delayed", {3, 3}, 4},
-                      Case{"mocov3", "tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
-                      Case{"mocov3", "gpipe", "sync", {3, 3}, 4},
-                      Case{"mocov3", "sequential", "sync", {1, 5}, 2}),
+    ::testing::Values(Case{Method::kByol, "tspipe", "tspipe_delayed", {3, 3}, 4},
+                      Case{Method::kByol, "tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
+                      Case{Method::kByol, "tspipe", "tspipe_delayed", {1, 2, 1, 2}, 4},
+                      Case{Method::kByol, "gpipe", "sync", {3, 3}, 4},
+                      Case{Method::kByol, "gpipe", "sync", {2, 1, 1, 2}, 2},
+                      Case{Method::kByol, "sequential", "sync", {4, 2}, 2},
+                      Case{Method::kByol, "dp", "sync", {3, 3}, 4},
+                      Case{Method::kMocoV3, "tspipe", "tspipe_delayed", {3, 3}, 4},
+                      Case{Method::kMocoV3, "tspipe", "tspipe_delayed", {2, 1, 1, 2}, 2},
+                      Case{Method::kMocoV3, "gpipe", "sync", {3, 3}, 4},
+                      Case{Method::kMocoV3, "sequential", "sync", {1, 5}, 2}),
     [](const ::testing::TestParamInfo<Case>& info) {
-      return info.param.algorithm + "_" + info.param.scheduler + "_s" +
+      return NameOf(info.param.method) + "_" + info.param.scheduler + "_s" +
              std::to_string(info.param.balance.size()) + "_m" +
              std::to_string(info.param.microbatches);
     });
@@ -210,15 +216,15 @@ TEST(ByolPolicyTest, SchedulersRefusePoliciesTheyCannotHonour) {
   so.workload = algorithm.workload();
   torch::nn::Sequential online = MakeByolOnline(Net());
   torch::nn::Sequential target = MakeMomentumTarget(online);
-  LocalExecutorOptions eo;
+  ExecutorOptions eo;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(p, Sgd()));
   };
   auto make = [&](const std::string& scheduler, const std::string& policy) {
     eo.update_policy = policy;
-    LocalExecutor e(BuildSchedule(scheduler, so),
-                    Partition(MultiViewBlocksFromSequential(online), {3, 3}),
-                    Partition(MultiViewBlocksFromSequential(target), {3, 2}), &algorithm, eo);
+    Executor e(BuildSchedule(scheduler, so),
+               Partition(MultiViewBlocksFromSequential(online), {3, 3}),
+               Partition(MultiViewBlocksFromSequential(target), {3, 2}), &algorithm, eo);
     return e.update_policy();
   };
   try {

@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/blockwise.h"
-#include "backends/local/local_executor.h"
+#include "backends/executor.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
 
@@ -77,13 +77,13 @@ TEST_P(BlockwiseEquivalenceTest, MatchesPlainBlockwiseLoop) {
   so.workload = algorithm.workload();
   Schedule schedule = BuildSchedule(c.scheduler, so);
   ASSERT_EQ(schedule.num_ranks(), c.devices);
-  LocalExecutorOptions eo;
+  ExecutorOptions eo;
   eo.make_optimizer = [](std::vector<torch::Tensor> p) {
     return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(p, Sgd()));
   };
   const std::vector<int> one_each(blocks, 1);
-  LocalExecutor executor(schedule, Partition(BlocksFromSequential(student), one_each),
-                         Partition(BlocksFromSequential(teacher), one_each), &algorithm, eo);
+  Executor executor(schedule, Partition(BlocksFromSequential(student), one_each),
+                    Partition(BlocksFromSequential(teacher), one_each), &algorithm, eo);
   std::vector<StepResult> results = executor.Run(batches);
 
   for (int i = 0; i < steps; ++i) {

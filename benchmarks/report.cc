@@ -1,0 +1,82 @@
+#include "benchmarks/report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace tspipe {
+
+void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
+  ConsoleReporter::ReportRuns(runs);
+  for (const Run& run : runs) {
+    if (run.error_occurred) continue;
+    // With repetitions, the median of a scheduler's repetitions stands for
+    // it (and later single runs do not overwrite it).
+    const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+    if (run.run_type == Run::RT_Aggregate && !median) continue;
+    std::string name = run.benchmark_name();
+    std::string scheduler = name.substr(name.find('/') + 1);
+    scheduler = scheduler.substr(0, scheduler.find('/'));
+    if (!median && has_median_.count(scheduler)) continue;
+    if (median) has_median_.insert(scheduler);
+    Measured m;
+    m.samples_per_second = run.counters.at("samples_per_second");
+    m.devices = static_cast<int>(run.counters.at("devices"));
+    m.bubble = run.counters.at("sim_bubble");
+    (*results_)[scheduler] = m;
+  }
+}
+
+std::string BarChartSvg(const Results& results, const std::vector<std::string>& names,
+                        const std::string& title) {
+  double top = 0;
+  for (const auto& [n, m] : results) top = std::max(top, m.samples_per_second);
+  std::ostringstream out;
+  const int bar = 50, gap = 30, height = 300, left = 60;
+  int width = left + static_cast<int>(names.size()) * (bar + gap) + 40;
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\""
+      << height + 80 << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      << "<text x=\"10\" y=\"20\" font-size=\"14\">" << title << "</text>\n";
+  int x = left;
+  for (const std::string& n : names) {
+    auto it = results.find(n);
+    if (it == results.end()) continue;
+    double h = top > 0 ? it->second.samples_per_second / top * (height - 40) : 0;
+    out << "<rect x=\"" << x << "\" y=\"" << height - h + 30 << "\" width=\"" << bar
+        << "\" height=\"" << h << "\" fill=\"#4e79a7\"/>\n"
+        << "<text x=\"" << x << "\" y=\"" << height - h + 25 << "\">"
+        << static_cast<int>(it->second.samples_per_second) << "</text>\n"
+        << "<text x=\"" << x << "\" y=\"" << height + 50 << "\">" << n << "</text>\n";
+    x += bar + gap;
+  }
+  out << "</svg>\n";
+  return out.str();
+}
+
+void PrintComparison(const Results& results, const std::vector<std::string>& names) {
+  auto seq = results.find("sequential");
+  std::printf("\n%-12s %7s %12s %14s %18s %12s\n", "scheduler", "devices", "samples/s",
+              "vs_sequential", "fraction_of_ideal", "sim_bubble");
+  for (const std::string& n : names) {
+    auto it = results.find(n);
+    if (it == results.end()) continue;
+    const Measured& m = it->second;
+    if (seq != results.end()) {
+      double speedup = m.samples_per_second / seq->second.samples_per_second;
+      std::printf("%-12s %7d %12.1f %14.3f %18.3f %12.4f\n", n.c_str(), m.devices,
+                  m.samples_per_second, speedup, speedup / m.devices, m.bubble);
+    } else {
+      std::printf("%-12s %7d %12.1f %14s %18s %12.4f\n", n.c_str(), m.devices,
+                  m.samples_per_second, "-", "-", m.bubble);
+    }
+  }
+  if (seq == results.end()) {
+    std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
+  } else {
+    std::printf("ideal = sequential samples/s x devices; fraction_of_ideal = vs_sequential / "
+                "devices\n");
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace tspipe

@@ -1,0 +1,45 @@
+// The benchmarks' comparison table and throughput chart: Google Benchmark
+// runs each scheduler, this collects each one's median figures and prints
+// them against sequential and the ideal (sequential x devices).
+#ifndef TSPIPE_BENCHMARKS_REPORT_H_
+#define TSPIPE_BENCHMARKS_REPORT_H_
+
+#include <benchmark/benchmark.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace tspipe {
+
+struct Measured {
+  double samples_per_second = 0;
+  int devices = 1;
+  double bubble = 0;
+};
+using Results = std::map<std::string, Measured>;
+
+// Console output as usual, and each "train/<scheduler>" run's counters
+// (samples_per_second, devices, sim_bubble) into `results`: with
+// repetitions, the median stands for the scheduler.
+class ComparisonReporter : public benchmark::ConsoleReporter {
+ public:
+  explicit ComparisonReporter(Results* results) : results_(results) {}
+  void ReportRuns(const std::vector<Run>& runs) override;
+
+ private:
+  Results* results_;
+  std::set<std::string> has_median_;
+};
+
+// The table, in the order of `names`, to stdout.
+void PrintComparison(const Results& results, const std::vector<std::string>& names);
+
+// An SVG bar chart of samples/s per scheduler under `title`.
+std::string BarChartSvg(const Results& results, const std::vector<std::string>& names,
+                        const std::string& title);
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_BENCHMARKS_REPORT_H_

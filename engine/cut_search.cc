@@ -1,0 +1,176 @@
+#include "engine/cut_search.h"
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+#include "core/balance.h"
+#include "core/scheduler.h"
+#include "core/simulator.h"
+
+namespace tspipe {
+namespace {
+
+// Every way to cut `n` blocks into `parts` non-empty runs.
+void Compositions(int n, int parts, std::vector<int>* prefix, std::vector<std::vector<int>>* out) {
+  if (parts == 1) {
+    prefix->push_back(n);
+    out->push_back(*prefix);
+    prefix->pop_back();
+    return;
+  }
+  for (int first = 1; first <= n - parts + 1; ++first) {
+    prefix->push_back(first);
+    Compositions(n - first, parts - 1, prefix, out);
+    prefix->pop_back();
+  }
+}
+
+std::vector<std::vector<int>> Compositions(int n, int parts) {
+  std::vector<std::vector<int>> out;
+  std::vector<int> prefix;
+  if (parts >= 1 && parts <= n) Compositions(n, parts, &prefix, &out);
+  return out;
+}
+
+std::vector<double> StageSums(const std::vector<double>& blocks, const std::vector<int>& balance) {
+  std::vector<double> out;
+  size_t i = 0;
+  for (int count : balance) {
+    double sum = 0;
+    for (int k = 0; k < count; ++k) sum += blocks.at(i++);
+    out.push_back(sum);
+  }
+  return out;
+}
+
+}  // namespace
+
+int DevicesFor(const std::string& scheduler, const CutRule& rule, int stages) {
+  if (rule.kind != CutRule::Kind::kOnePerBlock) return 0;
+  return SchedulerRegistry::Global().Create(scheduler)->RunsOnOneDevice() ? 0 : stages;
+}
+
+BalancePlan PlanFor(const CutSearch& search, const BlockCosts& costs,
+                    const std::vector<int>& student, const std::vector<int>& teacher) {
+  BalancePlan plan;
+  plan.student = student;
+  plan.teacher = teacher;
+  plan.forward_ms = StageSums(costs.student_forward, student);
+  plan.backward_ms = StageSums(costs.student_backward, student);
+  if (!teacher.empty()) plan.teacher_ms = StageSums(costs.teacher_forward, teacher);
+  CostModel m;
+  m.forward_per_stage = plan.forward_ms;
+  m.backward_per_stage = plan.backward_ms;
+  m.teacher_forward_per_stage = plan.teacher_ms;
+  SchedulerOptions so;
+  so.num_stages = static_cast<int>(student.size());
+  so.num_devices = DevicesFor(search.scheduler, search.rule, search.stages);
+  so.num_microbatches = search.microbatches;
+  so.workload = search.workload;
+  so.costs = m;
+  plan.period_ms = SimulateSteadyState(BuildSchedule(search.scheduler, so), m).period;
+  return plan;
+}
+
+std::vector<BalancePlan> PlanBalances(const CutSearch& c, const BlockCosts& costs, int max_plans,
+                                      double tolerance) {
+  if (c.rule.kind == CutRule::Kind::kOnePerBlock) {
+    // Nothing to cut: a stage per block. The measured block costs let the
+    // scheduler place the blocks (pipebd's split by cost).
+    const std::vector<int> ones(costs.student_forward.size(), 1);
+    BalancePlan p = PlanFor(c, costs, ones, ones);
+    p.even_period_ms = p.period_ms;
+    return {p};
+  }
+  const bool shared = c.rule.kind == CutRule::Kind::kShared;
+  const int extra = c.rule.student_extra_blocks;
+  const bool teacher = c.workload.has_teacher;
+  // Candidates: shared cuts are one cut for both (the student's last stage
+  // holding the extra blocks); otherwise every student cut with every
+  // teacher cut.
+  const int units = shared ? static_cast<int>(costs.student_forward.size()) - extra
+                           : static_cast<int>(costs.student_forward.size());
+  // The stage count check, with the message an explicit balance gets.
+  std::vector<int> even_s = EvenBalance(units, c.stages), even_t;
+  if (teacher && !shared) {
+    even_t = EvenBalance(static_cast<int>(costs.teacher_forward.size()), c.stages);
+  }
+  std::vector<std::pair<std::vector<int>, std::vector<int>>> candidates;
+  auto add = [&](std::vector<int> s, std::vector<int> t) {
+    if (shared) {
+      t = teacher ? s : std::vector<int>{};
+      s.back() += extra;
+    }
+    candidates.emplace_back(std::move(s), std::move(t));
+  };
+  std::vector<std::vector<int>> student_cuts = Compositions(units, c.stages);
+  std::vector<std::vector<int>> teacher_cuts;
+  if (teacher && !shared) {
+    // A teacher cut given by the caller stays; only the student's is chosen.
+    teacher_cuts = c.teacher_cut.empty()
+                       ? Compositions(static_cast<int>(costs.teacher_forward.size()), c.stages)
+                       : std::vector<std::vector<int>>{c.teacher_cut};
+  }
+  constexpr size_t kMaxCandidates = 20000;
+  if (teacher_cuts.empty()) {
+    if (student_cuts.size() <= kMaxCandidates) {
+      for (const auto& s : student_cuts) add(s, {});
+    }
+  } else if (student_cuts.size() * teacher_cuts.size() <= kMaxCandidates) {
+    for (const auto& s : student_cuts) {
+      for (const auto& t : teacher_cuts) add(s, t);
+    }
+  }
+  if (candidates.empty()) {
+    // Too many to simulate: the cut that balances total work per stage.
+    std::vector<double> total(costs.student_forward.size());
+    for (size_t i = 0; i < total.size(); ++i) {
+      total[i] = costs.student_forward[i] + costs.student_backward[i];
+    }
+    if (shared) {
+      std::vector<double> u(units);
+      for (int i = 0; i < units; ++i) {
+        u[i] = total[i] + (teacher ? costs.teacher_forward[i] : 0.0);
+      }
+      for (int i = units; i < static_cast<int>(total.size()); ++i) u.back() += total[i];
+      add(SolveBalance(u, {}, c.stages).student, {});
+    } else {
+      BalanceResult r = SolveBalance(total, teacher ? costs.teacher_forward : std::vector<double>{},
+                                     c.stages);
+      add(r.student, r.teacher);
+    }
+  }
+  std::vector<BalancePlan> plans;
+  for (const auto& [s, t] : candidates) plans.push_back(PlanFor(c, costs, s, t));
+  // Fastest first; equal periods keep enumeration order (deterministic).
+  std::stable_sort(plans.begin(), plans.end(), [](const BalancePlan& a, const BalancePlan& b) {
+    return a.period_ms < b.period_ms;
+  });
+  if (shared) {
+    even_t = teacher ? even_s : std::vector<int>{};
+    even_s.back() += extra;
+  }
+  const double even = PlanFor(c, costs, even_s, even_t).period_ms;
+  std::vector<BalancePlan> out;
+  for (BalancePlan& p : plans) {
+    if (static_cast<int>(out.size()) >= std::max(1, max_plans)) break;
+    if (!out.empty() && p.period_ms > out.front().period_ms * (1 + tolerance)) break;
+    p.even_period_ms = even;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::string DescribePlan(const BalancePlan& plan) {
+  std::ostringstream out;
+  out.precision(4);
+  out << "student " << FormatBalance(plan.student);
+  if (!plan.teacher.empty()) out << ", teacher " << FormatBalance(plan.teacher);
+  out << "; simulated " << plan.period_ms << " ms/iteration (even cut: " << plan.even_period_ms
+      << ")";
+  return out.str();
+}
+
+}  // namespace tspipe

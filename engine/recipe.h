@@ -1,0 +1,149 @@
+// A recipe: everything that makes a teacher-student method one module. The
+// engine (engine/trainer.h) asks a recipe for its options, models, data,
+// profiling sample, loss (an Algorithm) and evaluation, and knows no method
+// by name; schedulers and executors see only the Algorithm and the blocks.
+//
+// Adding a method: subclass Recipe in its own .cc, register it with
+// TSPIPE_REGISTER_RECIPE, link the library with alwayslink (see
+// docs/ADDING_AN_ALGORITHM.md).
+#ifndef TSPIPE_ENGINE_RECIPE_H_
+#define TSPIPE_ENGINE_RECIPE_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/algorithm.h"
+#include "core/microbatch.h"
+#include "core/options.h"
+#include "core/partition.h"
+#include "core/registry.h"
+#include "engine/cut_search.h"
+#include "engine/metrics.h"
+
+namespace tspipe {
+
+// The networks of a run as block sequences (what balances cut), and the
+// modules that own them (what checkpoints save and load).
+struct ModelSet {
+  // Owns every student parameter and buffer; saved by Trainer::SaveModel
+  // and loaded from TrainConfig::initial_checkpoint.
+  std::shared_ptr<torch::nn::Module> student;
+  BlockList student_blocks;
+  // Null (and no blocks) without a teacher. Loaded from
+  // TrainConfig::teacher_checkpoint when the teacher is frozen.
+  std::shared_ptr<torch::nn::Module> teacher;
+  BlockList teacher_blocks;
+  // Shapes in words, for messages about checkpoints that do not fit
+  // ("widths 8,16, blocks 1,1").
+  std::string student_shape;
+  std::string teacher_shape;
+};
+
+// What the engine asks of a batch source.
+struct DataRequest {
+  // "synthetic" (random batches, for throughput) or one of the recipe's
+  // real data sets (Recipe::DataSets).
+  std::string data = "synthetic";
+  // Where the real data set lives; empty = the recipe's default.
+  std::string data_dir;
+  int batch_size = 64;
+  int seed = 0;
+  // Use only the first N training examples (0 = all).
+  int train_samples = 0;
+  // Synthetic: distinct batches generated up front and cycled, so that
+  // generating data is not timed.
+  int num_batches = 4;
+};
+
+// An endless stream of mini-batches (epochs are the source's business).
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual Batch Next() = 0;
+  // Training examples behind the stream (0 for synthetic data).
+  virtual int64_t size() const { return 0; }
+};
+
+struct EvalRequest {
+  // Use only the first N examples of the training / held-out split
+  // (0 = all); what a split is used for is the recipe's business.
+  int train_limit = 0;
+  int test_limit = 0;
+  std::string data_dir;  // As DataRequest::data_dir.
+};
+
+// What an evaluation may touch: the trained student, block by block on the
+// device the executor put each block on, in eval mode.
+class EvalContext {
+ public:
+  using Forward = std::function<Activation(const Activation& input, int num_blocks)>;
+  EvalContext(const ModelSet& models, Forward forward, EvalRequest request)
+      : models_(models), forward_(std::move(forward)), request_(std::move(request)) {}
+
+  // Runs the first `num_blocks` student blocks (-1 = all) on `input`
+  // without gradients; the output is on the last block's device.
+  Activation ForwardStudent(const Activation& input, int num_blocks = -1) const {
+    return forward_(input, num_blocks);
+  }
+  const ModelSet& models() const { return models_; }
+  const EvalRequest& request() const { return request_; }
+
+ private:
+  const ModelSet& models_;
+  Forward forward_;
+  EvalRequest request_;
+};
+
+class Recipe {
+ public:
+  virtual ~Recipe() = default;
+
+  // The options this recipe takes: names, defaults, help, valid values.
+  virtual std::vector<OptionSpec> Options() const = 0;
+  // Takes the parsed values (every declared option present, each already
+  // valid on its own). Throws std::invalid_argument for combinations that
+  // do not fit together. Called once, before anything below.
+  virtual void Configure(const OptionValues& values) = 0;
+
+  // The loss and teacher update, configured by the options.
+  virtual std::unique_ptr<Algorithm> MakeAlgorithm() const = 0;
+  // Fresh networks, initialised from the global generator (the engine seeds
+  // it first).
+  virtual ModelSet BuildModels() const = 0;
+  // How the networks may be cut into stages.
+  virtual CutRule cut_rule() const { return CutRule{}; }
+  // Called after the student was loaded from a checkpoint: a momentum
+  // teacher starts again from the loaded student.
+  virtual void StudentLoaded(ModelSet& models) const {}
+
+  // Real data sets the recipe can train on, besides "synthetic".
+  virtual std::vector<std::string> DataSets() const = 0;
+  // Throws std::invalid_argument for an unknown data set, or
+  // std::runtime_error naming a missing file (and how to get it).
+  virtual std::unique_ptr<BatchSource> MakeData(const DataRequest& request) const = 0;
+  // One micro-batch of `samples` student inputs, for timing blocks.
+  virtual Activation ExampleInput(int64_t samples) const = 0;
+
+  // Figures of the trained student. The default throws std::logic_error.
+  virtual Metrics Evaluate(const EvalContext& context) const {
+    throw std::logic_error("this algorithm has no evaluation");
+  }
+};
+
+using RecipeRegistry = Registry<Recipe>;
+
+}  // namespace tspipe
+
+#define TSPIPE_REGISTER_RECIPE(name, help, type)                           \
+  static const bool tspipe_recipe_registered_##type =                      \
+      ::tspipe::RecipeRegistry::Global().Register(                         \
+          name, help, [] { return std::unique_ptr<::tspipe::Recipe>(new type()); })
+
+#endif  // TSPIPE_ENGINE_RECIPE_H_

@@ -1,0 +1,166 @@
+// The training engine behind a torch-free interface, so that mains (which
+// read flags and use glog, whose macros clash with c10's) stay light. It
+// knows no algorithm: a recipe (engine/recipe.h), chosen by name, supplies
+// the models, data, loss and evaluation; the engine cuts, schedules, runs
+// and reports.
+#ifndef TSPIPE_ENGINE_TRAINER_H_
+#define TSPIPE_ENGINE_TRAINER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/cut_search.h"
+#include "engine/metrics.h"
+#include "engine/world.h"
+
+namespace tspipe {
+
+struct TrainConfig {
+  // A registered recipe (RecipeNames()) and its options,
+  // "name=value,name=value" (see core/options.h; RecipeOptionsHelp lists
+  // them).
+  std::string algorithm = "supervised";
+  std::string algorithm_options;
+  std::string scheduler = "gpipe";
+  // Pipeline stages; for recipes whose every block is a stage
+  // (CutRule::kOnePerBlock) the number of devices.
+  int stages = 2;
+  int microbatches = 4;
+  int batch_size = 64;
+  // Blocks per stage; empty = as even as possible (see PlanBalances for the
+  // measured alternative).
+  std::vector<int> balance;
+  std::vector<int> teacher_balance;  // Empty = as even as possible.
+  // Teacher weights saved by Trainer::SaveModel of a run whose student had
+  // the teacher's shape; empty = the recipe's initialisation (a random
+  // teacher: fine for throughput, useless for accuracy).
+  std::string teacher_checkpoint;
+  // Initial student weights (same format); empty = random initialisation.
+  std::string initial_checkpoint;
+  // Update policy for momentum teachers ("sync", "tspipe_delayed"); empty =
+  // the one the scheduler's action order gives.
+  std::string update_policy;
+  // Measured per-stage costs (ms per micro-batch) for schedulers that plan
+  // with costs (see BalancePlan); empty = unit costs.
+  std::vector<double> forward_ms;
+  std::vector<double> backward_ms;
+  std::vector<double> teacher_ms;
+  // Total optimizer steps planned (momentum ramps); 0 = unknown.
+  int total_steps = 0;
+  // SGD.
+  double learning_rate = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 0;
+  // Seeds initialisation, then the recipe's data (order, augmentations).
+  int seed = 0;
+  // "synthetic" or one of the recipe's real data sets; data_dir empty = the
+  // recipe's default location.
+  std::string data = "synthetic";
+  std::string data_dir;
+  // Use only the first N training examples (0 = all): quick runs and tests.
+  int train_samples = 0;
+  // Synthetic: distinct batches generated up front and cycled.
+  int num_batches = 4;
+  // "cpu" (every rank on the CPU; a rank is a thread), "cuda" (rank r on
+  // cuda:r) or "cuda:K" (every rank on cuda:K); CUDA needs --config=cuda.
+  std::string device = "cpu";
+  // Steps per Train() call in benchmarks (see Trainer::Train).
+  int steps_per_iteration = 4;
+  // Null: every rank is a thread of this process. Otherwise this process is
+  // one rank of that c10d world and the others are processes too.
+  std::shared_ptr<World> world;
+  // c10d: how long a rank waits for a peer before failing, naming it.
+  int peer_timeout_seconds = 60;
+};
+
+// Trains the recipe's student (and runs its teacher) under the configured
+// scheduler, on the single-process backend or as one rank of a c10d world.
+class Trainer {
+ public:
+  // Throws std::invalid_argument (or std::runtime_error for missing data or
+  // checkpoint files) naming the problem: unknown algorithm or scheduler, a
+  // bad option, a bad balance, micro-batches not dividing the batch, a
+  // checkpoint of another shape...
+  explicit Trainer(const TrainConfig& config);
+  ~Trainer();
+
+  // `steps` optimizer steps back to back (no barrier between iterations,
+  // the next batch's teacher forwards overlapping); returns the last loss.
+  double Train(int steps);
+  // The recipe's figures for the trained student (single-process backend).
+  // `train_limit`/`test_limit` use only the first N examples (0 = all).
+  Metrics Evaluate(int train_limit = 0, int test_limit = 0);
+  // Writes the student's parameters and buffers atomically (a temporary
+  // file renamed over `path`), loadable as TrainConfig::teacher_checkpoint
+  // or initial_checkpoint.
+  void SaveModel(const std::string& path);
+  // max |a - b| over the two students' parameters (same shapes required).
+  double MaxParameterDifference(const Trainer& other) const;
+  int num_devices() const;
+  // The ranks holding each stage, "0;0;1|2" (FormatPlacement).
+  const std::string& placement() const;
+  // This process's rank under c10d (0 for the local backend).
+  int rank() const;
+  int batch_size() const;
+  // Training examples behind the data (0 for synthetic data).
+  int64_t train_set_size() const;
+  // Trains `steps` steps to warm up, then times `steps` more: samples/s.
+  double MeasureSamplesPerSecond(int steps);
+  // Steady-state bubble of this run's schedule under the simulator with
+  // the configured stage costs (unit costs when none are given).
+  double simulated_bubble() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Times every block of the recipe's student (forward, backward) and teacher
+// (forward) on one micro-batch of its example input. Under c10d rank 0
+// measures and every rank gets its figures.
+BlockCosts MeasureBlockCosts(const TrainConfig& config);
+
+// The cut search (engine/cut_search.h) for this configuration: the recipe's
+// cut rule and workload, a teacher balance the config fixes.
+std::vector<BalancePlan> PlanBalances(const TrainConfig& config, const BlockCosts& costs,
+                                      int max_plans, double tolerance);
+// The best simulated plan, measuring the costs first.
+BalancePlan PlanBalance(const TrainConfig& config);
+// Puts the plan's cuts and stage costs into `config`.
+void ApplyPlan(const BalancePlan& plan, TrainConfig* config);
+
+// Builds a trainer for every plan and times each over `rounds` rounds of
+// `steps` steps (keeping each one's best figure, so a slow moment of the
+// machine hurts one trial, not the choice). Returns samples/s per plan.
+std::vector<double> TimePlans(const TrainConfig& config, const std::vector<BalancePlan>& plans,
+                              int steps, int rounds);
+
+// Threads each device (rank) may use for intra-op parallelism. On CPU a
+// device is a core: 1 thread per rank keeps ranks from competing for cores.
+void SetIntraOpThreads(int threads);
+
+// Registered schedulers and recipes, for --help and "all".
+std::vector<std::string> SchedulerNames();
+std::string DescribeSchedulers();
+std::vector<std::string> RecipeNames();
+std::string DescribeRecipes();
+// "Options of kd (--algorithm_options=name=value,...):" and one line per
+// option. Throws std::invalid_argument for an unknown recipe.
+std::string RecipeOptionsHelp(const std::string& algorithm);
+// Parses `options` for `algorithm` and returns its canonical form
+// ("name=value" lines); throws std::invalid_argument with a one-line
+// message for an unknown recipe, option or bad value. Mains call it before
+// any work starts.
+std::string CheckRecipeOptions(const std::string& algorithm, const std::string& options);
+// The value `options` give option `name` of `algorithm` (its default when
+// unset), as text: mains that chain runs of two recipes (kd_accuracy's
+// teacher) carry values across.
+std::string RecipeOptionValue(const std::string& algorithm, const std::string& options,
+                              const std::string& name);
+
+}  // namespace tspipe
+
+#endif  // TSPIPE_ENGINE_TRAINER_H_
