@@ -119,11 +119,11 @@ class ImageSource : public BatchSource {
 // The student's first `blocks` blocks (-1 = all) on `images`, 500 at a time,
 // concatenated on the CPU.
 torch::Tensor ForwardInChunks(const EvalContext& context, const torch::Tensor& images,
-                              int64_t n, int blocks) {
+                              int64_t n, int blocks, int model = 0) {
   std::vector<torch::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += 500) {
     Activation x{images.slice(0, begin, std::min(n, begin + 500))};
-    out.push_back(context.ForwardStudent(x, blocks)[0].to(torch::kCPU));
+    out.push_back(context.ForwardStudent(x, blocks, model)[0].to(torch::kCPU));
   }
   return torch::cat(out);
 }
@@ -179,6 +179,17 @@ double TestTop1(const EvalContext& context) {
   torch::Tensor predicted = ForwardInChunks(context, test->images, n, -1).argmax(1);
   return static_cast<double>(predicted.eq(test->labels.slice(0, 0, n)).sum().item<int64_t>()) /
          static_cast<double>(n);
+}
+
+torch::Tensor TestLogits(const EvalContext& context, int model) {
+  std::shared_ptr<const ImageSet> test = LoadImages(DirOf(context.request().data_dir), false);
+  const int64_t n = Limited(test->images.size(0), context.request().test_limit);
+  return ForwardInChunks(context, test->images, n, -1, model);
+}
+
+torch::Tensor TestLabels(const EvalContext& context) {
+  std::shared_ptr<const ImageSet> test = LoadImages(DirOf(context.request().data_dir), false);
+  return test->labels.slice(0, 0, Limited(test->images.size(0), context.request().test_limit));
 }
 
 double LinearProbeTop1(const EvalContext& context, int encoder_blocks) {

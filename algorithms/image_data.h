@@ -44,6 +44,10 @@ Activation ImageExample(int64_t samples, int views);
 // Top-1 accuracy of the whole student on the test split (the first
 // `test_limit` images if > 0).
 double TestTop1(const EvalContext& context);
+// The logits of student `model` on the test split (so limited), on the
+// CPU, and the labels they predict.
+torch::Tensor TestLogits(const EvalContext& context, int model);
+torch::Tensor TestLabels(const EvalContext& context);
 
 // Top-1 test accuracy of a linear classifier fitted on the frozen features
 // of the student's first `encoder_blocks` blocks (eval mode, no

@@ -2,7 +2,9 @@
 
 #include <c10/core/DeviceGuard.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -109,19 +111,30 @@ class Executor::Impl {
         }
       }
     }
+    const bool independent = schedule_.workload.independent_replicas;
     std::vector<bool> used(schedule_.num_stages, false);
     for (int r : local_ranks_) {
       for (int s : schedule_.StagesOnRank(r)) {
         StageSlot& slot = slots_[r][s];
-        // The first local replica is the caller's stage (so the caller's
-        // model is the trained one); further ones are deep copies.
+        const int replica = schedule_.ReplicaIndex(s, r);
+        // Separate models come from the caller, one set of stages each.
+        // Otherwise the first local replica is the caller's stage (so the
+        // caller's model is the trained one) and further ones are deep copies.
         const bool first = !used[s];
         used[s] = true;
-        slot.student = first ? student[s] : student[s]->Replicate();
+        if (independent && replica > 0) {
+          slot.student = options_.student_replicas.at(replica - 1).at(s);
+        } else {
+          slot.student = first || independent ? student[s] : student[s]->Replicate();
+        }
         slot.student->to(devices_[r]);
         slot.student->train();
         if (!teacher.empty()) {
-          slot.teacher = first ? teacher[s] : teacher[s]->Replicate();
+          if (independent && replica > 0) {
+            slot.teacher = options_.teacher_replicas.at(replica - 1).at(s);
+          } else {
+            slot.teacher = first || independent ? teacher[s] : teacher[s]->Replicate();
+          }
           slot.teacher->to(devices_[r]);
           // Teachers run inference only; pre-trained ones also with fixed
           // batch-norm statistics and no dropout.
@@ -143,7 +156,7 @@ class Executor::Impl {
     for (int r : local_ranks_) {
       for (auto& [s, slot] : slots_[r]) {
         const std::vector<int>& group = schedule_.placement[s];
-        if (group.size() < 2) continue;
+        if (group.size() < 2 || independent) continue;
         std::vector<torch::Tensor> state;
         for (torch::nn::Module* m : {slot.student.get(), slot.teacher.get()}) {
           if (m == nullptr) continue;
@@ -266,6 +279,27 @@ class Executor::Impl {
                                   " devices were given");
     }
     if (!options_.make_optimizer) throw std::invalid_argument("no optimizer factory given");
+    if (schedule_.workload.independent_replicas) {
+      const size_t models = schedule_.placement.empty() ? 0 : schedule_.placement[0].size();
+      auto complete = [&](const std::vector<std::vector<Stage>>& replicas) {
+        if (replicas.size() + 1 != models) return false;
+        for (const auto& stages : replicas) {
+          if (static_cast<int>(stages.size()) != n) return false;
+        }
+        return true;
+      };
+      if (!complete(options_.student_replicas) || !complete(options_.teacher_replicas)) {
+        throw std::invalid_argument(
+            "schedule '" + schedule_.scheduler + "' trains " + std::to_string(models) +
+            " separate models; give the stages of every model after the first "
+            "(ExecutorOptions::student_replicas, teacher_replicas)");
+      }
+      if (algorithm_->teacher_kind() != TeacherKind::kPeers) {
+        throw std::invalid_argument("schedule '" + schedule_.scheduler +
+                                    "' trains separate models, but algorithm '" +
+                                    algorithm_->name() + "' has no peer teachers");
+      }
+    }
     const TeacherKind kind = algorithm_->teacher_kind();
     if (options_.update_policy.empty()) {
       policy_ = NaturalPolicy(schedule_, kind);
@@ -454,9 +488,16 @@ class Executor::Impl {
     // What each term averages over in the whole mini-batch: weighting each
     // action's means by its share of that makes the sum over actions (loss
     // stages, replicas) the mini-batch's means, however it was split.
+    // A separate model (independent replicas) averages over its own share.
+    std::vector<int> mini_batch;
+    if (schedule_.workload.independent_replicas) {
+      mini_batch = schedule_.MicrobatchesOf(a.stage, rank);
+    } else {
+      for (int k = 0; k < schedule_.num_microbatches; ++k) mini_batch.push_back(k);
+    }
     std::vector<double> totals;
-    for (const Batch& mb : Current(rank)) {
-      std::vector<double> units = algorithm_->LossUnits(mb, a.stage);
+    for (int k : mini_batch) {
+      std::vector<double> units = algorithm_->LossUnits(Current(rank)[k], a.stage);
       if (totals.empty()) totals.assign(units.size(), 0.0);
       TORCH_CHECK(units.size() == totals.size(), "algorithm '", algorithm_->name(),
                   "' counts a different number of loss terms per micro-batch");
@@ -464,16 +505,35 @@ class Executor::Impl {
     }
     TORCH_CHECK(terms.size() == totals.size(), "algorithm '", algorithm_->name(), "' returned ",
                 terms.size(), " loss terms but counts units for ", totals.size());
+    // The units a term says it averaged over must be the ones LossUnits
+    // counts for these samples, or the weights would not sum to one.
+    std::vector<double> here(totals.size(), 0.0);
+    for (int k : mbs) {
+      std::vector<double> units = algorithm_->LossUnits(Current(rank)[k], a.stage);
+      for (size_t t = 0; t < units.size() && t < here.size(); ++t) here[t] += units[t];
+    }
     torch::Tensor scaled;
     for (size_t t = 0; t < terms.size(); ++t) {
       TORCH_CHECK(terms[t].mean.defined() && terms[t].mean.numel() == 1, "algorithm '",
                   algorithm_->name(), "' returned a loss term that is not a scalar");
-      if (terms[t].units <= 0 || totals[t] <= 0) continue;  // Nothing to average here.
+      TORCH_CHECK(std::abs(terms[t].units - here[t]) <= 1e-9 * std::max(1.0, here[t]),
+                  "algorithm '", algorithm_->name(), "': loss term ", t, " averages over ",
+                  terms[t].units, " units, but LossUnits counts ", here[t],
+                  " in the same samples");
+      if (terms[t].units <= 0) continue;  // Nothing to average here.
       torch::Tensor part = terms[t].mean.reshape({}) * (terms[t].units / totals[t]);
       scaled = scaled.defined() ? scaled + part : part;
     }
+    torch::Tensor& sum = losses_[rank][current_[rank] - steps_done_];
+    if (scaled.defined()) {
+      // Summed on the device and read after the run: an .item() here would
+      // make the rank wait for its GPU at every loss.
+      sum = sum.defined() ? sum + scaled.detach().to(torch::kFloat64)
+                          : scaled.detach().to(torch::kFloat64);
+    }
     if (!scaled.defined() || !scaled.requires_grad()) {
-      // No term had units in these samples: no gradient flows from them.
+      // No term had units in these samples (or none depends on the
+      // student): no gradient flows from them.
       for (int k : mbs) {
         Activation& og = slot.output_grads[k];
         og.clear();
@@ -505,11 +565,6 @@ class Executor::Impl {
         }
       }
     }
-    // Summed on the device and read after the run: an .item() here would
-    // make the rank wait for its GPU at every loss.
-    torch::Tensor& sum = losses_[rank][current_[rank] - steps_done_];
-    sum = sum.defined() ? sum + scaled.detach().to(torch::kFloat64)
-                        : scaled.detach().to(torch::kFloat64);
   }
 
   void Backward(int rank, const Action& a) {
@@ -607,6 +662,9 @@ class Executor::Impl {
     StageSlot& slot = Slot(rank, a.stage);
     if (!slot.optimizer) return;  // A stage without parameters.
     FinishAllReduce(slot);
+    if (options_.before_step) {
+      options_.before_step(*slot.optimizer, static_cast<int>(current_[rank]) + 1);
+    }
     slot.optimizer->step();
     // The only place gradients are zeroed: once per step, after the update.
     slot.optimizer->zero_grad();
@@ -649,8 +707,22 @@ class Executor::Impl {
 
   void TeacherUpdate(int rank, const Action& a) {
     StageSlot& slot = Slot(rank, a.stage);
-    algorithm_->UpdateTeacher(a.stage, *slot.student, *slot.teacher,
-                              static_cast<int>(current_[rank]) + 1);
+    const int step = static_cast<int>(current_[rank]) + 1;
+    if (!schedule_.workload.independent_replicas) {
+      algorithm_->UpdateTeacher(a.stage, *slot.student, *slot.teacher, step);
+      return;
+    }
+    // Models teaching each other: at exchange steps every replica of the
+    // stage sends its student's state to the others, which load it into
+    // their copies of it; in between the copies stay as they are.
+    if (!algorithm_->ExchangesAt(step)) return;
+    const std::vector<int>& group = schedule_.placement[a.stage];
+    std::vector<std::vector<torch::Tensor>> parts =
+        transport_->AllGather(rank, group, a.stage, BatchOf(rank, a), StageState(*slot.student),
+                              options_.recv_timeout, abort_);
+    const int own = schedule_.ReplicaIndex(a.stage, rank);
+    parts.erase(parts.begin() + own);
+    LoadPeerCopies(*slot.teacher, parts);
   }
 
   Schedule schedule_;

@@ -16,7 +16,9 @@
 //   SA/RA, ST/RT, SG/RG  send/receive outputs, teacher outputs, input grads
 //   AR  start the all-reduce of the stage's gradients over its replicas
 //   O   wait for AR, optimizer step, zero the gradients (the only place)
-//   U   teacher <- Algorithm::UpdateTeacher(student)
+//   U   teacher <- Algorithm::UpdateTeacher(student); with independent
+//       replicas, at Algorithm::ExchangesAt steps: all-gather the stage's
+//       StageState over its replicas, LoadPeerCopies into the teacher
 #ifndef TSPIPE_BACKENDS_EXECUTOR_H_
 #define TSPIPE_BACKENDS_EXECUTOR_H_
 
@@ -53,6 +55,16 @@ struct ExecutorOptions {
   // Ranks this process runs; empty = every rank of the schedule. With c10d
   // it is the process's own rank.
   std::vector<int> local_ranks;
+  // Schedules whose replicas are separate models
+  // (Workload::independent_replicas): the stages of model i >= 1, indexed
+  // [i - 1][stage], student and teacher (the teacher of a model being its
+  // peers' copies, PeerCopiesBlockImpl). Empty: replicas are deep copies of
+  // `student`/`teacher`, starting from the first replica's values.
+  std::vector<std::vector<Stage>> student_replicas;
+  std::vector<std::vector<Stage>> teacher_replicas;
+  // Called before every optimizer step with the step's number (1-based):
+  // schedules of the learning rate or weight decay. Null = none.
+  std::function<void(torch::optim::Optimizer& optimizer, int step)> before_step;
   // Update policy name (core/update_policy.h) the run must honour; the
   // constructor refuses a schedule whose action order gives a momentum
   // teacher other versions. Empty = whichever policy the schedule honours.

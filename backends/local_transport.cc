@@ -1,5 +1,7 @@
 // The in-process transport: ranks are threads of one process.
+#include <algorithm>
 #include <condition_variable>
+#include <tuple>
 #include <map>
 #include <mutex>
 
@@ -60,41 +62,39 @@ class Mailbox {
   std::map<MessageKey, Activation> messages_;
 };
 
-// Replicas of a stage deposit their tensors under (stage, mini-batch) and
-// each waits until the whole group has arrived; each then sums all deposits
-// in replica order (so every replica gets bitwise the same sum) into new
-// tensors: the others may still be reading what it deposited.
-class Reducer {
+// Members of a group deposit their tensors under (kind, stage, mini-batch)
+// and each waits until the whole group has arrived; each then gets every
+// deposit, in member order (so an all-reduce sums bitwise alike
+// everywhere). Deposits are shared, not copied: callers write results into
+// new tensors, as the others may still be reading.
+class Collector {
  public:
-  void AllReduce(int replica, int group_size, int stage, int64_t batch,
-                 std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
-                 const std::atomic<bool>& abort) {
-    const std::pair<int, int64_t> key{stage, batch};
+  enum class Kind { kAllReduce, kAllGather };
+
+  std::vector<std::vector<torch::Tensor>> Collect(Kind kind, int member, int group_size,
+                                                  int stage, int64_t batch,
+                                                  const std::vector<torch::Tensor>& tensors,
+                                                  std::chrono::milliseconds timeout,
+                                                  const std::atomic<bool>& abort) {
+    const std::tuple<Kind, int, int64_t> key{kind, stage, batch};
     std::unique_lock<std::mutex> lock(mu_);
     Entry& e = entries_[key];
     if (e.parts.empty()) e.parts.resize(group_size);
-    e.parts[replica] = *tensors;
+    e.parts[member] = tensors;
     ++e.arrived;
     cv_.notify_all();
     bool ready = cv_.wait_for(lock, timeout, [&] { return abort.load() || e.arrived == group_size; });
     if (abort.load()) throw AbortedError();
     if (!ready) {
-      throw std::runtime_error("timed out after " + std::to_string(timeout.count()) +
-                               " ms in the gradient all-reduce of stage " + std::to_string(stage) +
-                               " with " + std::to_string(e.arrived) + " of " +
-                               std::to_string(group_size) + " replicas arrived");
+      throw std::runtime_error(
+          "timed out after " + std::to_string(timeout.count()) + " ms in the " +
+          (kind == Kind::kAllReduce ? "gradient all-reduce" : "parameter exchange") +
+          " of stage " + std::to_string(stage) + " with " + std::to_string(e.arrived) + " of " +
+          std::to_string(group_size) + " members arrived");
     }
-    lock.unlock();
-    for (size_t i = 0; i < tensors->size(); ++i) {
-      torch::Tensor sum;
-      for (const auto& part : e.parts) {
-        torch::Tensor t = part[i].to((*tensors)[i].device());
-        sum = sum.defined() ? sum + t : t.clone();
-      }
-      (*tensors)[i] = sum;
-    }
-    lock.lock();
+    std::vector<std::vector<torch::Tensor>> out = e.parts;
     if (++e.left == group_size) entries_.erase(key);
+    return out;
   }
 
   // Taking the lock orders the notification after any waiter's check of
@@ -118,8 +118,12 @@ class Reducer {
   std::mutex mu_;
   std::condition_variable cv_;
   // std::map: references to entries stay valid while others are inserted.
-  std::map<std::pair<int, int64_t>, Entry> entries_;
+  std::map<std::tuple<Kind, int, int64_t>, Entry> entries_;
 };
+
+int IndexIn(const std::vector<int>& group, int rank) {
+  return static_cast<int>(std::find(group.begin(), group.end(), rank) - group.begin());
+}
 
 class LocalTransport : public Transport {
  public:
@@ -127,10 +131,6 @@ class LocalTransport : public Transport {
       : devices_(std::move(devices)) {
     for (int r = 0; r < num_ranks; ++r) boxes_.push_back(std::make_unique<Mailbox>());
     if (devices_.empty()) devices_.assign(num_ranks, torch::Device(torch::kCPU));
-  }
-
-  void Send(int from, int to, const MessageKey& key, Activation value) override {
-    boxes_.at(to)->Put(key, ToDevice(value, devices_.at(to)));
   }
 
   Activation Receive(int to, int from, const MessageKey& key, std::chrono::milliseconds timeout,
@@ -145,32 +145,80 @@ class LocalTransport : public Transport {
     return out;
   }
 
+  void Send(int from, int to, const MessageKey& key, Activation value) override {
+    CountSent(from, PayloadBytes(value));
+    boxes_.at(to)->Put(key, ToDevice(value, devices_.at(to)));
+  }
+
   void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
                  const std::atomic<bool>& abort) override {
-    const int replica =
-        static_cast<int>(std::find(group.begin(), group.end(), rank) - group.begin());
-    reducer_.AllReduce(replica, static_cast<int>(group.size()), stage, batch, tensors, timeout,
-                       abort);
+    const int p = static_cast<int>(group.size());
+    CountSent(rank, 2 * (p - 1) * PayloadBytes(*tensors) / p);
+    std::vector<std::vector<torch::Tensor>> parts =
+        collector_.Collect(Collector::Kind::kAllReduce, IndexIn(group, rank), p, stage, batch,
+                           *tensors, timeout, abort);
+    for (size_t i = 0; i < tensors->size(); ++i) {
+      torch::Tensor sum;
+      for (const auto& part : parts) {
+        torch::Tensor t = part[i].to((*tensors)[i].device());
+        sum = sum.defined() ? sum + t : t.clone();
+      }
+      (*tensors)[i] = sum;
+    }
+  }
+
+  std::vector<std::vector<torch::Tensor>> AllGather(int rank, const std::vector<int>& group,
+                                                    int stage, int64_t batch,
+                                                    const std::vector<torch::Tensor>& tensors,
+                                                    std::chrono::milliseconds timeout,
+                                                    const std::atomic<bool>& abort) override {
+    const int p = static_cast<int>(group.size());
+    CountSent(rank, (p - 1) * PayloadBytes(tensors));
+    std::vector<std::vector<torch::Tensor>> parts = collector_.Collect(
+        Collector::Kind::kAllGather, IndexIn(group, rank), p, stage, batch, tensors, timeout, abort);
+    for (auto& part : parts) {
+      for (torch::Tensor& t : part) t = t.to(devices_.at(rank), /*non_blocking=*/false, /*copy=*/true);
+    }
+    return parts;
   }
 
   void Wake() override {
     for (auto& box : boxes_) box->Wake();
-    reducer_.Wake();
+    collector_.Wake();
   }
 
   void Reset() override {
     for (auto& box : boxes_) box->Clear();
-    reducer_.Clear();
+    collector_.Clear();
   }
 
  private:
   std::vector<torch::Device> devices_;
   std::vector<std::unique_ptr<Mailbox>> boxes_;
-  Reducer reducer_;
+  Collector collector_;
 };
 
 }  // namespace
+
+int64_t PayloadBytes(const std::vector<torch::Tensor>& tensors) {
+  int64_t bytes = 0;
+  for (const torch::Tensor& t : tensors) {
+    if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return bytes;
+}
+
+int64_t Transport::bytes_sent(int rank) const {
+  std::lock_guard<std::mutex> lock(traffic_mu_);
+  auto it = traffic_.find(rank);
+  return it == traffic_.end() ? 0 : it->second;
+}
+
+void Transport::CountSent(int rank, int64_t bytes) {
+  std::lock_guard<std::mutex> lock(traffic_mu_);
+  traffic_[rank] += bytes;
+}
 
 std::shared_ptr<Transport> MakeLocalTransport(int num_ranks, std::vector<torch::Device> devices) {
   return std::make_shared<LocalTransport>(num_ranks, std::move(devices));

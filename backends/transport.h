@@ -11,7 +11,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -101,13 +103,39 @@ class Transport {
   virtual void Broadcast(int rank, const std::vector<int>& group, int root,
                          std::vector<torch::Tensor>* tensors,
                          std::chrono::milliseconds timeout) {}
+  // Every member's `tensors` (the same count, shapes and dtypes on every
+  // member of `group`, which holds `rank`) on every member: parts[i] =
+  // group[i]'s, on this rank's device (parts[own index] = copies of its own).
+  // `stage` and `batch` identify the collective. Throws like AllReduce;
+  // when a member is lost the message names the group's other ranks.
+  virtual std::vector<std::vector<torch::Tensor>> AllGather(
+      int rank, const std::vector<int>& group, int stage, int64_t batch,
+      const std::vector<torch::Tensor>& tensors, std::chrono::milliseconds timeout,
+      const std::atomic<bool>& abort) = 0;
   // Waits until this rank's sends have left (end of a run).
   virtual void Flush(int rank, std::chrono::milliseconds timeout) {}
   // Wakes every waiter after an abort.
   virtual void Wake() {}
   // Drops undelivered messages (between runs, and after a failed one).
   virtual void Reset() {}
+
+  // Payload bytes `rank` has sent since the transport was made, counted the
+  // same way by every transport: a message's tensors; for an all-reduce of
+  // B bytes over p ranks 2 (p - 1) / p B (a ring); for an all-gather of B
+  // bytes per member (p - 1) B; for a broadcast B from the root. Thread-safe.
+  int64_t bytes_sent(int rank) const;
+
+ protected:
+  // Implementations call this as they send.
+  void CountSent(int rank, int64_t bytes);
+
+ private:
+  mutable std::mutex traffic_mu_;
+  std::map<int, int64_t> traffic_;
 };
+
+// Bytes of the tensors' data.
+int64_t PayloadBytes(const std::vector<torch::Tensor>& tensors);
 
 // Ranks as threads of one process: per-rank mailboxes and an in-memory
 // all-reduce. Tensors move to the receiver's device on Send.

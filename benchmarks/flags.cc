@@ -2,7 +2,10 @@
 
 #include <glog/logging.h>
 
+#include <cstdlib>
 #include <stdexcept>
+
+#include "benchmarks/cli.h"
 
 #include "core/options.h"
 
@@ -22,6 +25,9 @@ DEFINE_string(teacher_balance, "",
 DEFINE_double(learning_rate, 0.05, "SGD learning rate.");
 DEFINE_double(momentum, 0.9, "SGD momentum.");
 DEFINE_double(weight_decay, 0, "SGD weight decay.");
+DEFINE_string(weight_decay_schedule, "",
+              "Weight decay by phase: step:value pairs, e.g. '300:1e-5,600:0' (from step 300 on "
+              "1e-5, from 600 on 0); before the first, --weight_decay.");
 DEFINE_int32(seed, 0, "Seed for initialisation, augmentations and data (order).");
 DEFINE_string(data_dir, "",
               "Directory of the algorithm's real data set; empty = its default (Fashion-MNIST: "
@@ -69,6 +75,24 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
   c.learning_rate = FLAGS_learning_rate;
   c.momentum = FLAGS_momentum;
   c.weight_decay = FLAGS_weight_decay;
+  int last = 0;
+  for (const std::string& item : SplitList(FLAGS_weight_decay_schedule)) {
+    const size_t colon = item.find(':');
+    char* end = nullptr;
+    const long step = colon == std::string::npos ? 0 : std::strtol(item.c_str(), &end, 10);
+    const bool step_ok = colon != std::string::npos && end == item.c_str() + colon && step > last;
+    const std::string value = colon == std::string::npos ? "" : item.substr(colon + 1);
+    char* vend = nullptr;
+    const double decay = std::strtod(value.c_str(), &vend);
+    if (!step_ok || value.empty() || vend != value.c_str() + value.size() || !(decay >= 0)) {
+      throw std::invalid_argument("--weight_decay_schedule=" + FLAGS_weight_decay_schedule +
+                                  ": '" + item +
+                                  "' is not step:value with steps ascending from 1 and a value "
+                                  ">= 0");
+    }
+    c.weight_decay_schedule.emplace_back(static_cast<int>(step), decay);
+    last = static_cast<int>(step);
+  }
   c.seed = FLAGS_seed;
   c.data_dir = FLAGS_data_dir;
   c.device = FLAGS_device;

@@ -22,6 +22,7 @@ DECLARE_string(teacher_balance);
 DECLARE_double(learning_rate);
 DECLARE_double(momentum);
 DECLARE_double(weight_decay);
+DECLARE_string(weight_decay_schedule);
 DECLARE_int32(seed);
 DECLARE_string(data_dir);
 DECLARE_int32(threads_per_device);

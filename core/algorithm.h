@@ -60,7 +60,10 @@ class Algorithm {
   virtual std::vector<LossTerm> LossTerms(const LossInputs& inputs);
   // Units of each term of LossTerms in one micro-batch (its size() samples
   // by default), known before any forward runs: what the executor divides
-  // by. `stage` as in LossInputs. Must match what LossTerms counts.
+  // by. `stage` as in LossInputs. Must match what LossTerms counts (the
+  // executor checks). Loss, LossTerms and LossUnits run concurrently on
+  // several rank threads (replicas, loss stages): they must not mutate
+  // shared state.
   virtual std::vector<double> LossUnits(const Batch& microbatch, int stage) const;
   // Updates teacher stage `stage` from the student stage after optimizer
   // step `step` (TeacherUpdate action). Only called when
@@ -70,6 +73,11 @@ class Algorithm {
   // as momentum targets do in BYOL and MoCo; a pre-trained teacher runs in
   // eval mode. Teachers never get gradients either way.
   virtual bool TeacherInTrainMode() const { return false; }
+  // Peer teachers (TeacherKind::kPeers, Workload::independent_replicas):
+  // whether the TeacherUpdate after optimizer step `step` exchanges the
+  // models' parameters (refreshing every stale copy). Called on every rank
+  // with the same answer expected; the default never exchanges.
+  virtual bool ExchangesAt(int step) const { return false; }
   // Total optimizer steps of the run, for schedules over training (BYOL's
   // momentum ramp). Called before training; the default ignores it.
   virtual void SetTrainingLength(int total_steps) {}

@@ -269,9 +269,18 @@ OptionValues ParseOptions(const std::string& owner, const std::vector<OptionSpec
   }
   // Split on commas; an item without '=' continues the previous value.
   std::vector<std::pair<std::string, std::string>> items;
+  if (!text.empty() && text.back() == ',') {
+    throw std::invalid_argument(owner + " options: '" + text + "' ends with a comma");
+  }
+  if (text.find('\n') != std::string::npos) {
+    throw std::invalid_argument(owner + " options may not contain a line break");
+  }
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
+    if (item.empty()) {
+      throw std::invalid_argument(owner + " options: '" + text + "' has an empty item");
+    }
     const size_t eq = item.find('=');
     if (eq == std::string::npos) {
       if (items.empty()) {

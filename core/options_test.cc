@@ -72,7 +72,10 @@ TEST(OptionsTest, BadInputGetsOneLineNamingOptionAndValue) {
   EXPECT_EQ(ErrorOf("widths="), "kd option widths=: needs at least one integer");
   EXPECT_EQ(ErrorOf("hidden=1,hidden=2"), "kd option hidden is given twice");
   EXPECT_EQ(ErrorOf("oops"), "kd options: 'oops' is not name=value");
-  for (const std::string& text : {"temprature=2", "hidden=0", "widths=8,x"}) {
+  EXPECT_EQ(ErrorOf("temperature=2,"), "kd options: 'temperature=2,' ends with a comma");
+  EXPECT_EQ(ErrorOf("temperature=2,,lambda=1"),
+            "kd options: 'temperature=2,,lambda=1' has an empty item");
+  for (const char* text : {"temprature=2", "hidden=0", "widths=8,x"}) {
     EXPECT_EQ(ErrorOf(text).find('\n'), std::string::npos) << text;
   }
 }

@@ -57,6 +57,34 @@ class MultiViewBlockImpl : public BlockImpl {
   torch::nn::AnyModule module_;
 };
 
+// A teacher made of stale copies of other models (codistillation): one copy
+// of the same block per peer. The first block of a model (`shared_input`)
+// feeds the stage input to every copy; later ones split their input into
+// one equal group of tensors per copy. The output is the copies' outputs
+// concatenated in copy order, so the loss sees every peer's prediction.
+class PeerCopiesBlockImpl : public BlockImpl {
+ public:
+  PeerCopiesBlockImpl(BlockList copies, bool shared_input);
+  Activation Forward(const Activation& input) override;
+  std::shared_ptr<BlockImpl> Replicate() const override;
+  const BlockList& copies() const { return copies_; }
+
+ private:
+  BlockList copies_;
+  bool shared_input_;
+};
+
+// Deep copies of `blocks` (BlockImpl::Replicate), leaving the global random
+// generator as it found it.
+BlockList ReplicateBlocks(const BlockList& blocks);
+
+// The teachers of models that teach each other: teachers[g] has, for each
+// block of the architecture, a PeerCopiesBlock holding deep copies of that
+// block of every other model in model order (so they start equal to the
+// peers). `students[g]` is model g's block list; all have the same
+// architecture. Leaves the global random generator as it found it.
+std::vector<BlockList> MakePeerTeachers(const std::vector<BlockList>& students);
+
 // One block per child of `sequential`, sharing the child modules.
 BlockList BlocksFromSequential(const torch::nn::Sequential& sequential);
 // The same with MultiViewBlocks.
@@ -74,12 +102,21 @@ class StageImpl : public torch::nn::Module {
   std::shared_ptr<StageImpl> Replicate() const;
   int first_block() const { return first_block_; }
   int num_blocks() const { return static_cast<int>(blocks_.size()); }
+  const BlockList& blocks() const { return blocks_; }
 
  private:
   BlockList blocks_;
   int first_block_;
 };
 using Stage = std::shared_ptr<StageImpl>;
+
+// Parameters then buffers of every block of `stage`, block by block: what
+// models exchange so that peers can refresh their copies.
+std::vector<torch::Tensor> StageState(StageImpl& stage);
+// Copies peers[k] (StageState of peer k's stage) into copy k of every
+// PeerCopiesBlock of `teacher`. Throws std::invalid_argument when a block is
+// not one or the shapes differ.
+void LoadPeerCopies(StageImpl& teacher, const std::vector<std::vector<torch::Tensor>>& peers);
 
 // Cuts `blocks` by `balance`. The stages share the block modules (no copy).
 std::vector<Stage> Partition(const BlockList& blocks, const std::vector<int>& balance);

@@ -150,6 +150,49 @@ Schedule TeacherPrologue(const Schedule& s) {
   return p;
 }
 
+Schedule ReplicateModels(const Schedule& one, int n) {
+  if (n < 2) {
+    throw std::invalid_argument("several models need at least 2, got " + std::to_string(n));
+  }
+  for (int st = 0; st < one.num_stages; ++st) {
+    if (one.placement.at(st).size() != 1) {
+      throw std::invalid_argument(
+          "each model runs on its own pipeline, one rank per stage, but '" + one.scheduler +
+          "' replicates stage " + std::to_string(st) +
+          "; use sequential (one device per model), gpipe or tspipe");
+    }
+  }
+  if (!one.workload.has_teacher || !one.workload.teacher_updates) {
+    throw std::invalid_argument(
+        "models that teach each other need a teacher updated from the others (the exchange)");
+  }
+  const int ranks = one.num_ranks(), m = one.num_microbatches;
+  Schedule s;
+  s.scheduler = one.scheduler;
+  s.num_stages = one.num_stages;
+  s.num_microbatches = n * m;
+  s.workload = one.workload;
+  s.workload.independent_replicas = true;
+  s.placement.resize(one.num_stages);
+  for (int g = 0; g < n; ++g) {
+    for (int st = 0; st < one.num_stages; ++st) {
+      s.placement[st].push_back(one.placement[st][0] + g * ranks);
+    }
+  }
+  s.ranks.resize(static_cast<size_t>(n) * ranks);
+  for (int g = 0; g < n; ++g) {
+    for (int r = 0; r < ranks; ++r) {
+      std::vector<Action>& out = s.ranks[g * ranks + r];
+      for (Action a : one.ranks[r]) {
+        if (a.microbatch != kAllMicrobatches) a.microbatch += g * m;
+        if (a.peer != kNoPeer) a.peer += g * ranks;
+        out.push_back(a);
+      }
+    }
+  }
+  return s;
+}
+
 std::string FormatPlacement(const Schedule& s) {
   std::ostringstream out;
   for (size_t st = 0; st < s.placement.size(); ++st) {
@@ -171,7 +214,8 @@ std::string ToCsv(const Schedule& s) {
       << (s.workload.teacher_updates ? ",teacher_updates" : "")
       << (s.workload.local_losses ? ",local_losses" : "")
       << (s.workload.blockwise ? ",blockwise" : "")
-      << (s.workload.full_batch_loss ? ",full_batch_loss" : "") << "\n";
+      << (s.workload.full_batch_loss ? ",full_batch_loss" : "")
+      << (s.workload.independent_replicas ? ",independent_replicas" : "") << "\n";
   out << "# placement=" << FormatPlacement(s) << "\n";
   for (int r = 0; r < s.num_ranks(); ++r) {
     out << r;
@@ -247,6 +291,7 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
           else if (w == "local_losses") s.workload.local_losses = true;
           else if (w == "blockwise") s.workload.blockwise = true;
           else if (w == "full_batch_loss") s.workload.full_batch_loss = true;
+          else if (w == "independent_replicas") s.workload.independent_replicas = true;
           else return fail("unknown workload flag '" + w + "'");
         }
       } else if (key == "placement") {

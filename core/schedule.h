@@ -32,6 +32,13 @@ struct Workload {
   // The loss needs the whole mini-batch at once (MoCo negatives, batch
   // statistics). When false a scheduler may compute per-micro-batch losses.
   bool full_batch_loss = true;
+  // The replicas of a stage are separate models (codistillation; see
+  // ReplicateModels): each trains its own parameters on its own share of
+  // the micro-batches, with no gradient all-reduce, its loss a mean over its
+  // own share; its teacher holds stale copies of the other models, which the
+  // stage's TeacherUpdate refreshes by an exchange among the replicas. Needs
+  // has_teacher and teacher_updates.
+  bool independent_replicas = false;
 };
 
 struct Schedule {
@@ -73,6 +80,16 @@ void LowerCommunication(Schedule* schedule);
 // once before the first iteration so that the first loss has its teacher
 // outputs. Empty (no actions) for schedules without look-ahead.
 Schedule TeacherPrologue(const Schedule& schedule);
+
+// `n` copies of a one-model schedule (one rank per stage) on disjoint
+// ranks, one per model: copy g runs rank r's actions on rank g*R + r (R =
+// the schedule's ranks) over micro-batches [g*M, (g+1)*M) (M = its
+// micro-batches), so stage s is placed on {r_s, r_s + R, ...} and model g
+// trains on the g-th share of every mini-batch. Sets
+// workload.independent_replicas. Throws std::invalid_argument when n < 2,
+// the schedule already replicates a stage (dp, Pipe-BD groups) or its
+// workload has no teacher updates (the exchanges).
+Schedule ReplicateModels(const Schedule& one_model, int n);
 
 // The ranks of each stage, "0;0;1|2" (stage 2 replicated on ranks 1 and 2):
 // ToCsv's placement line.

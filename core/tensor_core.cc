@@ -62,6 +62,77 @@ std::shared_ptr<BlockImpl> MultiViewBlockImpl::Replicate() const {
   }
 }
 
+PeerCopiesBlockImpl::PeerCopiesBlockImpl(BlockList copies, bool shared_input)
+    : copies_(std::move(copies)), shared_input_(shared_input) {
+  for (size_t k = 0; k < copies_.size(); ++k) register_module("peer" + std::to_string(k), copies_[k]);
+}
+
+Activation PeerCopiesBlockImpl::Forward(const Activation& input) {
+  const size_t n = copies_.size();
+  TORCH_CHECK(shared_input_ || (n > 0 && input.size() % n == 0), "peer copies block: ",
+              input.size(), " input tensors do not split into ", n, " copies");
+  const size_t width = shared_input_ ? input.size() : input.size() / n;
+  Activation out;
+  for (size_t k = 0; k < n; ++k) {
+    Activation part = shared_input_ ? input
+                                    : Activation(input.begin() + k * width,
+                                                 input.begin() + (k + 1) * width);
+    for (torch::Tensor& t : copies_[k]->Forward(part)) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::shared_ptr<BlockImpl> PeerCopiesBlockImpl::Replicate() const {
+  BlockList copies;
+  for (const Block& b : copies_) copies.push_back(b->Replicate());
+  return std::make_shared<PeerCopiesBlockImpl>(std::move(copies), shared_input_);
+}
+
+namespace {
+
+std::vector<torch::Tensor> ModuleState(torch::nn::Module& m) {
+  std::vector<torch::Tensor> out = m.parameters();
+  for (const torch::Tensor& b : m.buffers()) out.push_back(b);
+  return out;
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> StageState(StageImpl& stage) {
+  std::vector<torch::Tensor> out;
+  for (const Block& b : stage.blocks()) {
+    for (const torch::Tensor& t : ModuleState(*b)) out.push_back(t);
+  }
+  return out;
+}
+
+void LoadPeerCopies(StageImpl& teacher, const std::vector<std::vector<torch::Tensor>>& peers) {
+  torch::NoGradGuard no_grad;
+  std::vector<size_t> offset(peers.size(), 0);
+  for (const Block& b : teacher.blocks()) {
+    auto* block = dynamic_cast<PeerCopiesBlockImpl*>(b.get());
+    if (block == nullptr || block->copies().size() != peers.size()) {
+      throw std::invalid_argument("stage " + std::to_string(teacher.first_block()) +
+                                  " of the teacher is not made of copies of " +
+                                  std::to_string(peers.size()) + " peers");
+    }
+    for (size_t k = 0; k < peers.size(); ++k) {
+      for (torch::Tensor& t : ModuleState(*block->copies()[k])) {
+        if (offset[k] >= peers[k].size() || !peers[k][offset[k]].sizes().equals(t.sizes())) {
+          throw std::invalid_argument("peer " + std::to_string(k) +
+                                      "'s state does not fit its copy in the teacher");
+        }
+        t.copy_(peers[k][offset[k]++]);
+      }
+    }
+  }
+  for (size_t k = 0; k < peers.size(); ++k) {
+    if (offset[k] != peers[k].size()) {
+      throw std::invalid_argument("peer " + std::to_string(k) + " sent more state than its copy holds");
+    }
+  }
+}
+
 BlockList MultiViewBlocksFromSequential(const torch::nn::Sequential& sequential) {
   BlockList blocks;
   for (const auto& child : *sequential) {
@@ -91,7 +162,7 @@ Activation StageImpl::Forward(const Activation& input) {
   return x;
 }
 
-std::shared_ptr<StageImpl> StageImpl::Replicate() const {
+BlockList ReplicateBlocks(const BlockList& blocks) {
   // Cloneable::clone re-runs reset(), which draws fresh initial values
   // before copying ours over them.
   at::Generator gen = at::detail::getDefaultCPUGenerator();
@@ -101,12 +172,31 @@ std::shared_ptr<StageImpl> StageImpl::Replicate() const {
     rng_state = gen.get_state();
   }
   BlockList copies;
-  for (const Block& b : blocks_) copies.push_back(b->Replicate());
+  for (const Block& b : blocks) copies.push_back(b->Replicate());
   {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng_state);
   }
-  return std::make_shared<StageImpl>(std::move(copies), first_block_);
+  return copies;
+}
+
+std::shared_ptr<StageImpl> StageImpl::Replicate() const {
+  return std::make_shared<StageImpl>(ReplicateBlocks(blocks_), first_block_);
+}
+
+std::vector<BlockList> MakePeerTeachers(const std::vector<BlockList>& students) {
+  const size_t n = students.size();
+  std::vector<BlockList> teachers(n);
+  for (size_t g = 0; g < n; ++g) {
+    for (size_t b = 0; b < students[g].size(); ++b) {
+      BlockList peers;
+      for (size_t j = 0; j < n; ++j) {
+        if (j != g) peers.push_back(ReplicateBlocks({students[j].at(b)})[0]);
+      }
+      teachers[g].push_back(std::make_shared<PeerCopiesBlockImpl>(std::move(peers), b == 0));
+    }
+  }
+  return teachers;
 }
 
 std::vector<Stage> Partition(const BlockList& blocks, const std::vector<int>& balance) {

@@ -17,16 +17,16 @@ void CheckBatch(int batch) {
 
 int SynchronousPolicy::TeacherVersion(int batch, TeacherKind kind) const {
   CheckBatch(batch);
-  return kind == TeacherKind::kMomentum ? batch - 1 : 0;
+  return IsVersioned(kind) ? batch - 1 : 0;
 }
 
 int DelayedTeacherPolicy::TeacherVersion(int batch, TeacherKind kind) const {
   CheckBatch(batch);
-  return kind == TeacherKind::kMomentum ? std::max(0, batch - 2) : 0;
+  return IsVersioned(kind) ? std::max(0, batch - 2) : 0;
 }
 
 std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy, TeacherKind kind) {
-  if (kind != TeacherKind::kMomentum || !schedule.workload.has_teacher) return "";
+  if (!IsVersioned(kind) || !schedule.workload.has_teacher) return "";
   // Iteration b = 3 is far enough from the start for no version to clamp.
   const int b = 3;
   for (int r = 0; r < schedule.num_ranks(); ++r) {

@@ -20,7 +20,16 @@ enum class TeacherKind {
   kFrozen,    // A pre-trained teacher that never changes (KD, DistilBERT,
               // blockwise distillation): every version is version 0.
   kMomentum,  // target_k = m * target_{k-1} + (1 - m) * online_k (BYOL, MoCo).
+  kPeers,     // Stale copies of the other models, replaced by theirs at the
+              // exchange steps (codistillation): teacher_k = peers_k when an
+              // exchange follows step k, else teacher_{k-1}.
 };
+
+// Whether the teacher changes during training, so that which version a
+// teacher forward sees matters (momentum targets, peer copies).
+inline bool IsVersioned(TeacherKind kind) {
+  return kind == TeacherKind::kMomentum || kind == TeacherKind::kPeers;
+}
 
 class UpdatePolicy {
  public:
@@ -52,9 +61,7 @@ class DelayedTeacherPolicy : public UpdatePolicy {
   std::string name() const override { return "tspipe_delayed"; }
   int StudentVersion(int batch) const override { return batch - 1; }
   int TeacherVersion(int batch, TeacherKind kind) const override;
-  bool IsSynchronous(TeacherKind kind) const override {
-    return kind != TeacherKind::kMomentum;
-  }
+  bool IsSynchronous(TeacherKind kind) const override { return !IsVersioned(kind); }
 };
 
 using UpdatePolicyRegistry = Registry<UpdatePolicy>;

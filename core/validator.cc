@@ -58,6 +58,11 @@ class Checker {
     if (s_.workload.blockwise && !(s_.workload.has_teacher && s_.workload.local_losses)) {
       Error("a blockwise workload needs a teacher and local losses");
     }
+    if (s_.workload.independent_replicas &&
+        !(s_.workload.has_teacher && s_.workload.teacher_updates)) {
+      Error("independent replicas (models teaching each other) need a teacher and teacher "
+            "updates (the exchanges)");
+    }
     if (static_cast<int>(s_.placement.size()) != s_.num_stages) {
       Error("placement covers " + std::to_string(s_.placement.size()) +
             " stages, schedule has " + std::to_string(s_.num_stages));
@@ -205,7 +210,10 @@ class Checker {
         };
         once_per_replica(Op::kOptimizerStep, true);
         once_per_replica(Op::kTeacherUpdate, w.teacher_updates);
-        if (s_.placement[st].size() > 1) once_per_replica(Op::kAllReduceGradients, true);
+        // Replicas of one model sum their gradients; separate models do not.
+        if (s_.placement[st].size() > 1) {
+          once_per_replica(Op::kAllReduceGradients, !w.independent_replicas);
+        }
       }
     }
   }
@@ -304,7 +312,8 @@ class Checker {
             for (int m : s_.MicrobatchesOf(st, r)) {
               must_follow({st, m, Op::kBackward, off}, "the backward");
             }
-            if (a.op == Op::kOptimizerStep && s_.placement[st].size() > 1) {
+            if (a.op == Op::kOptimizerStep && s_.placement[st].size() > 1 &&
+                !s_.workload.independent_replicas) {
               must_follow({st, kAllMicrobatches, Op::kAllReduceGradients, off},
                           "the gradient all-reduce");
             }

@@ -80,7 +80,7 @@ std::vector<BalancePlan> PlanBalances(const CutSearch& c, const BlockCosts& cost
     // Nothing to cut: a stage per block. The measured block costs let the
     // scheduler place the blocks (pipebd's split by cost).
     const std::vector<int> ones(costs.student_forward.size(), 1);
-    BalancePlan p = PlanFor(c, costs, ones, ones);
+    BalancePlan p = PlanFor(c, costs, ones, c.workload.has_teacher ? ones : std::vector<int>{});
     p.even_period_ms = p.period_ms;
     return {p};
   }

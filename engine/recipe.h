@@ -79,24 +79,26 @@ struct EvalRequest {
   std::string data_dir;  // As DataRequest::data_dir.
 };
 
-// What an evaluation may touch: the trained student, block by block on the
-// device the executor put each block on, in eval mode.
+// What an evaluation may touch (valid only during Recipe::Evaluate): the
+// trained students (one per model; see
+// Recipe::num_models), block by block on the device the executor put each
+// block on, in eval mode.
 class EvalContext {
  public:
-  using Forward = std::function<Activation(const Activation& input, int num_blocks)>;
-  EvalContext(const ModelSet& models, Forward forward, EvalRequest request)
-      : models_(models), forward_(std::move(forward)), request_(std::move(request)) {}
+  using Forward = std::function<Activation(const Activation& input, int num_blocks, int model)>;
+  EvalContext(int num_models, Forward forward, EvalRequest request)
+      : num_models_(num_models), forward_(std::move(forward)), request_(std::move(request)) {}
 
-  // Runs the first `num_blocks` student blocks (-1 = all) on `input`
-  // without gradients; the output is on the last block's device.
-  Activation ForwardStudent(const Activation& input, int num_blocks = -1) const {
-    return forward_(input, num_blocks);
+  // Runs the first `num_blocks` blocks (-1 = all) of student `model` on
+  // `input` without gradients; the output is on the last block's device.
+  Activation ForwardStudent(const Activation& input, int num_blocks = -1, int model = 0) const {
+    return forward_(input, num_blocks, model);
   }
-  const ModelSet& models() const { return models_; }
+  int num_models() const { return num_models_; }
   const EvalRequest& request() const { return request_; }
 
  private:
-  const ModelSet& models_;
+  int num_models_;
   Forward forward_;
   EvalRequest request_;
 };
@@ -117,6 +119,13 @@ class Recipe {
   // Fresh networks, initialised from the global generator (the engine seeds
   // it first).
   virtual ModelSet BuildModels() const = 0;
+  // Models that teach each other (codistillation): the engine calls
+  // BuildModels once per model (each drawing its own initial values; the
+  // recipe builds students only), makes each model's teacher from stale
+  // copies of the others (MakePeerTeachers), trains model g on the g-th
+  // share of every mini-batch on its own ranks (ReplicateModels), and needs
+  // an algorithm with TeacherKind::kPeers. 1 = one student.
+  virtual int num_models() const { return 1; }
   // How the networks may be cut into stages.
   virtual CutRule cut_rule() const { return CutRule{}; }
   // Called after the student was loaded from a checkpoint: a momentum

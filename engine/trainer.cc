@@ -17,6 +17,7 @@
 #include "core/file_util.h"
 #include "core/scheduler.h"
 #include "core/simulator.h"
+#include "core/validator.h"
 #include "engine/devices.h"
 #include "engine/profile.h"
 #include "engine/recipe.h"
@@ -61,7 +62,12 @@ std::string Fingerprint(const TrainConfig& c, const std::string& recipe_options)
       << "\ndata_dir=" << c.data_dir << "\ntrain_samples=" << c.train_samples
       << "\nnum_batches=" << c.num_batches << "\nlearning_rate=" << c.learning_rate
       << "\nmomentum=" << c.momentum << "\nweight_decay=" << c.weight_decay
-      << "\ntotal_steps=" << c.total_steps << "\nteacher_checkpoint=" << c.teacher_checkpoint
+      << "\nweight_decay_schedule=" << [&c] {
+           std::ostringstream w;
+           for (const auto& [step, value] : c.weight_decay_schedule) w << step << ":" << value << ",";
+           return w.str();
+         }()
+      << "\ndtype=" << c.dtype << "\ntotal_steps=" << c.total_steps << "\nteacher_checkpoint=" << c.teacher_checkpoint
       << "\ninitial_checkpoint=" << c.initial_checkpoint
       << "\nsteps_per_iteration=" << c.steps_per_iteration << "\n";
   // The recipe's part: its options, each on a line of its own.
@@ -81,7 +87,8 @@ void LoadModel(const std::string& path, const std::string& what, const std::stri
     bytes = ReadFile(path);
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(what + " checkpoint: " + e.what() +
-                             " (train and save one with //benchmarks:kd_accuracy)");
+                             " (Trainer::SaveModel writes one; //benchmarks:kd_accuracy saves "
+                             "its teacher)");
   }
   const std::string misfit =
       what + " checkpoint " + path + " does not fit the " + what + " (" + shape + "): ";
@@ -110,7 +117,7 @@ void LoadModel(const std::string& path, const std::string& what, const std::stri
   for (const auto& b : model.named_buffers()) check(b.key(), b.value());
 }
 
-void CheckMicrobatches(const TrainConfig& c) {
+void CheckMicrobatches(const TrainConfig& c, int models) {
   if (c.batch_size < 1) {
     throw std::invalid_argument("batch size must be at least 1, got " +
                                 std::to_string(c.batch_size));
@@ -119,6 +126,12 @@ void CheckMicrobatches(const TrainConfig& c) {
     throw std::invalid_argument(std::to_string(c.microbatches) +
                                 " micro-batches do not divide the batch of " +
                                 std::to_string(c.batch_size) + " samples");
+  }
+  if (models > 1 && c.batch_size % (models * c.microbatches) != 0) {
+    throw std::invalid_argument(
+        std::to_string(models) + " models x " + std::to_string(c.microbatches) +
+        " micro-batches do not divide the batch of " + std::to_string(c.batch_size) +
+        " samples (each model trains on its own share)");
   }
 }
 
@@ -157,21 +170,28 @@ BlockCosts DecodeCosts(const std::string& text) {
 }
 
 BlockCosts Measure(const TrainConfig& c) {
-  CheckMicrobatches(c);
   ConfiguredRecipe r = Configure(c.algorithm, c.algorithm_options);
+  const int models = r.recipe->num_models();
+  CheckMicrobatches(c, models);
   std::unique_ptr<Algorithm> algorithm = r.recipe->MakeAlgorithm();
   const torch::Device device = FirstDevice(c.device);
   // Profiling changes batch-norm statistics: use throw-away models.
   torch::manual_seed(c.seed);
-  ModelSet models = r.recipe->BuildModels();
-  const Activation input = r.recipe->ExampleInput(c.batch_size / c.microbatches);
+  ModelSet set = r.recipe->BuildModels();
+  const Activation input = r.recipe->ExampleInput(c.batch_size / (models * c.microbatches));
   BlockCosts costs;
-  BlockTimes student = ProfileBlocks(models.student_blocks, input, device,
+  BlockTimes student = ProfileBlocks(set.student_blocks, input, device,
                                      /*with_backward=*/true, /*train_mode=*/true);
   costs.student_forward = student.forward;
   costs.student_backward = student.backward;
-  if (algorithm->workload().has_teacher) {
-    costs.teacher_forward = ProfileBlocks(models.teacher_blocks, input, device,
+  if (models > 1) {
+    // Peer teachers: every other model's copy of each block, in eval mode.
+    costs.teacher_forward = ProfileBlocks(set.student_blocks, input, device,
+                                          /*with_backward=*/false, /*train_mode=*/false)
+                                .forward;
+    for (double& ms : costs.teacher_forward) ms *= models - 1;
+  } else if (algorithm->workload().has_teacher) {
+    costs.teacher_forward = ProfileBlocks(set.teacher_blocks, input, device,
                                           /*with_backward=*/false,
                                           algorithm->TeacherInTrainMode())
                                 .forward;
@@ -197,7 +217,8 @@ class Trainer::Impl {
     ConfiguredRecipe r = Configure(config.algorithm, config.algorithm_options);
     recipe_ = std::move(r.recipe);
     recipe_options_ = r.options;
-    CheckMicrobatches(config);
+    num_models_ = recipe_->num_models();
+    CheckMicrobatches(config, num_models_);
     algorithm_ = recipe_->MakeAlgorithm();
     algorithm_->SetTrainingLength(config.total_steps);
     const Workload workload = algorithm_->workload();
@@ -213,7 +234,29 @@ class Trainer::Impl {
     }
     torch::manual_seed(config.seed);
     models_ = recipe_->BuildModels();
-    if (workload.has_teacher != static_cast<bool>(models_.teacher)) {
+    if (num_models_ > 1) {
+      // Models that teach each other: each its own initial values, each
+      // model's teacher copies of the others.
+      if (algorithm_->teacher_kind() != TeacherKind::kPeers || models_.teacher) {
+        throw std::logic_error("recipe " + config.algorithm + " trains " +
+                               std::to_string(num_models_) +
+                               " models but its algorithm has no peer teachers (or the recipe "
+                               "built a teacher itself)");
+      }
+      if (!config.initial_checkpoint.empty()) {
+        throw std::invalid_argument("algorithm " + config.algorithm + " trains " +
+                                    std::to_string(num_models_) +
+                                    " models; loading one initial student does not apply");
+      }
+      std::vector<BlockList> students{models_.student_blocks};
+      for (int g = 1; g < num_models_; ++g) {
+        peers_.push_back(recipe_->BuildModels());
+        students.push_back(peers_.back().student_blocks);
+      }
+      std::vector<BlockList> teachers = MakePeerTeachers(students);
+      models_.teacher_blocks = teachers[0];
+      for (int g = 1; g < num_models_; ++g) peers_[g - 1].teacher_blocks = teachers[g];
+    } else if (workload.has_teacher != static_cast<bool>(models_.teacher)) {
       throw std::logic_error("recipe " + config.algorithm +
                              " built a teacher that its algorithm's workload does not match");
     }
@@ -223,6 +266,18 @@ class Trainer::Impl {
     }
     if (!config.teacher_checkpoint.empty()) {
       LoadModel(config.teacher_checkpoint, "teacher", models_.teacher_shape, *models_.teacher);
+    }
+
+    if (config.dtype == "float64") {
+      dtype_ = torch::kFloat64;
+    } else if (config.dtype != "float32") {
+      throw std::invalid_argument("unknown dtype '" + config.dtype + "'; use float32 or float64");
+    }
+    if (dtype_ != torch::kFloat32) {
+      for (ModelSet* m : AllModels()) {
+        for (const Block& b : m->student_blocks) b->to(dtype_);
+        for (const Block& b : m->teacher_blocks) b->to(dtype_);
+      }
     }
 
     // The cut, by the recipe's rule.
@@ -292,6 +347,11 @@ class Trainer::Impl {
       }
       teacher_stages = Partition(models_.teacher_blocks, tbalance);
     }
+    ExecutorOptions eo;
+    for (const ModelSet& m : peers_) {
+      eo.student_replicas.push_back(Partition(m.student_blocks, balance));
+      eo.teacher_replicas.push_back(Partition(m.teacher_blocks, tbalance));
+    }
 
     SchedulerOptions so;
     so.num_stages = c.stages;
@@ -304,12 +364,20 @@ class Trainer::Impl {
     so.costs.backward_per_stage = c.backward_ms;
     so.costs.teacher_forward_per_stage = c.teacher_ms;
     Schedule schedule = BuildSchedule(c.scheduler, so);
+    if (num_models_ > 1) {
+      // One pipeline per model on ranks of its own.
+      schedule = ReplicateModels(schedule, num_models_);
+      ValidationResult v = Validate(schedule);
+      if (!v.ok()) {
+        throw std::logic_error("the schedule of " + std::to_string(num_models_) +
+                               " models is invalid:\n" + v.ToString());
+      }
+    }
     // Steady state: Train() runs iterations back to back, as simulated here.
     bubble_ = SimulateSteadyState(schedule, so.costs).bubble_fraction;
     placement_ = FormatPlacement(schedule);
     devices_ = schedule.num_ranks();
 
-    ExecutorOptions eo;
     if (config.world) {
       World& world = *config.world;
       if (world.world_size() != devices_) {
@@ -328,6 +396,8 @@ class Trainer::Impl {
                                            "schedule=" + schedule_csv + "\n");
       rank_ = world.rank();
       transport_ = world.transport();
+      transport_any_ = transport_;
+      local_ranks_ = {rank_};
       eo.transport = transport_;
       eo.local_ranks = {rank_};
       eo.recv_timeout = std::chrono::seconds(config.peer_timeout_seconds);
@@ -336,25 +406,51 @@ class Trainer::Impl {
       eo.devices.assign(devices_, transport_->device());
     } else {
       eo.devices = RankDevices(config.device, devices_);
+      // Made here rather than by the executor, to read its traffic counts.
+      transport_any_ = MakeLocalTransport(devices_, eo.devices);
+      eo.transport = transport_any_;
+      for (int r = 0; r < devices_; ++r) local_ranks_.push_back(r);
     }
     eo.update_policy = config.update_policy;
-    std::vector<torch::Device> placed;  // Replica 0's device, for parameterless stages.
-    for (int s = 0; s < c.stages; ++s) {
-      const int rank = schedule.placement[s][0];
-      placed.push_back(eo.devices.empty() ? torch::Device(torch::kCPU) : eo.devices[rank]);
+    // Each model's device per stage (its replica's rank), for parameterless
+    // stages.
+    std::vector<std::vector<torch::Device>> placed(num_models_);
+    for (int g = 0; g < num_models_; ++g) {
+      for (int s = 0; s < c.stages; ++s) {
+        const int rank = schedule.placement[s][num_models_ > 1 ? g : 0];
+        placed[g].push_back(eo.devices.empty() ? torch::Device(torch::kCPU) : eo.devices[rank]);
+      }
     }
     const double lr = config.learning_rate, momentum = config.momentum, wd = config.weight_decay;
     eo.make_optimizer = [lr, momentum, wd](std::vector<torch::Tensor> params) {
       return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(
           params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(wd)));
     };
+    if (!config.weight_decay_schedule.empty()) {
+      // Weight decay by phase: the last entry whose step has been reached.
+      const std::vector<std::pair<int, double>> phases = config.weight_decay_schedule;
+      eo.before_step = [phases, wd](torch::optim::Optimizer& optimizer, int step) {
+        double value = wd;
+        for (const auto& [from, decay] : phases) {
+          if (step >= from) value = decay;
+        }
+        for (auto& group : optimizer.param_groups()) {
+          static_cast<torch::optim::SGDOptions&>(group.options()).weight_decay(value);
+        }
+      };
+    }
+    std::vector<std::vector<Stage>> model_stages{stages_};
+    for (const auto& r : eo.student_replicas) model_stages.push_back(r);
     executor_ = std::make_unique<Executor>(std::move(schedule), stages_, std::move(teacher_stages),
                                            algorithm_.get(), eo);
     // Evaluation runs each block where the executor put its stage.
-    for (int s = 0; s < c.stages; ++s) {
-      std::vector<torch::Tensor> params = stages_[s]->parameters();
-      const torch::Device d = params.empty() ? placed[s] : params[0].device();
-      for (int b = 0; b < stages_[s]->num_blocks(); ++b) block_devices_.push_back(d);
+    block_devices_.resize(num_models_);
+    for (int g = 0; g < num_models_; ++g) {
+      for (int s = 0; s < c.stages; ++s) {
+        std::vector<torch::Tensor> params = model_stages[g][s]->parameters();
+        const torch::Device d = params.empty() ? placed[g][s] : params[0].device();
+        for (int b = 0; b < model_stages[g][s]->num_blocks(); ++b) block_devices_[g].push_back(d);
+      }
     }
     DataRequest data;
     data.data = config.data;
@@ -381,6 +477,7 @@ class Trainer::Impl {
     std::vector<Batch> run;
     for (int i = 0; i < steps; ++i) run.push_back(Pop());
     double loss = executor_->Run(run, &Peek()).back().loss;
+    steps_ += steps;
     if (transport_) {
       // Each process knows only its own ranks' share of the loss: the last
       // stage's rank holds all of it in a pipeline (the others 0), each
@@ -394,7 +491,8 @@ class Trainer::Impl {
                             std::chrono::seconds(config_.peer_timeout_seconds), never);
       loss = sum[0].item<double>();
     }
-    return loss;
+    // Several models: the losses of all of them were summed; report their mean.
+    return loss / num_models_;
   }
 
   Metrics Evaluate(int train_limit, int test_limit) {
@@ -406,35 +504,51 @@ class Trainer::Impl {
     request.train_limit = train_limit;
     request.test_limit = test_limit;
     request.data_dir = config_.data_dir;
-    const BlockList& blocks = models_.student_blocks;
+    auto blocks_of = [this](int model) -> const BlockList& {
+      return model == 0 ? models_.student_blocks : peers_.at(model - 1).student_blocks;
+    };
     EvalContext context(
-        models_,
-        [this, &blocks](const Activation& input, int num_blocks) {
+        num_models_,
+        [this, blocks_of](const Activation& input, int num_blocks, int model) {
+          if (model < 0 || model >= num_models_) {
+            throw std::invalid_argument("no model " + std::to_string(model) + " of " +
+                                        std::to_string(num_models_));
+          }
+          const BlockList& blocks = blocks_of(model);
           torch::NoGradGuard no_grad;
           const int n = num_blocks < 0 ? static_cast<int>(blocks.size()) : num_blocks;
           Activation x = input;
           for (int b = 0; b < n; ++b) {
-            x = blocks.at(b)->Forward(ToDevice(x, block_devices_.at(b)));
+            x = blocks.at(b)->Forward(ToDevice(x, block_devices_.at(model).at(b)));
           }
           return x;
         },
         request);
     // Eval mode: batch norm uses its running statistics.
-    for (const Block& b : blocks) b->eval();
+    auto set_mode = [&](bool train) {
+      for (int g = 0; g < num_models_; ++g) {
+        for (const Block& b : blocks_of(g)) b->train(train);
+      }
+    };
+    set_mode(false);
     Metrics metrics;
     try {
       metrics = recipe_->Evaluate(context);
     } catch (...) {
-      for (const Block& b : blocks) b->train();
+      set_mode(true);
       throw;
     }
-    for (const Block& b : blocks) b->train();
+    set_mode(true);
     return metrics;
   }
 
-  void SaveModel(const std::string& path) {
+  void SaveModel(const std::string& path, int model) {
+    if (model < 0 || model >= num_models_) {
+      throw std::invalid_argument("no model " + std::to_string(model) + " of " +
+                                  std::to_string(num_models_));
+    }
     torch::serialize::OutputArchive archive;
-    models_.student->save(archive);
+    (model == 0 ? models_ : peers_[model - 1]).student->save(archive);
     std::ostringstream bytes;
     archive.save_to(bytes);
     WriteFileAtomically(path, bytes.str());
@@ -458,14 +572,38 @@ class Trainer::Impl {
   int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
   int64_t train_set_size() const { return data_->size(); }
+  double bytes_sent_per_step() const {
+    if (steps_ == 0) return 0;
+    int64_t bytes = 0;
+    for (int r : local_ranks_) bytes += transport_any_->bytes_sent(r);
+    return static_cast<double>(bytes) / steps_;
+  }
   double simulated_bubble() const { return bubble_; }
+  int num_models() const { return num_models_; }
 
  private:
   // The executor looks one batch ahead (TSPipe's teacher forwards), so the
   // next batch is drawn before it is trained on.
   const Batch& Peek() {
-    if (ahead_.empty()) ahead_.push_back(data_->Next());
+    if (ahead_.empty()) ahead_.push_back(Converted(data_->Next()));
     return ahead_.front();
+  }
+
+  // Floating tensors of `b` in the run's dtype.
+  Batch Converted(Batch b) const {
+    if (dtype_ == torch::kFloat32) return b;
+    for (Activation* part : {&b.inputs, &b.targets}) {
+      for (torch::Tensor& t : *part) {
+        if (t.defined() && t.is_floating_point()) t = t.to(dtype_);
+      }
+    }
+    return b;
+  }
+
+  std::vector<ModelSet*> AllModels() {
+    std::vector<ModelSet*> all{&models_};
+    for (ModelSet& m : peers_) all.push_back(&m);
+    return all;
   }
 
   Batch Pop() {
@@ -479,10 +617,18 @@ class Trainer::Impl {
   std::unique_ptr<Recipe> recipe_;
   std::string recipe_options_;
   std::unique_ptr<Algorithm> algorithm_;
+  // Model 0 (the only one, unless the recipe trains several), and the others.
+  int num_models_ = 1;
   ModelSet models_;
+  std::vector<ModelSet> peers_;
   std::vector<Stage> stages_;
-  // Device of each student block, for evaluation.
-  std::vector<torch::Device> block_devices_;
+  // Device of each student block of each model, for evaluation.
+  std::vector<std::vector<torch::Device>> block_devices_;
+  // The transport the executor uses, and the ranks this process runs.
+  std::shared_ptr<Transport> transport_any_;
+  std::vector<int> local_ranks_;
+  int64_t steps_ = 0;
+  torch::Dtype dtype_ = torch::kFloat32;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<BatchSource> data_;
   std::deque<Batch> ahead_;
@@ -500,7 +646,7 @@ double Trainer::Train(int steps) { return impl_->Train(steps); }
 Metrics Trainer::Evaluate(int train_limit, int test_limit) {
   return impl_->Evaluate(train_limit, test_limit);
 }
-void Trainer::SaveModel(const std::string& path) { impl_->SaveModel(path); }
+void Trainer::SaveModel(const std::string& path, int model) { impl_->SaveModel(path, model); }
 double Trainer::MaxParameterDifference(const Trainer& other) const {
   return impl_->MaxParameterDifference(*other.impl_);
 }
@@ -510,6 +656,8 @@ int Trainer::rank() const { return impl_->rank(); }
 int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
+double Trainer::bytes_sent_per_step() const { return impl_->bytes_sent_per_step(); }
+int Trainer::num_models() const { return impl_->num_models(); }
 
 double Trainer::MeasureSamplesPerSecond(int steps) {
   Train(steps);  // Warm-up (and the teacher prologue).

@@ -28,7 +28,10 @@ struct TrainConfig {
   // Pipeline stages; for recipes whose every block is a stage
   // (CutRule::kOnePerBlock) the number of devices.
   int stages = 2;
+  // Micro-batches of each model's pipeline.
   int microbatches = 4;
+  // Samples per mini-batch; recipes that train several models split it
+  // evenly between them.
   int batch_size = 64;
   // Blocks per stage; empty = as even as possible (see PlanBalances for the
   // measured alternative).
@@ -54,8 +57,14 @@ struct TrainConfig {
   double learning_rate = 0.05;
   double momentum = 0.9;
   double weight_decay = 0;
+  // Weight decay by phase: {first step, value} pairs, ascending; from each
+  // step (1-based) on, its value replaces weight_decay. Empty = constant.
+  std::vector<std::pair<int, double>> weight_decay_schedule;
   // Seeds initialisation, then the recipe's data (order, augmentations).
   int seed = 0;
+  // Floating-point type of the models and data: "float32" or "float64"
+  // (numerical checks against other implementations).
+  std::string dtype = "float32";
   // "synthetic" or one of the recipe's real data sets; data_dir empty = the
   // recipe's default location.
   std::string data = "synthetic";
@@ -95,8 +104,8 @@ class Trainer {
   Metrics Evaluate(int train_limit = 0, int test_limit = 0);
   // Writes the student's parameters and buffers atomically (a temporary
   // file renamed over `path`), loadable as TrainConfig::teacher_checkpoint
-  // or initial_checkpoint.
-  void SaveModel(const std::string& path);
+  // or initial_checkpoint. `model`: which of num_models().
+  void SaveModel(const std::string& path, int model = 0);
   // max |a - b| over the two students' parameters (same shapes required).
   double MaxParameterDifference(const Trainer& other) const;
   int num_devices() const;
@@ -112,6 +121,12 @@ class Trainer {
   // Steady-state bubble of this run's schedule under the simulator with
   // the configured stage costs (unit costs when none are given).
   double simulated_bubble() const;
+  // Payload bytes this process's ranks sent per optimizer step so far
+  // (messages and collectives, counted as Transport::bytes_sent says).
+  double bytes_sent_per_step() const;
+  // Models trained together (Recipe::num_models); the loss Train returns
+  // is their mean, SaveModel and MaxParameterDifference concern model 0.
+  int num_models() const;
 
  private:
   class Impl;

@@ -379,6 +379,53 @@ class C10dTransport::Impl {
     }
   }
 
+  std::vector<std::vector<torch::Tensor>> AllGather(const std::vector<int>& group, int stage,
+                                                    const std::vector<torch::Tensor>& tensors,
+                                                    std::chrono::milliseconds timeout) {
+    const int members = static_cast<int>(group.size());
+    // One flat bucket per member, in the tensors' own dtype when they share
+    // one (parameters), else float64, which holds integer buffers exactly.
+    torch::Dtype dtype = tensors.empty() ? torch::kFloat32 : tensors[0].scalar_type();
+    for (const torch::Tensor& t : tensors) {
+      if (t.scalar_type() != dtype) dtype = torch::kFloat64;
+    }
+    std::vector<torch::Tensor> flat;
+    for (const torch::Tensor& t : tensors) flat.push_back(t.detach().reshape({-1}).to(device_, dtype));
+    torch::Tensor bucket = flat.empty() ? torch::empty({0}, torch::TensorOptions().dtype(dtype).device(device_))
+                                        : torch::cat(flat);
+    std::vector<torch::Tensor> gathered;
+    if (members == 1 && o_.world_size > 1) {
+      gathered.push_back(bucket.clone());
+    } else {
+      std::vector<std::vector<torch::Tensor>> out(1);
+      for (int i = 0; i < members; ++i) out[0].push_back(torch::empty_like(bucket));
+      std::vector<torch::Tensor> in{bucket};
+      try {
+        GroupFor(group).allgather(out, in)->wait(timeout);
+      } catch (const std::exception& e) {
+        std::string others;
+        for (int r : group) {
+          if (r != o_.rank) others += (others.empty() ? "" : ", ") + std::to_string(r);
+        }
+        throw std::runtime_error("lost rank " + others + " (or it timed out after " +
+                                 std::to_string(timeout.count() / 1000) +
+                                 " s) during the parameter exchange of stage " +
+                                 std::to_string(stage) + ": " + FirstLine(What(e)));
+      }
+      gathered = out[0];
+    }
+    std::vector<std::vector<torch::Tensor>> parts(members);
+    for (int i = 0; i < members; ++i) {
+      int64_t offset = 0;
+      for (const torch::Tensor& t : tensors) {
+        parts[i].push_back(
+            gathered[i].slice(0, offset, offset + t.numel()).view(t.sizes()).to(t.scalar_type()).clone());
+        offset += t.numel();
+      }
+    }
+    return parts;
+  }
+
   void Flush(std::chrono::milliseconds timeout) {
     for (Pending& p : pending_) {
       try {
@@ -560,6 +607,7 @@ void C10dTransport::Configure(int num_stages, int num_microbatches) {
   impl_->Configure(num_stages, num_microbatches);
 }
 void C10dTransport::Send(int from, int to, const MessageKey& key, Activation value) {
+  CountSent(from, PayloadBytes(value));
   impl_->Send(to, key, value);
 }
 Activation C10dTransport::Receive(int to, int from, const MessageKey& key,
@@ -570,17 +618,29 @@ Activation C10dTransport::Receive(int to, int from, const MessageKey& key,
 void C10dTransport::AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
                               std::vector<torch::Tensor>* tensors,
                               std::chrono::milliseconds timeout, const std::atomic<bool>& abort) {
+  const int64_t p = static_cast<int64_t>(group.size());
+  CountSent(rank, 2 * (p - 1) * PayloadBytes(*tensors) / p);
   impl_->AllReduce(group, stage, tensors, timeout);
 }
 std::unique_ptr<PendingReduce> C10dTransport::StartAllReduce(
     int rank, const std::vector<int>& group, int stage, int64_t batch,
     std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
     const std::atomic<bool>& abort) {
+  const int64_t p = static_cast<int64_t>(group.size());
+  CountSent(rank, 2 * (p - 1) * PayloadBytes(*tensors) / p);
   return impl_->StartAllReduce(group, stage, tensors);
+}
+std::vector<std::vector<torch::Tensor>> C10dTransport::AllGather(
+    int rank, const std::vector<int>& group, int stage, int64_t batch,
+    const std::vector<torch::Tensor>& tensors, std::chrono::milliseconds timeout,
+    const std::atomic<bool>& abort) {
+  CountSent(rank, static_cast<int64_t>(group.size() - 1) * PayloadBytes(tensors));
+  return impl_->AllGather(group, stage, tensors, timeout);
 }
 void C10dTransport::Broadcast(int rank, const std::vector<int>& group, int root,
                               std::vector<torch::Tensor>* tensors,
                               std::chrono::milliseconds timeout) {
+  if (rank == root) CountSent(rank, PayloadBytes(*tensors));
   impl_->Broadcast(group, root, tensors, timeout);
 }
 void C10dTransport::Flush(int rank, std::chrono::milliseconds timeout) { impl_->Flush(timeout); }

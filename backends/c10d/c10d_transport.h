@@ -78,6 +78,12 @@ class C10dTransport : public Transport {
                                                 const std::atomic<bool>& abort) override;
   void Broadcast(int rank, const std::vector<int>& group, int root,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout) override;
+  // One flat bucket per member through the group's allgather.
+  std::vector<std::vector<torch::Tensor>> AllGather(int rank, const std::vector<int>& group,
+                                                    int stage, int64_t batch,
+                                                    const std::vector<torch::Tensor>& tensors,
+                                                    std::chrono::milliseconds timeout,
+                                                    const std::atomic<bool>& abort) override;
   void Flush(int rank, std::chrono::milliseconds timeout) override;
 
  private:

@@ -1,0 +1,133 @@
+#include "algorithms/codistill.h"
+
+#include <stdexcept>
+
+#include "algorithms/image_data.h"
+#include "engine/recipe.h"
+#include "models/resnet.h"
+
+namespace tspipe {
+
+Workload Codistillation::workload() const {
+  Workload w;
+  w.has_teacher = true;
+  w.teacher_updates = true;  // The exchanges (ExchangesAt says when).
+  w.full_batch_loss = false;  // Per-sample terms.
+  return w;
+}
+
+torch::Tensor CodistillLoss(const torch::Tensor& logits, const std::vector<torch::Tensor>& peers,
+                            const torch::Tensor& labels, const CodistillOptions& o,
+                            double alpha) {
+  namespace F = torch::nn::functional;
+  torch::Tensor loss = F::cross_entropy(logits, labels);
+  if (alpha == 0 || peers.empty()) return loss;
+  torch::Tensor distill;
+  for (const torch::Tensor& p : peers) {
+    const torch::Tensor target = p.detach();
+    torch::Tensor d;
+    if (o.divergence == "mse") {
+      d = (logits - target).pow(2).sum(1).mean();
+    } else {
+      const double t = o.temperature;
+      d = F::kl_div(F::log_softmax(logits / t, F::LogSoftmaxFuncOptions(1)),
+                    F::softmax(target / t, F::SoftmaxFuncOptions(1)),
+                    F::KLDivFuncOptions().reduction(torch::kBatchMean)) *
+          (t * t);
+    }
+    distill = distill.defined() ? distill + d : d;
+  }
+  return loss + alpha / static_cast<double>(peers.size()) * distill;
+}
+
+torch::Tensor Codistillation::Loss(const LossInputs& in) {
+  TORCH_CHECK(in.student && !in.student->empty(), "codistillation needs the model's logits");
+  TORCH_CHECK(in.teacher && static_cast<int>(in.teacher->size()) == options_.models - 1,
+              "codistillation needs the logits of ", options_.models - 1, " peers");
+  TORCH_CHECK(in.targets && !in.targets->empty(), "codistillation needs labels");
+  const double alpha = in.step <= options_.burn_in ? 0.0 : options_.alpha;
+  return CodistillLoss((*in.student)[0], *in.teacher, (*in.targets)[0], options_, alpha);
+}
+
+namespace {
+
+// n ResNets on 28x28 images, each on its own share of every mini-batch.
+class CodistillRecipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    std::vector<OptionSpec> o = ResNetShapeOptions("", "every model's", {16, 32, 64}, {1, 1, 1});
+    const CodistillOptions d;
+    o.push_back(IntOption("models", d.models, "models trained together (n)").AtLeast(2));
+    o.push_back(IntOption("exchange_every", d.exchange_every,
+                          "K: models exchange parameters after every K-th step")
+                    .AtLeast(1));
+    o.push_back(DoubleOption("alpha", d.alpha, "weight of the distillation term").AtLeast(0));
+    o.push_back(DoubleOption("temperature", d.temperature, "softmax temperature of D=kl").Above(0));
+    o.push_back(StringOption("divergence", d.divergence,
+                             "D: kl = KL(peer || model) of softened predictions, or mse of logits")
+                    .OneOf({"kl", "mse"}));
+    o.push_back(IntOption("burn_in", d.burn_in, "first steps trained with alpha = 0").AtLeast(0));
+    return o;
+  }
+  void Configure(const OptionValues& v) override {
+    shape_ = ResNetShapeFrom(v, "", "codistill");
+    options_.models = v.GetInt("models");
+    options_.exchange_every = v.GetInt("exchange_every");
+    options_.alpha = v.GetDouble("alpha");
+    options_.temperature = v.GetDouble("temperature");
+    options_.divergence = v.GetString("divergence");
+    options_.burn_in = v.GetInt("burn_in");
+  }
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<Codistillation>(options_);
+  }
+  int num_models() const override { return options_.models; }
+  ModelSet BuildModels() const override {
+    ModelSet m;
+    torch::nn::Sequential net = MakeResNet(shape_);
+    m.student = net.ptr();
+    m.student_blocks = BlocksFromSequential(net);
+    m.student_shape = DescribeShape(shape_);
+    return m;  // The engine makes the teachers: copies of the peers.
+  }
+  // Each model's copies of its peers are cut like the model.
+  CutRule cut_rule() const override { return {CutRule::Kind::kShared, 0}; }
+  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    return MakeImageData(r, {});
+  }
+  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
+  // Each model's test accuracy, their mean, and the ensemble's (averaged
+  // softmax).
+  Metrics Evaluate(const EvalContext& c) const override {
+    Metrics m;
+    torch::Tensor labels = TestLabels(c);
+    torch::Tensor ensemble;
+    double sum = 0;
+    for (int g = 0; g < c.num_models(); ++g) {
+      torch::Tensor logits = TestLogits(c, g);
+      const double top1 = logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
+      m.emplace_back("top1_model" + std::to_string(g), top1);
+      sum += top1;
+      torch::Tensor p = torch::softmax(logits, 1);
+      ensemble = ensemble.defined() ? ensemble + p : p;
+    }
+    m.emplace_back("top1", sum / c.num_models());
+    m.emplace_back("top1_ensemble",
+                   ensemble.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>());
+    return m;
+  }
+
+ private:
+  ResNetOptions shape_;
+  CodistillOptions options_;
+};
+
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("codistill",
+                       "codistillation: n ResNets, each on its own share of the batch, each "
+                       "distilled from stale copies of the others refreshed every K steps",
+                       CodistillRecipe);
+
+}  // namespace tspipe
