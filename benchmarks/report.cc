@@ -23,6 +23,8 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
     m.samples_per_second = run.counters.at("samples_per_second");
     m.devices = static_cast<int>(run.counters.at("devices"));
     m.bubble = run.counters.at("sim_bubble");
+    auto bytes = run.counters.find("bytes_per_step");
+    if (bytes != run.counters.end()) m.bytes_per_step_per_device = bytes->second / m.devices;
     (*results_)[scheduler] = m;
   }
 }
@@ -55,26 +57,30 @@ std::string BarChartSvg(const Results& results, const std::vector<std::string>& 
 
 void PrintComparison(const Results& results, const std::vector<std::string>& names) {
   auto seq = results.find("sequential");
-  std::printf("\n%-12s %7s %12s %14s %18s %12s\n", "scheduler", "devices", "samples/s",
-              "vs_sequential", "fraction_of_ideal", "sim_bubble");
+  std::printf("\n%-12s %7s %12s %14s %18s %12s %16s\n", "scheduler", "devices", "samples/s",
+              "vs_sequential", "fraction_of_ideal", "sim_bubble", "KB_sent/step/dev");
   for (const std::string& n : names) {
     auto it = results.find(n);
     if (it == results.end()) continue;
     const Measured& m = it->second;
     if (seq != results.end()) {
+      // Sequential runs on one device per model (one, unless the algorithm
+      // trains several): the ideal scales it by the devices it lacks.
       double speedup = m.samples_per_second / seq->second.samples_per_second;
-      std::printf("%-12s %7d %12.1f %14.3f %18.3f %12.4f\n", n.c_str(), m.devices,
-                  m.samples_per_second, speedup, speedup / m.devices, m.bubble);
+      std::printf("%-12s %7d %12.1f %14.3f %18.3f %12.4f %16.1f\n", n.c_str(), m.devices,
+                  m.samples_per_second, speedup,
+                  speedup * seq->second.devices / m.devices, m.bubble,
+                  m.bytes_per_step_per_device / 1024);
     } else {
-      std::printf("%-12s %7d %12.1f %14s %18s %12.4f\n", n.c_str(), m.devices,
-                  m.samples_per_second, "-", "-", m.bubble);
+      std::printf("%-12s %7d %12.1f %14s %18s %12.4f %16.1f\n", n.c_str(), m.devices,
+                  m.samples_per_second, "-", "-", m.bubble, m.bytes_per_step_per_device / 1024);
     }
   }
   if (seq == results.end()) {
     std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
   } else {
-    std::printf("ideal = sequential samples/s x devices; fraction_of_ideal = vs_sequential / "
-                "devices\n");
+    std::printf("ideal = sequential samples/s x devices / sequential's devices; "
+                "fraction_of_ideal = samples/s / ideal\n");
   }
   std::fflush(stdout);
 }

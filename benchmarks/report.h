@@ -17,6 +17,8 @@ struct Measured {
   double samples_per_second = 0;
   int devices = 1;
   double bubble = 0;
+  // Payload bytes each device sent per optimizer step (Transport::bytes_sent).
+  double bytes_per_step_per_device = 0;
 };
 using Results = std::map<std::string, Measured>;
 

@@ -89,3 +89,73 @@ TEST(ScheduleTest, SequentialHasNoCommunication) {
 
 }  // namespace
 }  // namespace tspipe
+
+namespace tspipe {
+namespace {
+
+Workload PeerWorkload() {
+  Workload w;
+  w.has_teacher = true;
+  w.teacher_updates = true;
+  w.full_batch_loss = false;
+  return w;
+}
+
+TEST(ReplicateModelsTest, EachModelGetsItsOwnRanksAndShareOfMicrobatches) {
+  SchedulerOptions o;
+  o.num_stages = 2;
+  o.num_microbatches = 2;
+  o.workload = PeerWorkload();
+  const Schedule one = BuildSchedule("gpipe", o);
+  const Schedule s = ReplicateModels(one, 2);
+  EXPECT_TRUE(s.workload.independent_replicas);
+  EXPECT_EQ(s.num_microbatches, 4);
+  EXPECT_EQ(s.num_ranks(), 4);
+  EXPECT_EQ(s.placement, (std::vector<std::vector<int>>{{0, 2}, {1, 3}}));
+  EXPECT_EQ(FormatPlacement(s), "0|2;1|3");
+  // Model 1 (ranks 2, 3) runs model 0's actions on micro-batches 2 and 3,
+  // talking to its own ranks, written out by hand for rank 2.
+  std::vector<std::string> rank2;
+  for (const Action& a : s.ranks[2]) rank2.push_back(ToString(a));
+  EXPECT_EQ(rank2,
+            (std::vector<std::string>{"0T2", "0ST2>3", "0F2", "0SA2>3", "0T3", "0ST3>3", "0F3",
+                                      "0SA3>3", "0RG2<3", "0B2", "0RG3<3", "0B3", "0O", "0U"}))
+      << ToCsv(s);
+  EXPECT_EQ(s.MicrobatchesOf(1, 3), (std::vector<int>{2, 3}));
+  EXPECT_TRUE(Validate(s).ok()) << Validate(s).ToString();
+  Schedule back;
+  std::string error;
+  ASSERT_TRUE(FromCsv(ToCsv(s), &back, &error)) << error;
+  EXPECT_TRUE(back.workload.independent_replicas);
+}
+
+TEST(ReplicateModelsTest, RefusesReplicatedStagesAndTeachersThatNeverChange) {
+  SchedulerOptions o;
+  o.num_stages = 2;
+  o.num_microbatches = 2;
+  o.workload = PeerWorkload();
+  EXPECT_THROW(ReplicateModels(BuildSchedule("dp", o), 2), std::invalid_argument);
+  EXPECT_THROW(ReplicateModels(BuildSchedule("gpipe", o), 1), std::invalid_argument);
+  o.workload.teacher_updates = false;
+  EXPECT_THROW(ReplicateModels(BuildSchedule("gpipe", o), 2), std::invalid_argument);
+}
+
+TEST(ReplicateModelsTest, ValidatorRefusesGradientAllReduceBetweenSeparateModels) {
+  SchedulerOptions o;
+  o.num_stages = 1;
+  o.num_microbatches = 2;
+  o.workload = PeerWorkload();
+  Schedule s = ReplicateModels(BuildSchedule("sequential", o), 2);
+  ASSERT_TRUE(Validate(s).ok());
+  for (int r = 0; r < 2; ++r) {
+    auto& actions = s.ranks[r];
+    actions.insert(actions.end() - 2, Action{0, kAllMicrobatches, Op::kAllReduceGradients});
+  }
+  const ValidationResult v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.ToString().find("unexpected action 0AR on rank 0"), std::string::npos)
+      << v.ToString();
+}
+
+}  // namespace
+}  // namespace tspipe
