@@ -57,6 +57,9 @@ DEFINE_string(backend, "local",
               "MASTER_PORT like torchrun). c10d needs --steps (every rank runs the same count).");
 DEFINE_int32(peer_timeout, 60,
              "c10d: seconds a rank waits for a peer (rendezvous, messages) before failing.");
+DEFINE_double(emulate_link_ms_per_mb, 0,
+              "c10d: make every transfer take at least this many ms per MB sent, to measure a "
+              "slower link than this machine's (0: the real link).");
 DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or the algorithm's real data set "
               "(fashion_mnist for the image algorithms; --data_dir).");
@@ -210,7 +213,8 @@ int main(int argc, char** argv) {
   try {
     base = tspipe::ConfigFromFlags(FLAGS_algorithm);
     if (FLAGS_backend == "c10d") {
-      base.world = tspipe::World::Join(FLAGS_device, FLAGS_peer_timeout);
+      base.world =
+          tspipe::World::Join(FLAGS_device, FLAGS_peer_timeout, FLAGS_emulate_link_ms_per_mb);
     } else if (FLAGS_backend != "local") {
       throw std::invalid_argument("--backend=" + FLAGS_backend + ": use local or c10d");
     }

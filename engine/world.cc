@@ -9,7 +9,8 @@
 
 namespace tspipe {
 
-std::shared_ptr<World> World::Join(const std::string& device, int peer_timeout_seconds) {
+std::shared_ptr<World> World::Join(const std::string& device, int peer_timeout_seconds,
+                                   double emulated_ms_per_mb) {
   if (device != "cpu" && device != "cuda") {
     throw std::invalid_argument("--backend=c10d takes --device=cpu or cuda (local rank i on "
                                 "cuda:i), not " + device);
@@ -18,6 +19,7 @@ std::shared_ptr<World> World::Join(const std::string& device, int peer_timeout_s
   C10dOptions o = C10dOptionsFromEnvironment();
   o.backend = device == "cuda" ? "nccl" : "gloo";
   o.timeout = std::chrono::seconds(peer_timeout_seconds);
+  o.emulated_ms_per_mb = emulated_ms_per_mb;
   return std::shared_ptr<World>(new World(std::make_shared<C10dTransport>(o), device));
 }
 

@@ -20,7 +20,10 @@ class World {
   // GPU). `peer_timeout_seconds` bounds the rendezvous and every wait for a
   // peer. Throws std::invalid_argument for a bad device or variable and
   // std::runtime_error when the rendezvous fails (busy port, missing rank).
-  static std::shared_ptr<World> Join(const std::string& device, int peer_timeout_seconds);
+  // `emulated_ms_per_mb` > 0 slows every transfer to that many ms per MB
+  // (C10dOptions::emulated_ms_per_mb), to measure what a slower link costs.
+  static std::shared_ptr<World> Join(const std::string& device, int peer_timeout_seconds,
+                                     double emulated_ms_per_mb = 0);
 
   ~World();
   World(const World&) = delete;

@@ -23,6 +23,7 @@
 #include "core/balance.h"
 #include "backends/executor.h"
 #include "core/scheduler.h"
+#include "engine/trainer.h"
 #include "models/resnet.h"
 
 extern char** environ;
@@ -158,9 +159,66 @@ std::vector<std::vector<torch::Tensor>> Train(const RunSpec& run,
   return out;
 }
 
+// Codistillation of two small ResNets through the engine, the models'
+// exchanges the only traffic between their processes with one device per
+// model.
+TrainConfig CodistillConfig(const std::string& scheduler, int stages,
+                            const std::string& exchange_every) {
+  TrainConfig c;
+  c.algorithm = "codistill";
+  c.algorithm_options =
+      "widths=4,8,blocks=1,1,models=2,alpha=0.5,temperature=2,exchange_every=" + exchange_every;
+  c.scheduler = scheduler;
+  c.stages = stages;
+  c.balance = stages == 2 ? std::vector<int>{3, 1} : std::vector<int>{4};
+  c.microbatches = 2;
+  c.batch_size = 8;
+  c.seed = 7;
+  c.dtype = "float64";
+  c.peer_timeout_seconds = 20;
+  return c;
+}
+
+// A codistillation rank: trains TSPIPE_STEPS steps one at a time, writing
+// the (world-mean) loss of each, then its model.
+[[noreturn]] void CodistillChildMain(int rank) {
+  try {
+    TrainConfig c = CodistillConfig(Env("TSPIPE_SCHEDULER"), std::stoi(Env("TSPIPE_STAGES")),
+                                    Env("TSPIPE_EXCHANGE_EVERY", "2"));
+    c.world = World::Join("cpu", c.peer_timeout_seconds);
+    Trainer trainer(c);
+    std::ofstream losses(Env("TSPIPE_OUT") + "/losses" + std::to_string(rank) + ".txt");
+    losses.precision(17);
+    const int steps = std::stoi(Env("TSPIPE_STEPS", "5"));
+    losses << trainer.Train(1) << "\n" << std::flush;
+    if (!Env("TSPIPE_STARTED").empty()) std::ofstream(Env("TSPIPE_STARTED")) << "started\n";
+    // The rest in one call: under the kill test the survivor then waits in
+    // an exchange, not in the loss all-reduce that ends each call.
+    if (steps > 1) {
+      if (Env("TSPIPE_ONE_CALL") == "1") {
+        trainer.Train(steps - 1);
+      } else {
+        for (int i = 1; i < steps; ++i) losses << trainer.Train(1) << "\n" << std::flush;
+      }
+    }
+    const int ranks_per_model = trainer.num_devices() / 2;
+    if (rank % ranks_per_model == 0) {
+      trainer.SaveModel(Env("TSPIPE_OUT") + "/model" + std::to_string(rank / ranks_per_model) +
+                            ".pt",
+                        rank / ranks_per_model);
+    }
+    _exit(0);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %d: error: %s\n", rank, e.what());
+    std::fflush(stderr);
+    _exit(1);
+  }
+}
+
 // The worker side. Never returns.
 [[noreturn]] void ChildMain() {
   const int rank = std::stoi(Env("RANK"));
+  if (Env("TSPIPE_CODISTILL") == "1") CodistillChildMain(rank);
   try {
     C10dOptions o = C10dOptionsFromEnvironment();
     o.timeout = std::chrono::milliseconds(std::stoi(Env("TSPIPE_TIMEOUT_MS", "20000")));
@@ -348,6 +406,107 @@ TEST(C10dFailureTest, SurvivorExitsNamingTheKilledRank) {
   EXPECT_NE(status, 0);
   EXPECT_LT(secs, 30.0) << log;
   EXPECT_NE(log.find("lost rank 1"), std::string::npos) << log;
+  std::printf("survivor exited %.2f s after its peer was killed: %s", secs, log.c_str());
+}
+
+std::vector<double> ReadLosses(const std::string& path) {
+  std::vector<double> out;
+  std::ifstream in(path);
+  for (double x; in >> x;) out.push_back(x);
+  return out;
+}
+
+// Two models on their own processes (one per model, or two stages each)
+// train what one process trains: the same mean loss at every step and,
+// with one process per model, the same parameters.
+TEST(C10dCodistillTest, ProcessesPerModelMatchOneProcess) {
+  at::set_num_threads(1);
+  for (const auto& [scheduler, stages] :
+       std::vector<std::pair<std::string, int>>{{"sequential", 1}, {"tspipe", 2}}) {
+    const int steps = 5;
+    Trainer local(CodistillConfig(scheduler, stages, "2"));
+    std::vector<double> want;
+    for (int i = 0; i < steps; ++i) want.push_back(local.Train(1));
+    const std::string dir = TempDir();
+    local.SaveModel(dir + "/local1.pt", 1);
+    const int world = local.num_devices();
+    const int port = FreePort();
+    std::map<std::string, std::string> env{{"TSPIPE_CODISTILL", "1"},
+                                           {"TSPIPE_SCHEDULER", scheduler},
+                                           {"TSPIPE_STAGES", std::to_string(stages)},
+                                           {"TSPIPE_STEPS", std::to_string(steps)},
+                                           {"TSPIPE_OUT", dir}};
+    std::vector<pid_t> pids;
+    for (int r = 0; r < world; ++r) {
+      pids.push_back(Spawn(r, world, port, env, dir + "/log" + std::to_string(r)));
+    }
+    for (int r = 0; r < world; ++r) {
+      ASSERT_EQ(WaitExit(pids[r]), 0) << scheduler << " rank " << r << ":\n"
+                                      << Slurp(dir + "/log" + std::to_string(r));
+    }
+    for (int r = 0; r < world; ++r) {
+      const std::vector<double> got = ReadLosses(dir + "/losses" + std::to_string(r) + ".txt");
+      ASSERT_EQ(got.size(), want.size()) << scheduler << " rank " << r;
+      for (int i = 0; i < steps; ++i) {
+        EXPECT_NEAR(got[i], want[i], 1e-10) << scheduler << " rank " << r << " step " << i + 1;
+      }
+    }
+    if (stages == 1) {
+      // Model 1 trained by process 1 alone equals the single process's.
+      ResNetOptions shape;  // CodistillConfig's.
+      shape.widths = {4, 8};
+      shape.blocks_per_group = {1, 1};
+      torch::nn::Sequential a = MakeResNet(shape), b = MakeResNet(shape);
+      a->to(torch::kFloat64);
+      b->to(torch::kFloat64);
+      for (auto [module, path] : {std::make_pair(a, dir + "/local1.pt"),
+                                  std::make_pair(b, dir + "/model1.pt")}) {
+        torch::serialize::InputArchive archive;
+        archive.load_from(path);
+        module->load(archive);
+      }
+      auto pa = a->parameters(), pb = b->parameters();
+      for (size_t i = 0; i < pa.size(); ++i) {
+        EXPECT_LT((pa[i] - pb[i]).abs().max().item<double>(), 1e-10);
+      }
+    }
+  }
+}
+
+// A model's process dies while the others exchange parameters with it:
+// each survivor exits non-zero, naming it, well within its timeout.
+TEST(C10dCodistillTest, RankLostDuringAnExchangeIsNamed) {
+  const std::string dir = TempDir();
+  const int port = FreePort();
+  std::map<std::string, std::string> env{{"TSPIPE_CODISTILL", "1"},
+                                         {"TSPIPE_SCHEDULER", "sequential"},
+                                         {"TSPIPE_STAGES", "1"},
+                                         // Longer than the test waits; one
+                                         // call holds all its batches.
+                                         {"TSPIPE_STEPS", "5000"},
+                                         {"TSPIPE_ONE_CALL", "1"},
+                                         {"TSPIPE_EXCHANGE_EVERY", "1"},
+                                         {"TSPIPE_STARTED", dir + "/started"},
+                                         {"TSPIPE_OUT", dir}};
+  pid_t r0 = Spawn(0, 2, port, env, dir + "/log0");
+  pid_t r1 = Spawn(1, 2, port, env, dir + "/log1");
+  for (int i = 0; i < 600 && !std::ifstream(dir + "/started"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::ifstream(dir + "/started")) << Slurp(dir + "/log0") << Slurp(dir + "/log1");
+  // Time to draw the batches of the long call and start training on them.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const auto killed = std::chrono::steady_clock::now();
+  kill(r1, SIGKILL);
+  WaitExit(r1);
+  const int status = WaitExit(r0);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  const std::string log = Slurp(dir + "/log0");
+  EXPECT_NE(status, 0);
+  EXPECT_LT(secs, 20.0) << log;
+  EXPECT_NE(log.find("lost rank 1"), std::string::npos) << log;
+  EXPECT_NE(log.find("parameter exchange"), std::string::npos) << log;
   std::printf("survivor exited %.2f s after its peer was killed: %s", secs, log.c_str());
 }
 

@@ -1,5 +1,7 @@
 #include "backends/c10d/c10d_transport.h"
 
+#include <thread>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -589,7 +591,7 @@ class C10dTransport::Impl {
 };
 
 C10dTransport::C10dTransport(const C10dOptions& options)
-    : impl_(std::make_unique<Impl>(options)) {}
+    : impl_(std::make_unique<Impl>(options)), emulated_ms_per_mb_(options.emulated_ms_per_mb) {}
 C10dTransport::~C10dTransport() = default;
 
 void C10dTransport::CheckSameConfig(const std::string& name, const std::string& config) {
@@ -606,8 +608,16 @@ int C10dTransport::world_size() const { return impl_->world_size(); }
 void C10dTransport::Configure(int num_stages, int num_microbatches) {
   impl_->Configure(num_stages, num_microbatches);
 }
+void C10dTransport::Emulate(int64_t bytes, std::chrono::steady_clock::time_point since) const {
+  if (emulated_ms_per_mb_ <= 0 || bytes <= 0) return;
+  std::this_thread::sleep_until(
+      since + std::chrono::microseconds(static_cast<int64_t>(emulated_ms_per_mb_ * bytes / 1e3)));
+}
+
 void C10dTransport::Send(int from, int to, const MessageKey& key, Activation value) {
-  CountSent(from, PayloadBytes(value));
+  const int64_t bytes = PayloadBytes(value);
+  CountSent(from, bytes);
+  Emulate(bytes, std::chrono::steady_clock::now());
   impl_->Send(to, key, value);
 }
 Activation C10dTransport::Receive(int to, int from, const MessageKey& key,
@@ -619,23 +629,49 @@ void C10dTransport::AllReduce(int rank, const std::vector<int>& group, int stage
                               std::vector<torch::Tensor>* tensors,
                               std::chrono::milliseconds timeout, const std::atomic<bool>& abort) {
   const int64_t p = static_cast<int64_t>(group.size());
-  CountSent(rank, 2 * (p - 1) * PayloadBytes(*tensors) / p);
+  const int64_t bytes = 2 * (p - 1) * PayloadBytes(*tensors) / p;
+  CountSent(rank, bytes);
+  const auto start = std::chrono::steady_clock::now();
   impl_->AllReduce(group, stage, tensors, timeout);
+  Emulate(bytes, start);
 }
 std::unique_ptr<PendingReduce> C10dTransport::StartAllReduce(
     int rank, const std::vector<int>& group, int stage, int64_t batch,
     std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
     const std::atomic<bool>& abort) {
   const int64_t p = static_cast<int64_t>(group.size());
-  CountSent(rank, 2 * (p - 1) * PayloadBytes(*tensors) / p);
-  return impl_->StartAllReduce(group, stage, tensors);
+  const int64_t bytes = 2 * (p - 1) * PayloadBytes(*tensors) / p;
+  CountSent(rank, bytes);
+  std::unique_ptr<PendingReduce> pending = impl_->StartAllReduce(group, stage, tensors);
+  if (emulated_ms_per_mb_ <= 0) return pending;
+  // Done no sooner than the emulated link would have carried it.
+  struct Slowed : PendingReduce {
+    std::unique_ptr<PendingReduce> inner;
+    const C10dTransport* transport;
+    int64_t bytes;
+    std::chrono::steady_clock::time_point start;
+    void Wait(std::chrono::milliseconds timeout) override {
+      inner->Wait(timeout);
+      transport->Emulate(bytes, start);
+    }
+  };
+  auto slowed = std::make_unique<Slowed>();
+  slowed->inner = std::move(pending);
+  slowed->transport = this;
+  slowed->bytes = bytes;
+  slowed->start = std::chrono::steady_clock::now();
+  return slowed;
 }
 std::vector<std::vector<torch::Tensor>> C10dTransport::AllGather(
     int rank, const std::vector<int>& group, int stage, int64_t batch,
     const std::vector<torch::Tensor>& tensors, std::chrono::milliseconds timeout,
     const std::atomic<bool>& abort) {
-  CountSent(rank, static_cast<int64_t>(group.size() - 1) * PayloadBytes(tensors));
-  return impl_->AllGather(group, stage, tensors, timeout);
+  const int64_t bytes = static_cast<int64_t>(group.size() - 1) * PayloadBytes(tensors);
+  CountSent(rank, bytes);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::vector<torch::Tensor>> parts = impl_->AllGather(group, stage, tensors, timeout);
+  Emulate(bytes, start);
+  return parts;
 }
 void C10dTransport::Broadcast(int rank, const std::vector<int>& group, int root,
                               std::vector<torch::Tensor>* tensors,

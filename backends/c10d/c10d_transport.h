@@ -27,6 +27,11 @@ struct C10dOptions {
   // Rendezvous deadline, and the longest any receive or collective may wait
   // for a peer before the rank gives up naming it.
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+  // Emulates a slower link: every send and collective takes at least this
+  // many ms per MB (10^6 bytes) it sends (Transport::bytes_sent's count).
+  // An all-reduce's time runs from its start, so computation still
+  // overlaps it; a send's delays its sender. 0 = the real link only.
+  double emulated_ms_per_mb = 0;
 };
 
 // Reads the torchrun variables. Throws std::invalid_argument naming a missing
@@ -87,8 +92,12 @@ class C10dTransport : public Transport {
   void Flush(int rank, std::chrono::milliseconds timeout) override;
 
  private:
+  // Sleeps what `bytes` cost on the emulated link, from `since`.
+  void Emulate(int64_t bytes, std::chrono::steady_clock::time_point since) const;
+
   class Impl;
   std::unique_ptr<Impl> impl_;
+  double emulated_ms_per_mb_ = 0;
 };
 
 }  // namespace tspipe
