@@ -61,6 +61,8 @@ BalancePlan PlanFor(const CutSearch& search, const BlockCosts& costs,
   plan.backward_ms = StageSums(costs.student_backward, student);
   if (!teacher.empty()) plan.teacher_ms = StageSums(costs.teacher_forward, teacher);
   CostModel m;
+  m.all_reduce = search.all_reduce_ms;
+  m.teacher_update = search.teacher_update_ms;
   m.forward_per_stage = plan.forward_ms;
   m.backward_per_stage = plan.backward_ms;
   m.teacher_forward_per_stage = plan.teacher_ms;
@@ -70,7 +72,9 @@ BalancePlan PlanFor(const CutSearch& search, const BlockCosts& costs,
   so.num_microbatches = search.microbatches;
   so.workload = search.workload;
   so.costs = m;
-  plan.period_ms = SimulateSteadyState(BuildSchedule(search.scheduler, so), m).period;
+  Schedule schedule = BuildSchedule(search.scheduler, so);
+  if (search.models > 1) schedule = ReplicateModels(schedule, search.models);
+  plan.period_ms = SimulateSteadyState(schedule, m).period;
   return plan;
 }
 

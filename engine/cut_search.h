@@ -60,6 +60,14 @@ struct CutSearch {
   CutRule rule;
   // A teacher cut the caller fixed (kIndependent); empty = search it too.
   std::vector<int> teacher_cut;
+  // Models trained together, one pipeline each (Recipe::num_models): the
+  // period is that of ReplicateModels' schedule.
+  int models = 1;
+  // Costs of communication, ms per action: each gradient all-reduce, and
+  // each TeacherUpdate (a codistillation exchange, amortised over its K
+  // steps). 0 = free (what the benchmarks' cut search assumes).
+  double all_reduce_ms = 0;
+  double teacher_update_ms = 0;
 };
 
 // The `max_plans` fastest cuts whose simulated period is within

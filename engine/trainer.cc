@@ -143,6 +143,7 @@ CutSearch SearchFor(const TrainConfig& c, const Recipe& recipe, const Algorithm&
   s.workload = algorithm.workload();
   s.rule = recipe.cut_rule();
   s.teacher_cut = c.teacher_balance;
+  s.models = recipe.num_models();
   return s;
 }
 
@@ -680,6 +681,12 @@ std::vector<BalancePlan> PlanBalances(const TrainConfig& c, const BlockCosts& co
   ConfiguredRecipe r = Configure(c.algorithm, c.algorithm_options);
   std::unique_ptr<Algorithm> algorithm = r.recipe->MakeAlgorithm();
   return PlanBalances(SearchFor(c, *r.recipe, *algorithm), costs, max_plans, tolerance);
+}
+
+CutSearch CutSearchFor(const TrainConfig& c) {
+  ConfiguredRecipe r = Configure(c.algorithm, c.algorithm_options);
+  std::unique_ptr<Algorithm> algorithm = r.recipe->MakeAlgorithm();
+  return SearchFor(c, *r.recipe, *algorithm);
 }
 
 BalancePlan PlanBalance(const TrainConfig& config) {

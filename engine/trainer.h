@@ -142,6 +142,9 @@ BlockCosts MeasureBlockCosts(const TrainConfig& config);
 // cut rule and workload, a teacher balance the config fixes.
 std::vector<BalancePlan> PlanBalances(const TrainConfig& config, const BlockCosts& costs,
                                       int max_plans, double tolerance);
+// The search PlanBalances runs, to simulate a cut with other costs
+// (engine/cut_search.h's PlanFor).
+CutSearch CutSearchFor(const TrainConfig& config);
 // The best simulated plan, measuring the costs first.
 BalancePlan PlanBalance(const TrainConfig& config);
 // Puts the plan's cuts and stage costs into `config`.
