@@ -181,7 +181,7 @@ TEST_P(CodistillEquivalenceTest, MatchesThePlainLoop) {
   }
   // The exchanges cost bytes; the plain loop's other policy would differ
   // (so the test can tell the policies apart).
-  EXPECT_GT(trainer.bytes_sent_per_step(), 0);
+  EXPECT_GT(trainer.bytes_sent_per_step_per_device(), 0);
   std::vector<std::vector<torch::Tensor>> other;
   const Result wrong = PlainLoop(policy == "sync" ? "tspipe_delayed" : "sync", p.microbatches, &other);
   double far = 0;

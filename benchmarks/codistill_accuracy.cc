@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
                              std::to_string(codistill.batch_size / models) + ", " +
                              FLAGS_scheduler + ", wd " + std::to_string(codistill.weight_decay)};
     row.seconds = tspipe::TrainWithProgress(c, FLAGS_steps, "codistill", FLAGS_log_every);
-    row.kb_per_step = c.bytes_sent_per_step() / c.num_devices() / 1024;
+    row.kb_per_step = c.bytes_sent_per_step_per_device() / 1024;
     const tspipe::Metrics m = c.Evaluate(0, FLAGS_eval_samples);
     for (const auto& [name, value] : m) {
       Row r = row;
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
                        std::to_string(dp.batch_size / models) + ", wd " +
                        std::to_string(dp.weight_decay)};
     drow.seconds = tspipe::TrainWithProgress(d, FLAGS_steps, "dp", FLAGS_log_every);
-    drow.kb_per_step = d.bytes_sent_per_step() / d.num_devices() / 1024;
+    drow.kb_per_step = d.bytes_sent_per_step_per_device() / 1024;
     drow.accuracy = tspipe::MetricValue(d.Evaluate(0, FLAGS_eval_samples), "top1");
     rows.push_back(drow);
 
@@ -145,8 +145,8 @@ int main(int argc, char** argv) {
     // Each at its best simulated cut.
     tspipe::ApplyPlan(tspipe::PlanBalances(dp_sim, dp_costs, 1, 0).front(), &dp_sim);
     tspipe::ApplyPlan(tspipe::PlanBalances(codistill_sim, c_costs, 1, 0).front(), &codistill_sim);
-    const double dp_bytes = d.bytes_sent_per_step() / d.num_devices();
-    const double c_bytes = c.bytes_sent_per_step() / c.num_devices();
+    const double dp_bytes = d.bytes_sent_per_step_per_device();
+    const double c_bytes = c.bytes_sent_per_step_per_device();
     links << "| link ms/MB | dp samples/s | codistill samples/s | codistill / dp |\n"
              "|---|---|---|---|\n";
     std::printf("\n%-12s %14s %20s %16s\n", "link_ms/MB", "dp_samples/s", "codistill_samples/s",

@@ -23,8 +23,8 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
     m.samples_per_second = run.counters.at("samples_per_second");
     m.devices = static_cast<int>(run.counters.at("devices"));
     m.bubble = run.counters.at("sim_bubble");
-    auto bytes = run.counters.find("bytes_per_step");
-    if (bytes != run.counters.end()) m.bytes_per_step_per_device = bytes->second / m.devices;
+    auto bytes = run.counters.find("bytes_per_step_per_device");
+    if (bytes != run.counters.end()) m.bytes_per_step_per_device = bytes->second;
     (*results_)[scheduler] = m;
   }
 }

@@ -115,7 +115,7 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   state.counters["devices"] = trainer->num_devices();
   state.counters["sim_bubble"] = trainer->simulated_bubble();
   state.counters["loss"] = loss;
-  state.counters["bytes_per_step"] = trainer->bytes_sent_per_step();
+  state.counters["bytes_per_step_per_device"] = trainer->bytes_sent_per_step_per_device();
 }
 
 // --balance=auto: the simulator ranks the cuts; with several close ones, a

@@ -63,8 +63,15 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
   std::vector<size_t> pc(n, 0);
   std::vector<double> clock(n, 0.0);
   std::map<MessageKey, double> arrived;  // message -> arrival time
-  // All-reduce of stage s: arrival time per rank of the replica group.
-  std::map<int, std::map<int, double>> collective;
+  // The k-th all-reduce of stage s, keyed (s, k): when each replica
+  // started it and, once all have, when it ends.
+  struct Collective {
+    std::map<int, double> joined;
+    double end = -1;
+  };
+  std::map<std::pair<int, int>, Collective> collective;
+  // Per rank and stage: all-reduces started, optimizer steps taken.
+  std::vector<std::map<int, int>> issued(n), stepped(n);
 
   bool progress = true;
   while (progress) {
@@ -82,28 +89,27 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
           t.start = clock[r];
           t.end = clock[r] = std::max(clock[r], it->second);
         } else if (a.op == Op::kAllReduceGradients) {
-          auto& joined = collective[a.stage];
-          joined.emplace(r, clock[r]);
+          // As the executor runs it: the collective starts once every
+          // replica has started it and travels while each goes on
+          // computing; only the stage's optimizer step waits for it.
+          Collective& c = collective[{a.stage, issued[r][a.stage]++}];
+          c.joined[r] = clock[r];
           const auto& group = s.placement[a.stage];
-          bool all = std::all_of(group.begin(), group.end(),
-                                 [&](int m) { return joined.count(m) > 0; });
-          if (!all) break;
-          double start = 0;
-          for (const auto& [m, time] : joined) start = std::max(start, time);
-          double end = start + costs.Cost(a);
-          // Complete the collective on every member that is waiting in it.
-          for (int m : group) {
-            if (m == r) continue;
-            ActionTiming& mt = result.timings[m][pc[m]];
-            mt.start = joined[m];
-            mt.end = clock[m] = end;
-            result.busy[m] += costs.Cost(a);
-            ++pc[m];
+          if (c.joined.size() == group.size()) {
+            double start = 0;
+            for (const auto& [m, time] : c.joined) start = std::max(start, time);
+            c.end = start + costs.Cost(a);
           }
-          t.start = clock[r];
-          t.end = clock[r] = end;
-          result.busy[r] += costs.Cost(a);
-          collective.erase(a.stage);
+          t.start = t.end = clock[r];
+        } else if (a.op == Op::kOptimizerStep && s.placement[a.stage].size() > 1 &&
+                   !s.workload.independent_replicas) {
+          auto it = collective.find({a.stage, stepped[r][a.stage]});
+          if (it == collective.end() || it->second.end < 0) break;  // Not every replica there.
+          ++stepped[r][a.stage];
+          double c = costs.Cost(a);
+          t.start = std::max(clock[r], it->second.end);
+          t.end = clock[r] = t.start + c;
+          result.busy[r] += c;
         } else {
           double c = costs.Cost(a);
           t.start = clock[r];
@@ -122,8 +128,8 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
       const Action& a = s.ranks[r][pc[r]];
       report << "rank " << r << " blocked at step " << pc[r] << " on "
              << ToString(a)
-             << (a.op == Op::kAllReduceGradients
-                     ? " (not every replica of the stage reaches it)"
+             << (a.op == Op::kOptimizerStep
+                     ? " (not every replica of the stage starts its gradient all-reduce)"
                      : " (its matching send never runs)")
              << "\n";
     }

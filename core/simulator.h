@@ -21,6 +21,9 @@ struct CostModel {
   double loss = 0.0;
   double optimizer_step = 0.0;
   double teacher_update = 0.0;
+  // A gradient all-reduce: it starts when every replica has started it,
+  // runs beside their computation, and the stage's optimizer step waits for
+  // its end (as the executor overlaps it); it occupies no rank.
   double all_reduce = 0.0;
   // Latency of one message; sends do not occupy the sender.
   double message = 0.0;
@@ -41,7 +44,8 @@ struct SimulationResult {
   // When deadlocked: one line per blocked rank naming the action it waits on.
   std::string deadlock_report;
   double makespan = 0.0;
-  // Per rank: time spent in compute ops (F, T, B, L, O, U) and all-reduce.
+  // Per rank: time spent in compute ops (F, T, B, L, O, U); all-reduces
+  // travel beside them and count as idle time where the rank waits.
   std::vector<double> busy;
   // timings[rank][i] for schedule.ranks[rank][i].
   std::vector<std::vector<ActionTiming>> timings;

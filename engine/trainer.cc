@@ -573,11 +573,11 @@ class Trainer::Impl {
   int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
   int64_t train_set_size() const { return data_->size(); }
-  double bytes_sent_per_step() const {
+  double bytes_sent_per_step_per_device() const {
     if (steps_ == 0) return 0;
     int64_t bytes = 0;
     for (int r : local_ranks_) bytes += transport_any_->bytes_sent(r);
-    return static_cast<double>(bytes) / steps_;
+    return static_cast<double>(bytes) / steps_ / local_ranks_.size();
   }
   double simulated_bubble() const { return bubble_; }
   int num_models() const { return num_models_; }
@@ -657,7 +657,9 @@ int Trainer::rank() const { return impl_->rank(); }
 int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
-double Trainer::bytes_sent_per_step() const { return impl_->bytes_sent_per_step(); }
+double Trainer::bytes_sent_per_step_per_device() const {
+  return impl_->bytes_sent_per_step_per_device();
+}
 int Trainer::num_models() const { return impl_->num_models(); }
 
 double Trainer::MeasureSamplesPerSecond(int steps) {

@@ -121,9 +121,10 @@ class Trainer {
   // Steady-state bubble of this run's schedule under the simulator with
   // the configured stage costs (unit costs when none are given).
   double simulated_bubble() const;
-  // Payload bytes this process's ranks sent per optimizer step so far
-  // (messages and collectives, counted as Transport::bytes_sent says).
-  double bytes_sent_per_step() const;
+  // Payload bytes per optimizer step so far that each device (rank) of this
+  // process sent on average (messages and collectives, counted as
+  // Transport::bytes_sent says).
+  double bytes_sent_per_step_per_device() const;
   // Models trained together (Recipe::num_models); the loss Train returns
   // is their mean, SaveModel and MaxParameterDifference concern model 0.
   int num_models() const;
