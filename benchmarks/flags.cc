@@ -22,9 +22,15 @@ DEFINE_string(balance, "auto",
 DEFINE_string(teacher_balance, "",
               "Teacher blocks per stage, e.g. '4,4'; empty = chosen with --balance "
               "(auto: jointly; otherwise even).");
-DEFINE_double(learning_rate, 0.05, "SGD learning rate.");
+DEFINE_string(optimizer, "sgd", "sgd (with --momentum) or adamw (--adam_betas, --adam_eps).");
+DEFINE_double(learning_rate, 0.05, "Learning rate (peak, with --warmup_steps).");
 DEFINE_double(momentum, 0.9, "SGD momentum.");
-DEFINE_double(weight_decay, 0, "SGD weight decay.");
+DEFINE_string(adam_betas, "0.9,0.999", "AdamW betas: beta1,beta2.");
+DEFINE_double(adam_eps, 1e-8, "AdamW epsilon.");
+DEFINE_int32(warmup_steps, 0, "Linear learning-rate warm-up from 0 over this many steps.");
+DEFINE_bool(decay_learning_rate, false,
+            "After the warm-up, decay the learning rate linearly to 0 at the run's last step.");
+DEFINE_double(weight_decay, 0, "Weight decay (decoupled for adamw).");
 DEFINE_string(weight_decay_schedule, "",
               "Weight decay by phase: step:value pairs, e.g. '300:1e-5,600:0' (from step 300 on "
               "1e-5, from 600 on 0); before the first, --weight_decay.");
@@ -72,8 +78,24 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
     c.balance = ParseIntList(FLAGS_balance, "--balance");
   }
   c.teacher_balance = ParseIntList(FLAGS_teacher_balance, "--teacher_balance");
+  c.optimizer = FLAGS_optimizer;
   c.learning_rate = FLAGS_learning_rate;
   c.momentum = FLAGS_momentum;
+  {
+    const std::vector<std::string> betas = SplitList(FLAGS_adam_betas);
+    char* e1 = nullptr;
+    char* e2 = nullptr;
+    if (betas.size() != 2 || (c.adam_beta1 = std::strtod(betas[0].c_str(), &e1), *e1 != '\0') ||
+        (c.adam_beta2 = std::strtod(betas[1].c_str(), &e2), *e2 != '\0') || !(c.adam_beta1 >= 0) ||
+        !(c.adam_beta1 < 1) || !(c.adam_beta2 >= 0) || !(c.adam_beta2 < 1)) {
+      throw std::invalid_argument("--adam_betas=" + FLAGS_adam_betas +
+                                  " is not two numbers in [0, 1), e.g. 0.9,0.98");
+    }
+  }
+  c.adam_eps = FLAGS_adam_eps;
+  if (FLAGS_warmup_steps < 0) throw std::invalid_argument("--warmup_steps must not be negative");
+  c.warmup_steps = FLAGS_warmup_steps;
+  c.decay_learning_rate = FLAGS_decay_learning_rate;
   c.weight_decay = FLAGS_weight_decay;
   int last = 0;
   for (const std::string& item : SplitList(FLAGS_weight_decay_schedule)) {

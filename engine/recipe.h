@@ -24,6 +24,7 @@
 #include "core/options.h"
 #include "core/partition.h"
 #include "core/registry.h"
+#include "core/safetensors.h"
 #include "engine/cut_search.h"
 #include "engine/metrics.h"
 
@@ -139,6 +140,16 @@ class Recipe {
   virtual std::unique_ptr<BatchSource> MakeData(const DataRequest& request) const = 0;
   // One micro-batch of `samples` student inputs, for timing blocks.
   virtual Activation ExampleInput(int64_t samples) const = 0;
+
+  // The student's tensors as other tools name them (Trainer::ExportModel
+  // writes them as safetensors). The default: the student module's
+  // parameters and buffers under their LibTorch names.
+  virtual NamedTensors ExportTensors(const ModelSet& models) const {
+    NamedTensors out;
+    for (const auto& p : models.student->named_parameters()) out[p.key()] = p.value().detach().to(torch::kCPU);
+    for (const auto& b : models.student->named_buffers()) out[b.key()] = b.value().detach().to(torch::kCPU);
+    return out;
+  }
 
   // Figures of the trained student. The default throws std::logic_error.
   virtual Metrics Evaluate(const EvalContext& context) const {

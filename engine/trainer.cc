@@ -61,7 +61,9 @@ std::string Fingerprint(const TrainConfig& c, const std::string& recipe_options)
       << "\nupdate_policy=" << c.update_policy << "\nseed=" << c.seed << "\ndata=" << c.data
       << "\ndata_dir=" << c.data_dir << "\ntrain_samples=" << c.train_samples
       << "\nnum_batches=" << c.num_batches << "\nlearning_rate=" << c.learning_rate
-      << "\nmomentum=" << c.momentum << "\nweight_decay=" << c.weight_decay
+      << "\nmomentum=" << c.momentum << "\noptimizer=" << c.optimizer << "\nadam=" << c.adam_beta1
+      << "," << c.adam_beta2 << "," << c.adam_eps << "\nwarmup_steps=" << c.warmup_steps
+      << "\ndecay_learning_rate=" << c.decay_learning_rate << "\nweight_decay=" << c.weight_decay
       << "\nweight_decay_schedule=" << [&c] {
            std::ostringstream w;
            for (const auto& [step, value] : c.weight_decay_schedule) w << step << ":" << value << ",";
@@ -74,6 +76,59 @@ std::string Fingerprint(const TrainConfig& c, const std::string& recipe_options)
   std::istringstream options(recipe_options);
   for (std::string line; std::getline(options, line);) out << c.algorithm << "." << line << "\n";
   return out.str();
+}
+
+// One optimizer per stage over its trainable parameters.
+std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::Tensor>)>
+MakeOptimizerFactory(const TrainConfig& c) {
+  if (c.optimizer != "sgd" && c.optimizer != "adamw") {
+    throw std::invalid_argument("unknown optimizer '" + c.optimizer + "'; use sgd or adamw");
+  }
+  return [c](std::vector<torch::Tensor> all) -> std::unique_ptr<torch::optim::Optimizer> {
+    std::vector<torch::Tensor> params;
+    for (const torch::Tensor& p : all) {
+      if (p.requires_grad()) params.push_back(p);
+    }
+    if (params.empty()) return nullptr;  // A frozen stage: nothing to step.
+    if (c.optimizer == "adamw") {
+      return std::make_unique<torch::optim::AdamW>(
+          params, torch::optim::AdamWOptions(c.learning_rate)
+                      .betas({c.adam_beta1, c.adam_beta2})
+                      .eps(c.adam_eps)
+                      .weight_decay(c.weight_decay));
+    }
+    return std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(c.learning_rate).momentum(c.momentum).weight_decay(c.weight_decay));
+  };
+}
+
+// The learning rate and weight decay of step `step` (1-based), set before
+// it; null when both are constant.
+std::function<void(torch::optim::Optimizer&, int)> MakeStepSchedule(const TrainConfig& c) {
+  if (c.weight_decay_schedule.empty() && c.warmup_steps == 0 && !c.decay_learning_rate) return nullptr;
+  if (c.decay_learning_rate && c.total_steps <= 0) {
+    throw std::invalid_argument("a decaying learning rate needs the run's total steps");
+  }
+  return [c](torch::optim::Optimizer& optimizer, int step) {
+    double wd = c.weight_decay;
+    for (const auto& [from, decay] : c.weight_decay_schedule) {
+      if (step >= from) wd = decay;
+    }
+    double lr = c.learning_rate;
+    if (c.warmup_steps > 0 && step <= c.warmup_steps) {
+      lr *= static_cast<double>(step) / c.warmup_steps;
+    } else if (c.decay_learning_rate) {
+      lr *= std::max(0.0, static_cast<double>(c.total_steps - step + 1) /
+                              std::max(1, c.total_steps - c.warmup_steps));
+    }
+    for (auto& group : optimizer.param_groups()) {
+      if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&group.options())) {
+        adamw->lr(lr).weight_decay(wd);
+      } else {
+        static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr).weight_decay(wd);
+      }
+    }
+  };
 }
 
 // Loads a SaveModel checkpoint into `model` (the `what` of this run, of
@@ -422,24 +477,8 @@ class Trainer::Impl {
         placed[g].push_back(eo.devices.empty() ? torch::Device(torch::kCPU) : eo.devices[rank]);
       }
     }
-    const double lr = config.learning_rate, momentum = config.momentum, wd = config.weight_decay;
-    eo.make_optimizer = [lr, momentum, wd](std::vector<torch::Tensor> params) {
-      return std::unique_ptr<torch::optim::Optimizer>(new torch::optim::SGD(
-          params, torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(wd)));
-    };
-    if (!config.weight_decay_schedule.empty()) {
-      // Weight decay by phase: the last entry whose step has been reached.
-      const std::vector<std::pair<int, double>> phases = config.weight_decay_schedule;
-      eo.before_step = [phases, wd](torch::optim::Optimizer& optimizer, int step) {
-        double value = wd;
-        for (const auto& [from, decay] : phases) {
-          if (step >= from) value = decay;
-        }
-        for (auto& group : optimizer.param_groups()) {
-          static_cast<torch::optim::SGDOptions&>(group.options()).weight_decay(value);
-        }
-      };
-    }
+    eo.make_optimizer = MakeOptimizerFactory(config);
+    eo.before_step = MakeStepSchedule(config);
     std::vector<std::vector<Stage>> model_stages{stages_};
     for (const auto& r : eo.student_replicas) model_stages.push_back(r);
     executor_ = std::make_unique<Executor>(std::move(schedule), stages_, std::move(teacher_stages),
@@ -555,6 +594,15 @@ class Trainer::Impl {
     WriteFileAtomically(path, bytes.str());
   }
 
+  void ExportModel(const std::string& path, int model) {
+    if (model < 0 || model >= num_models_) {
+      throw std::invalid_argument("no model " + std::to_string(model) + " of " +
+                                  std::to_string(num_models_));
+    }
+    WriteSafetensors(path, recipe_->ExportTensors(model == 0 ? models_ : peers_[model - 1]),
+                     {{"format", "pt"}, {"algorithm", config_.algorithm}});
+  }
+
   double MaxParameterDifference(const Impl& other) const {
     auto a = models_.student->parameters(), b = other.models_.student->parameters();
     if (a.size() != b.size()) throw std::invalid_argument("the two students differ in shape");
@@ -648,6 +696,7 @@ Metrics Trainer::Evaluate(int train_limit, int test_limit) {
   return impl_->Evaluate(train_limit, test_limit);
 }
 void Trainer::SaveModel(const std::string& path, int model) { impl_->SaveModel(path, model); }
+void Trainer::ExportModel(const std::string& path, int model) { impl_->ExportModel(path, model); }
 double Trainer::MaxParameterDifference(const Trainer& other) const {
   return impl_->MaxParameterDifference(*other.impl_);
 }

@@ -53,10 +53,19 @@ struct TrainConfig {
   std::vector<double> teacher_ms;
   // Total optimizer steps planned (momentum ramps); 0 = unknown.
   int total_steps = 0;
-  // SGD.
+  // "sgd" (with momentum) or "adamw" (decoupled weight decay, as DistilBERT
+  // trains). Frozen parameters (requires_grad false) are left out.
+  std::string optimizer = "sgd";
   double learning_rate = 0.05;
-  double momentum = 0.9;
+  double momentum = 0.9;  // SGD.
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;  // AdamW.
   double weight_decay = 0;
+  // Learning rate by step: a linear warm-up from 0 over the first
+  // warmup_steps, then, when total_steps is known (> 0), a linear decay to
+  // 0 at total_steps (Hugging Face's get_linear_schedule_with_warmup);
+  // constant when both are 0.
+  int warmup_steps = 0;
+  bool decay_learning_rate = false;
   // Weight decay by phase: {first step, value} pairs, ascending; from each
   // step (1-based) on, its value replaces weight_decay. Empty = constant.
   std::vector<std::pair<int, double>> weight_decay_schedule;
@@ -106,6 +115,10 @@ class Trainer {
   // file renamed over `path`), loadable as TrainConfig::teacher_checkpoint
   // or initial_checkpoint. `model`: which of num_models().
   void SaveModel(const std::string& path, int model = 0);
+  // Writes the student in the recipe's exchange format (Recipe::ExportTensors;
+  // e.g. Hugging Face names for BERT) as a safetensors file, atomically:
+  // loadable with safetensors.torch.load_file.
+  void ExportModel(const std::string& path, int model = 0);
   // max |a - b| over the two students' parameters (same shapes required).
   double MaxParameterDifference(const Trainer& other) const;
   int num_devices() const;

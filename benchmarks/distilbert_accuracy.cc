@@ -1,0 +1,205 @@
+// DistilBERT to accuracy on the fortune corpus, end to end:
+//  1. fit a masked-LM head on the frozen pretrained teacher (all-MiniLM-L6-v2
+//     ships without one) and save it atomically as safetensors, or load it if
+//     the file exists;
+//  2. evaluate the teacher with that head: masked-token accuracy and
+//     perplexity on the held-out fortunes;
+//  3. distil the teacher into a half-depth student (embeddings, every other
+//     layer and the head copied, as DistilBERT starts) under each
+//     --scheduler, same seed and data order;
+//  4. train the same student from the same start without a teacher (MLM
+//     only) for the same steps.
+//
+//   ./tools/bazel run //benchmarks:distilbert_accuracy -- --steps=300
+//
+// Relative paths (--head, --report) are resolved against the directory
+// `bazel run` was started from.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "benchmarks/cli.h"
+#include "benchmarks/flags.h"
+#include "core/file_util.h"
+#include "engine/trainer.h"
+
+DEFINE_string(scheduler, "tspipe,sequential",
+              "Comma-separated schedulers to distil under; 'sequential' is the reference the "
+              "others' parameters are compared with.");
+DEFINE_string(head, "minilm_mlm_head.safetensors",
+              "The teacher's fitted masked-LM head: loaded if the file exists, else fitted and "
+              "saved here (the whole teacher under Hugging Face's BertForMaskedLM names).");
+DEFINE_bool(refit_head, false, "Fit and overwrite the head even if the file exists.");
+DEFINE_int32(head_steps, 200, "Optimizer steps fitting the head.");
+DEFINE_double(head_learning_rate, 1e-3, "AdamW learning rate of the head fit.");
+DEFINE_int32(steps, 300, "Student optimizer steps per run.");
+DEFINE_int32(train_samples, 0, "Train on the first N training fortunes (0 = all 13,687).");
+DEFINE_int32(eval_samples, 0, "Evaluate on the first N held-out fortunes (0 = all 1,520).");
+DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
+
+namespace {
+
+using tspipe::FileExists;
+using tspipe::SplitList;
+using tspipe::UserPath;
+
+struct Row {
+  std::string run;
+  std::string scheduler;
+  int steps = 0;
+  double accuracy = 0;
+  double perplexity = 0;
+  std::string diff = "-";
+  double seconds = 0;
+};
+
+// "a=1,b=2" + ",c=3", skipping empty parts.
+std::string Join(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  return a + "," + b;
+}
+
+void Measure(tspipe::Trainer& t, Row* row) {
+  tspipe::Metrics m = t.Evaluate(0, FLAGS_eval_samples);
+  row->accuracy = tspipe::MetricValue(m, "masked_accuracy");
+  row->perplexity = tspipe::MetricValue(m, "perplexity");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "Fits a masked-LM head on the pretrained teacher, distils the teacher into a half-depth "
+      "student under each scheduler, and compares held-out masked-token accuracy and "
+      "perplexity with the teacher and with the student trained without a teacher.\n" +
+      tspipe::AlgorithmUsage("distilbert"));
+  // DistilBERT's optimiser (AdamW, betas 0.9/0.98, eps 1e-6, 5% warm-up),
+  // at a batch and sequence length this machine trains in minutes.
+  tspipe::SetFlagDefaults({{"batch_size", "32"},
+                           {"microbatches", "4"},
+                           {"log_every", "25"},
+                           {"optimizer", "adamw"},
+                           {"learning_rate", "5e-4"},
+                           {"adam_betas", "0.9,0.98"},
+                           {"adam_eps", "1e-6"},
+                           {"warmup_steps", "15"},
+                           {"decay_learning_rate", "true"},
+                           {"weight_decay", "0"},
+                           {"balance", "even"},
+                           {"algorithm_options", "max_length=64"}});
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+
+  const std::string head = UserPath(FLAGS_head);
+  std::vector<Row> rows;
+  try {
+    tspipe::TrainConfig base = tspipe::ConfigFromFlags("distilbert");
+    base.data = "fortunes";
+    base.train_samples = FLAGS_train_samples;
+    base.total_steps = FLAGS_steps;
+    if (tspipe::RecipeOptionValue("distilbert", base.algorithm_options, "teacher") != "minilm") {
+      throw std::invalid_argument("the accuracy run needs the pretrained teacher (teacher=minilm)");
+    }
+    const std::string teacher_layers = "6";  // all-MiniLM-L6-v2.
+    // The teacher as a student of its own shape: every layer, MLM only.
+    const std::string as_teacher =
+        "student_layers=" + teacher_layers + ",init=teacher,alpha_ce=0,alpha_cos=0,dropout=0";
+
+    // 1. The head.
+    if (FLAGS_refit_head || !FileExists(head)) {
+      tspipe::TrainConfig fit = base;
+      fit.algorithm_options = Join(base.algorithm_options, as_teacher + ",train=head");
+      fit.scheduler = "sequential";
+      fit.stages = 1;
+      fit.learning_rate = FLAGS_head_learning_rate;
+      fit.total_steps = FLAGS_head_steps;
+      fit.warmup_steps = std::min(fit.warmup_steps, FLAGS_head_steps / 10);
+      LOG(INFO) << "fitting the teacher's masked-LM head (" << FLAGS_head_steps
+                << " steps, encoder frozen)";
+      tspipe::Trainer t(fit);
+      Row row{"teacher head fit", "sequential", FLAGS_head_steps};
+      row.seconds = tspipe::TrainWithProgress(t, FLAGS_head_steps, "head", FLAGS_log_every);
+      t.ExportModel(head);
+      LOG(INFO) << "saved the teacher with its head to " << head;
+      rows.push_back(row);
+    } else {
+      LOG(INFO) << "loading the teacher's head from " << head << " (--refit_head to fit again)";
+    }
+
+    // 2. The teacher with its head.
+    {
+      tspipe::TrainConfig probe = base;
+      probe.algorithm_options = Join(base.algorithm_options, as_teacher + ",head=" + head);
+      probe.scheduler = "sequential";
+      probe.stages = 1;
+      tspipe::Trainer t(probe);
+      Row row{"teacher (6 layers)", "-", 0};
+      Measure(t, &row);
+      rows.push_back(row);
+    }
+
+    // 3. Distillation under each scheduler.
+    tspipe::TrainConfig kd = base;
+    kd.algorithm_options = Join(base.algorithm_options, "head=" + head);
+    std::map<std::string, std::unique_ptr<tspipe::Trainer>> students;
+    for (const std::string& scheduler : SplitList(FLAGS_scheduler)) {
+      tspipe::TrainConfig c = kd;
+      c.scheduler = scheduler;
+      auto trainer = std::make_unique<tspipe::Trainer>(c);
+      Row row{"distilled student", scheduler, FLAGS_steps};
+      row.seconds =
+          tspipe::TrainWithProgress(*trainer, FLAGS_steps, "distil/" + scheduler, FLAGS_log_every);
+      Measure(*trainer, &row);
+      rows.push_back(row);
+      students[scheduler] = std::move(trainer);
+    }
+    auto reference = students.find("sequential");
+    if (reference != students.end()) {
+      for (Row& row : rows) {
+        if (row.run != "distilled student") continue;
+        std::ostringstream d;
+        d << students.at(row.scheduler)->MaxParameterDifference(*reference->second);
+        row.diff = d.str();
+      }
+    }
+
+    // 4. The same student without a teacher.
+    tspipe::TrainConfig alone = kd;
+    alone.algorithm_options = Join(kd.algorithm_options, "alpha_ce=0,alpha_cos=0");
+    alone.scheduler = "sequential";
+    alone.teacher_balance.clear();
+    tspipe::Trainer baseline(alone);
+    Row row{"student without teacher", "sequential", FLAGS_steps};
+    row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "mlm-only", FLAGS_log_every);
+    Measure(baseline, &row);
+    rows.push_back(row);
+  } catch (const std::exception& e) {
+    LOG(ERROR) << e.what();
+    return 1;
+  }
+
+  std::ostringstream table;
+  table << "| run | scheduler | steps | masked-token accuracy | perplexity | max param diff vs "
+           "sequential | train seconds |\n|---|---|---|---|---|---|---|\n";
+  std::printf("\n%-24s %-11s %6s %9s %11s %22s %9s\n", "run", "scheduler", "steps", "masked_acc",
+              "perplexity", "max_param_diff_vs_seq", "seconds");
+  for (const Row& r : rows) {
+    std::printf("%-24s %-11s %6d %9.4f %11.2f %22s %9.1f\n", r.run.c_str(), r.scheduler.c_str(),
+                r.steps, r.accuracy, r.perplexity, r.diff.c_str(), r.seconds);
+    table << "| " << r.run << " | " << r.scheduler << " | " << r.steps << " | " << r.accuracy
+          << " | " << r.perplexity << " | " << r.diff << " | " << r.seconds << " |\n";
+  }
+  std::fflush(stdout);
+  if (!FLAGS_report.empty()) {
+    tspipe::WriteFileAtomically(UserPath(FLAGS_report), table.str());
+    LOG(INFO) << "wrote " << UserPath(FLAGS_report);
+  }
+  return 0;
+}
