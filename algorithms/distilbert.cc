@@ -139,9 +139,12 @@ class DistilBertRecipe : public Recipe {
             .OneOf({"minilm", "bert_large", "tiny"}),
         StringOption("teacher_dir", "", "directory with config.json, model.safetensors and vocab.txt "
                      "of the pretrained teacher; empty = the one tools/setup.sh installs"),
-        StringOption("head", "", "safetensors file with a fitted masked-LM head (cls.predictions.*, "
-                     "as Trainer::ExportModel writes); empty = decoder tied to the embeddings, "
-                     "transform freshly initialised"),
+        StringOption("teacher_weights", "",
+                     "safetensors file with the teacher under BertForMaskedLM's names, as "
+                     "Trainer::ExportModel writes it (a head fitted on the frozen encoder, or a "
+                     "teacher adapted to the text): its tensors replace the pretrained ones, and it "
+                     "must hold a masked-LM head (cls.predictions.*); empty = the pretrained "
+                     "encoder with the decoder tied to its embeddings and a fresh transform"),
         IntOption("student_layers", 0, "student layers; 0 = half the teacher's").AtLeast(0),
         StringOption("init", "teacher", "student start: teacher (its embeddings, every other layer "
                      "and its head, as DistilBERT) or random").OneOf({"teacher", "random"}),
@@ -171,7 +174,7 @@ class DistilBertRecipe : public Recipe {
     DistilBertLoss check(loss_);  // Refuses a loss without terms.
     kind_ = v.GetString("teacher");
     teacher_dir_ = v.GetString("teacher_dir").empty() ? FindTeacherDir() : v.GetString("teacher_dir");
-    head_ = v.GetString("head");
+    teacher_weights_ = v.GetString("teacher_weights");
     init_from_teacher_ = v.GetString("init") == "teacher";
     head_only_ = v.GetString("train") == "head";
     data_.max_length = v.GetInt("max_length");
@@ -203,8 +206,8 @@ class DistilBertRecipe : public Recipe {
                                                      : std::max(1, teacher_.layers / 2);
     student_.dropout = v.GetDouble("dropout");
     layer_map_ = StudentLayerMap(teacher_.layers, student_.layers);
-    if (!head_.empty() && kind_ != "minilm") {
-      throw std::invalid_argument("a fitted head (head=" + head_ + ") fits only teacher=minilm");
+    if (!teacher_weights_.empty() && kind_ != "minilm") {
+      throw std::invalid_argument("teacher_weights=" + teacher_weights_ + " fits only teacher=minilm");
     }
     data_.vocab_size = teacher_.vocab_size;
   }
@@ -219,16 +222,21 @@ class DistilBertRecipe : public Recipe {
     BlockList teacher = MakeBert(teacher_, /*with_head=*/true);
     if (kind_ == "minilm") {
       PretrainedBert pretrained = ReadPretrainedBert(teacher_dir_);
-      if (!head_.empty()) {
-        NamedTensors head = ReadSafetensors(head_);
-        for (auto& [name, t] : head) {
-          if (name.rfind("cls.", 0) == 0) pretrained.tensors[name] = t;
+      std::string source = pretrained.weights_path;
+      if (!teacher_weights_.empty()) {
+        NamedTensors fitted = ReadSafetensors(teacher_weights_);
+        if (!fitted.count("cls.predictions.bias")) {
+          throw std::runtime_error(teacher_weights_ + " has no masked-LM head (cls.predictions.*)");
         }
-        if (!pretrained.tensors.count("cls.predictions.bias")) {
-          throw std::runtime_error(head_ + " has no masked-LM head (cls.predictions.*)");
+        // The pretrained file names the encoder without "bert."; an exported
+        // one with it. Whatever the file holds wins; LoadBert checks shapes.
+        for (auto& [name, t] : fitted) {
+          const bool encoder = name.rfind("bert.", 0) == 0;
+          pretrained.tensors[encoder ? name.substr(5) : name] = t;
         }
+        source = teacher_weights_;
       }
-      LoadBert(pretrained.tensors, teacher_, teacher, pretrained.weights_path);
+      LoadBert(pretrained.tensors, teacher_, teacher, source);
     }
     BlockList student = MakeBert(student_, /*with_head=*/true);
     if (init_from_teacher_) {
@@ -259,6 +267,9 @@ class DistilBertRecipe : public Recipe {
   std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
     return MakeTextData(r, data_);
   }
+  int64_t Tokens(const Batch& batch) const override {
+    return static_cast<int64_t>(batch.inputs.at(1).sum().item<double>());  // The attention mask.
+  }
   Activation ExampleInput(int64_t samples) const override {
     torch::Tensor ids = torch::randint(999, teacher_.vocab_size, {samples, data_.max_length}, torch::kInt64);
     return {ids, torch::ones_like(ids)};
@@ -278,7 +289,7 @@ class DistilBertRecipe : public Recipe {
   }
 
   DistilBertLossOptions loss_;
-  std::string kind_, teacher_dir_, head_;
+  std::string kind_, teacher_dir_, teacher_weights_;
   bool init_from_teacher_ = true, head_only_ = false;
   BertConfig teacher_, student_;
   std::vector<int> layer_map_;

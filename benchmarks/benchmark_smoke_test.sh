@@ -15,6 +15,16 @@ grep -Eq '^gpipe +2 ' "${out}"
 grep -Eq '^tspipe +2 ' "${out}"
 grep -Eq '^sequential +1 .* 1\.000 ' "${out}"
 grep -q '</svg>' "${plot}"
+# Sequence models add tokens/s; on synthetic data every sample holds
+# max_length real tokens, so tokens/s = samples/s x max_length.
+if [[ "${opts}" =~ max_length=([0-9]+) ]]; then
+  awk -v len="${BASH_REMATCH[1]}" '
+    $1 == "scheduler" { found = ($4 == "tokens/s") }
+    found && $1 == "sequential" && $2 == 1 {
+      ok = ($4 - $3 * len) ^ 2 <= (0.002 * $4) ^ 2 + 0.01; seen = 1
+    }
+    END { if (!seen || !ok) { print "tokens/s != samples/s x " len; exit 1 } }' "${out}"
+fi
 grep -q ': auto balance student ' "${out}"
 # dp runs every algorithm except those whose loss needs the whole batch.
 grep -Eq '^dp +2 ' "${out}" || grep -q "skipping dp: dp splits the mini-batch" "${out}"

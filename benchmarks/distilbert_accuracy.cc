@@ -2,17 +2,22 @@
 //  1. fit a masked-LM head on the frozen pretrained teacher (all-MiniLM-L6-v2
 //     ships without one) and save it atomically as safetensors, or load it if
 //     the file exists;
-//  2. evaluate the teacher with that head: masked-token accuracy and
-//     perplexity on the held-out fortunes;
-//  3. distil the teacher into a half-depth student (embeddings, every other
+//  2. adapt the teacher to the text (--teacher_steps of MLM on every
+//     layer, from the fitted head; saved and reloaded the same way): the
+//     pretrained model is a sentence encoder, and a head on its frozen last
+//     layer predicts few tokens, so a teacher worth distilling has to learn
+//     the task first, as DistilBERT's BERT had;
+//  3. evaluate the teacher (head only, and adapted): masked-token accuracy
+//     and perplexity on the held-out fortunes;
+//  4. distil the teacher into a half-depth student (embeddings, every other
 //     layer and the head copied, as DistilBERT starts) under each
 //     --scheduler, same seed and data order;
-//  4. train the same student from the same start without a teacher (MLM
+//  5. train the same student from the same start without a teacher (MLM
 //     only) for the same steps.
 //
 //   ./tools/bazel run //benchmarks:distilbert_accuracy -- --steps=300
 //
-// Relative paths (--head, --report) are resolved against the directory
+// Relative paths (--head, --teacher, --report) are resolved against the directory
 // `bazel run` was started from.
 #include <gflags/gflags.h>
 #include <glog/logging.h>
@@ -36,6 +41,13 @@ DEFINE_string(head, "minilm_mlm_head.safetensors",
 DEFINE_bool(refit_head, false, "Fit and overwrite the head even if the file exists.");
 DEFINE_int32(head_steps, 200, "Optimizer steps fitting the head.");
 DEFINE_double(head_learning_rate, 1e-3, "AdamW learning rate of the head fit.");
+DEFINE_string(teacher, "minilm_mlm_teacher.safetensors",
+              "The teacher adapted to the text (every layer trained on MLM from the fitted "
+              "head): loaded if the file exists, else trained and saved here.");
+DEFINE_bool(refit_teacher, false, "Adapt and overwrite the teacher even if the file exists.");
+DEFINE_int32(teacher_steps, 300,
+             "Optimizer steps adapting the teacher (0 = distil the teacher with the fitted head "
+             "on its frozen encoder).");
 DEFINE_int32(steps, 300, "Student optimizer steps per run.");
 DEFINE_int32(train_samples, 0, "Train on the first N training fortunes (0 = all 13,687).");
 DEFINE_int32(eval_samples, 0, "Evaluate on the first N held-out fortunes (0 = all 1,520).");
@@ -98,6 +110,7 @@ int main(int argc, char** argv) {
   tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
   const std::string head = UserPath(FLAGS_head);
+  const std::string adapted = UserPath(FLAGS_teacher);
   std::vector<Row> rows;
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("distilbert");
@@ -107,47 +120,75 @@ int main(int argc, char** argv) {
     if (tspipe::RecipeOptionValue("distilbert", base.algorithm_options, "teacher") != "minilm") {
       throw std::invalid_argument("the accuracy run needs the pretrained teacher (teacher=minilm)");
     }
+    if (FLAGS_teacher_steps < 0) {
+      throw std::invalid_argument("--teacher_steps=" + std::to_string(FLAGS_teacher_steps) +
+                                  " is negative");
+    }
+    if (FLAGS_teacher_steps > 0 && adapted == head) {
+      throw std::invalid_argument("--teacher and --head name the same file " + head);
+    }
     const std::string teacher_layers = "6";  // all-MiniLM-L6-v2.
     // The teacher as a student of its own shape: every layer, MLM only.
     const std::string as_teacher =
-        "student_layers=" + teacher_layers + ",init=teacher,alpha_ce=0,alpha_cos=0,dropout=0";
-
-    // 1. The head.
-    if (FLAGS_refit_head || !FileExists(head)) {
+        "student_layers=" + teacher_layers + ",init=teacher,alpha_ce=0,alpha_cos=0";
+    // Trains the teacher as a student, `steps` steps on `options`, saving it.
+    auto fit_teacher = [&](const std::string& what, const std::string& options, int steps,
+                           double learning_rate, const std::string& path) {
       tspipe::TrainConfig fit = base;
-      fit.algorithm_options = Join(base.algorithm_options, as_teacher + ",train=head");
+      fit.algorithm_options = Join(base.algorithm_options, as_teacher + "," + options);
       fit.scheduler = "sequential";
       fit.stages = 1;
-      fit.learning_rate = FLAGS_head_learning_rate;
-      fit.total_steps = FLAGS_head_steps;
-      fit.warmup_steps = std::min(fit.warmup_steps, FLAGS_head_steps / 10);
-      LOG(INFO) << "fitting the teacher's masked-LM head (" << FLAGS_head_steps
-                << " steps, encoder frozen)";
+      fit.learning_rate = learning_rate;
+      fit.total_steps = steps;
+      fit.warmup_steps = std::min(fit.warmup_steps, steps / 10);
+      LOG(INFO) << what << " (" << steps << " steps)";
       tspipe::Trainer t(fit);
-      Row row{"teacher head fit", "sequential", FLAGS_head_steps};
-      row.seconds = tspipe::TrainWithProgress(t, FLAGS_head_steps, "head", FLAGS_log_every);
-      t.ExportModel(head);
-      LOG(INFO) << "saved the teacher with its head to " << head;
+      Row row{what, "sequential", steps};
+      row.seconds = tspipe::TrainWithProgress(t, steps, what, FLAGS_log_every);
+      t.ExportModel(path);
+      LOG(INFO) << "saved the teacher with its head to " << path;
       rows.push_back(row);
-    } else {
-      LOG(INFO) << "loading the teacher's head from " << head << " (--refit_head to fit again)";
-    }
-
-    // 2. The teacher with its head.
-    {
+    };
+    // Evaluates the teacher `weights` hold.
+    auto probe_teacher = [&](const std::string& what, const std::string& weights) {
       tspipe::TrainConfig probe = base;
-      probe.algorithm_options = Join(base.algorithm_options, as_teacher + ",head=" + head);
+      probe.algorithm_options =
+          Join(base.algorithm_options, as_teacher + ",dropout=0,teacher_weights=" + weights);
       probe.scheduler = "sequential";
       probe.stages = 1;
       tspipe::Trainer t(probe);
-      Row row{"teacher (6 layers)", "-", 0};
+      Row row{what, "-", 0};
       Measure(t, &row);
       rows.push_back(row);
+    };
+
+    // 1. The head, on the frozen encoder.
+    if (FLAGS_refit_head || !FileExists(head)) {
+      fit_teacher("teacher head fit", "dropout=0,train=head", FLAGS_head_steps,
+                  FLAGS_head_learning_rate, head);
+    } else {
+      LOG(INFO) << "loading the teacher's head from " << head << " (--refit_head to fit again)";
+    }
+    // 2. The teacher adapted to the text, from that head.
+    std::string teacher = head;
+    if (FLAGS_teacher_steps > 0) {
+      teacher = adapted;
+      if (FLAGS_refit_head || FLAGS_refit_teacher || !FileExists(adapted)) {
+        fit_teacher("teacher adaptation", "teacher_weights=" + head, FLAGS_teacher_steps,
+                    FLAGS_learning_rate, adapted);
+      } else {
+        LOG(INFO) << "loading the adapted teacher from " << adapted
+                  << " (--refit_teacher to train it again)";
+      }
     }
 
-    // 3. Distillation under each scheduler.
+    // 3. The teacher.
+    probe_teacher("teacher, head fitted", head);
+    if (FLAGS_teacher_steps > 0) probe_teacher("teacher, adapted", adapted);
+
+    // 4. Distillation under each scheduler.
     tspipe::TrainConfig kd = base;
-    kd.algorithm_options = Join(base.algorithm_options, "head=" + head);
+    kd.algorithm_options = Join(base.algorithm_options, "teacher_weights=" + teacher);
     std::map<std::string, std::unique_ptr<tspipe::Trainer>> students;
     for (const std::string& scheduler : SplitList(FLAGS_scheduler)) {
       tspipe::TrainConfig c = kd;
@@ -170,7 +211,7 @@ int main(int argc, char** argv) {
       }
     }
 
-    // 4. The same student without a teacher.
+    // 5. The same student without a teacher.
     tspipe::TrainConfig alone = kd;
     alone.algorithm_options = Join(kd.algorithm_options, "alpha_ce=0,alpha_cos=0");
     alone.scheduler = "sequential";

@@ -23,6 +23,8 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
     m.samples_per_second = run.counters.at("samples_per_second");
     m.devices = static_cast<int>(run.counters.at("devices"));
     m.bubble = run.counters.at("sim_bubble");
+    auto tokens = run.counters.find("tokens_per_second");
+    if (tokens != run.counters.end()) m.tokens_per_second = tokens->second;
     auto bytes = run.counters.find("bytes_per_step_per_device");
     if (bytes != run.counters.end()) m.bytes_per_step_per_device = bytes->second;
     (*results_)[scheduler] = m;
@@ -57,24 +59,27 @@ std::string BarChartSvg(const Results& results, const std::vector<std::string>& 
 
 void PrintComparison(const Results& results, const std::vector<std::string>& names) {
   auto seq = results.find("sequential");
-  std::printf("\n%-12s %7s %12s %14s %18s %12s %16s\n", "scheduler", "devices", "samples/s",
-              "vs_sequential", "fraction_of_ideal", "sim_bubble", "KB_sent/step/dev");
+  bool tokens = false;
+  for (const auto& [n, m] : results) tokens |= m.tokens_per_second > 0;
+  std::printf("\n%-12s %7s %12s", "scheduler", "devices", "samples/s");
+  if (tokens) std::printf(" %12s", "tokens/s");
+  std::printf(" %14s %18s %12s %16s\n", "vs_sequential", "fraction_of_ideal", "sim_bubble",
+              "KB_sent/step/dev");
   for (const std::string& n : names) {
     auto it = results.find(n);
     if (it == results.end()) continue;
     const Measured& m = it->second;
+    std::printf("%-12s %7d %12.1f", n.c_str(), m.devices, m.samples_per_second);
+    if (tokens) std::printf(" %12.1f", m.tokens_per_second);
     if (seq != results.end()) {
       // Sequential runs on one device per model (one, unless the algorithm
       // trains several): the ideal scales it by the devices it lacks.
       double speedup = m.samples_per_second / seq->second.samples_per_second;
-      std::printf("%-12s %7d %12.1f %14.3f %18.3f %12.4f %16.1f\n", n.c_str(), m.devices,
-                  m.samples_per_second, speedup,
-                  speedup * seq->second.devices / m.devices, m.bubble,
-                  m.bytes_per_step_per_device / 1024);
+      std::printf(" %14.3f %18.3f", speedup, speedup * seq->second.devices / m.devices);
     } else {
-      std::printf("%-12s %7d %12.1f %14s %18s %12.4f %16.1f\n", n.c_str(), m.devices,
-                  m.samples_per_second, "-", "-", m.bubble, m.bytes_per_step_per_device / 1024);
+      std::printf(" %14s %18s", "-", "-");
     }
+    std::printf(" %12.4f %16.1f\n", m.bubble, m.bytes_per_step_per_device / 1024);
   }
   if (seq == results.end()) {
     std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");

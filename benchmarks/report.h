@@ -15,6 +15,8 @@ namespace tspipe {
 
 struct Measured {
   double samples_per_second = 0;
+  // Real tokens trained per second (Recipe::Tokens); 0 = not sequences.
+  double tokens_per_second = 0;
   int devices = 1;
   double bubble = 0;
   // Payload bytes each device sent per optimizer step (Transport::bytes_sent).
@@ -35,7 +37,8 @@ class ComparisonReporter : public benchmark::ConsoleReporter {
   std::set<std::string> has_median_;
 };
 
-// The table, in the order of `names`, to stdout.
+// The table, in the order of `names`, to stdout (with a tokens/s column when
+// any run counted tokens).
 void PrintComparison(const Results& results, const std::vector<std::string>& names);
 
 // An SVG bar chart of samples/s per scheduler under `title`.

@@ -5,7 +5,8 @@
 //       --stages=2 --microbatches=4 --algorithm_options=temperature=2  (one line)
 //
 // Each benchmark iteration is --steps_per_iteration training steps. Counters:
-// samples_per_second, devices, simulated bubble. With several schedulers (or
+// samples_per_second, tokens_per_second (sequence models), devices, simulated
+// bubble. With several schedulers (or
 // --scheduler=all) a table compares each against sequential and against the
 // ideal (sequential throughput x devices).
 #include <benchmark/benchmark.h>
@@ -97,6 +98,7 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   tspipe::Progress progress(config.scheduler, total, config.batch_size);
   int64_t step = 0;
   double loss = 0;
+  const int64_t tokens_before = trainer->tokens_trained();
   for (auto _ : state) {
     try {
       loss = trainer->Train(config.steps_per_iteration);
@@ -112,6 +114,8 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   state.counters["samples_per_second"] = benchmark::Counter(
       static_cast<double>(state.iterations()) * config.steps_per_iteration * config.batch_size,
       benchmark::Counter::kIsRate);
+  state.counters["tokens_per_second"] = benchmark::Counter(
+      static_cast<double>(trainer->tokens_trained() - tokens_before), benchmark::Counter::kIsRate);
   state.counters["devices"] = trainer->num_devices();
   state.counters["sim_bubble"] = trainer->simulated_bubble();
   state.counters["loss"] = loss;

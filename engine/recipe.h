@@ -140,6 +140,10 @@ class Recipe {
   virtual std::unique_ptr<BatchSource> MakeData(const DataRequest& request) const = 0;
   // One micro-batch of `samples` student inputs, for timing blocks.
   virtual Activation ExampleInput(int64_t samples) const = 0;
+  // Tokens the student trains on in `batch`, for tokens/s in the benchmark
+  // tables (sequence models count real tokens, not padding); 0 = the
+  // recipe's samples are not token sequences.
+  virtual int64_t Tokens(const Batch& batch) const { return 0; }
 
   // The student's tensors as other tools name them (Trainer::ExportModel
   // writes them as safetensors). The default: the student module's

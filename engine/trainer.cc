@@ -515,7 +515,10 @@ class Trainer::Impl {
 
   double Train(int steps) {
     std::vector<Batch> run;
-    for (int i = 0; i < steps; ++i) run.push_back(Pop());
+    for (int i = 0; i < steps; ++i) {
+      run.push_back(Pop());
+      tokens_ += recipe_->Tokens(run.back());
+    }
     double loss = executor_->Run(run, &Peek()).back().loss;
     steps_ += steps;
     if (transport_) {
@@ -628,6 +631,7 @@ class Trainer::Impl {
     return static_cast<double>(bytes) / steps_ / local_ranks_.size();
   }
   double simulated_bubble() const { return bubble_; }
+  int64_t tokens_trained() const { return tokens_; }
   int num_models() const { return num_models_; }
 
  private:
@@ -677,6 +681,7 @@ class Trainer::Impl {
   std::shared_ptr<Transport> transport_any_;
   std::vector<int> local_ranks_;
   int64_t steps_ = 0;
+  int64_t tokens_ = 0;  // Recipe::Tokens of every batch trained on.
   torch::Dtype dtype_ = torch::kFloat32;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<BatchSource> data_;
@@ -706,6 +711,7 @@ int Trainer::rank() const { return impl_->rank(); }
 int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
+int64_t Trainer::tokens_trained() const { return impl_->tokens_trained(); }
 double Trainer::bytes_sent_per_step_per_device() const {
   return impl_->bytes_sent_per_step_per_device();
 }

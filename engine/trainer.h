@@ -134,6 +134,9 @@ class Trainer {
   // Steady-state bubble of this run's schedule under the simulator with
   // the configured stage costs (unit costs when none are given).
   double simulated_bubble() const;
+  // Recipe::Tokens summed over every mini-batch trained on so far (0 when
+  // the recipe's samples are not token sequences).
+  int64_t tokens_trained() const;
   // Payload bytes per optimizer step so far that each device (rank) of this
   // process sent on average (messages and collectives, counted as
   // Transport::bytes_sent says).

@@ -169,6 +169,9 @@ class BertLayerImpl : public BertBlockImpl {
   nn::Dropout dropout_{nullptr};
 };
 
+// BertForMaskedLM's name of the decoder weight.
+constexpr char kBertDecoderName[] = "cls.predictions.decoder.weight";
+
 class BertMlmHeadImpl : public BertBlockImpl {
  public:
   explicit BertMlmHeadImpl(const BertConfig& c) : BertBlockImpl(c) {
@@ -311,7 +314,16 @@ int LoadBert(const NamedTensors& tensors, const BertConfig& c, const BlockList& 
       ++layer;
     } else if (auto* head = As<BertMlmHeadImpl>(blocks[b])) {
       if (tensors.count("cls.predictions.bias")) load(*head, "");
-      head->decoder().copy_(As<BertEmbeddingsImpl>(blocks[0])->word_weight());
+      // BERT ties the decoder to the word embeddings, and its checkpoints
+      // hold it only as those; a student trained untied (see
+      // BertTensors) brings its own.
+      if (tensors.count(kBertDecoderName)) {
+        head->decoder().copy_(TakeTensor(tensors, kBertDecoderName, head->decoder().sizes(),
+                                         torch::kFloat32, source));
+        ++loaded;
+      } else {
+        head->decoder().copy_(As<BertEmbeddingsImpl>(blocks[0])->word_weight());
+      }
     } else {
       throw std::invalid_argument("LoadBert: block " + std::to_string(b) + " is not a BERT block");
     }
@@ -345,6 +357,11 @@ NamedTensors BertTensors(const BlockList& blocks) {
     }
     for (auto& [name, t] : dynamic_cast<BertBlockImpl&>(*b).HfParams()) {
       out[prefix + name] = t.detach().to(torch::kCPU).clone();
+    }
+    // The decoder too: in training it is a parameter of its own (not kept
+    // tied), so leaving it out would lose what it learnt.
+    if (auto* head = As<BertMlmHeadImpl>(b)) {
+      out[kBertDecoderName] = head->decoder().detach().to(torch::kCPU).clone();
     }
   }
   return out;

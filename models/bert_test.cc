@@ -97,12 +97,10 @@ TEST(BertTest, SavedModelLoadsBack) {
   c.max_positions = 10;
   BlockList a = MakeBert(c, true);
   {
-    // A head that differs from a fresh one; its decoder stays tied to the
-    // word embeddings, as the saved form (BERT's) assumes.
+    // A head that differs from a fresh one, its decoder untied from the
+    // word embeddings (as training leaves it): the file must keep both.
     torch::NoGradGuard g;
-    for (auto& p : a.back()->named_parameters()) {
-      if (p.key() != "decoder") p.value().add_(0.5);
-    }
+    for (auto& p : a.back()->named_parameters()) p.value().add_(0.5);
   }
   const std::string path = TempPath("bert.safetensors");
   WriteSafetensors(path, BertTensors(a));
@@ -121,6 +119,13 @@ TEST(BertTest, SavedModelLoadsBack) {
   Activation ya = RunBlocks(a, {ids, mask}), yb = RunBlocks(b, {ids, mask});
   EXPECT_TRUE(torch::allclose(ya[0], yb[0], 0, 0)) << "logits";
   EXPECT_TRUE(torch::allclose(ya[1], yb[1], 0, 0)) << "hidden";
+  // Without the decoder (BERT's own checkpoints) it is tied to the word
+  // embeddings again.
+  back.erase("cls.predictions.decoder.weight");
+  BlockList tied = MakeBert(c, true);
+  LoadBert(back, c, tied, path);
+  EXPECT_TRUE(torch::equal(BertMlmHeadWeight(tied.back()), BertWordEmbeddings(tied[0])));
+  EXPECT_FALSE(torch::equal(BertMlmHeadWeight(tied.back()), BertMlmHeadWeight(a.back())));
 }
 
 TEST(BertTest, BadModelsAndInputsNameTheProblem) {
