@@ -34,7 +34,6 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
   struct Row {
     std::string run, scheduler, policy;
@@ -44,6 +43,19 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("byol");
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
+    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
+    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
+    tspipe::RequireWritable("report", tspipe::UserPath(FLAGS_report));
+    for (const std::string& run : tspipe::SplitList(FLAGS_runs)) {
+      const size_t colon = run.find(':');
+      if (colon == std::string::npos) {
+        throw std::invalid_argument("--runs=" + FLAGS_runs + ": '" + run +
+                                    "' is not scheduler:policy");
+      }
+      tspipe::RequireSchedulers("runs", run.substr(0, colon));
+    }
     base.data = "fashion_mnist";
     base.train_samples = FLAGS_train_samples;
     base.total_steps = FLAGS_steps;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <stdexcept>
 
 #include "engine/progress.h"
 
@@ -42,6 +43,20 @@ double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, 
     if (log_every > 0) LOG(INFO) << progress.Line(done, loss);
   }
   return progress.ElapsedSeconds();
+}
+
+void RequireSchedulers(const std::string& flag, const std::string& list) {
+  const std::vector<std::string> known = SchedulerNames();
+  const std::vector<std::string> names = SplitList(list);
+  if (names.empty()) throw std::invalid_argument("--" + flag + "=" + list + ": names no scheduler");
+  for (const std::string& n : names) {
+    if (std::find(known.begin(), known.end(), n) == known.end()) {
+      std::string choices;
+      for (const std::string& k : known) choices += (choices.empty() ? "" : ", ") + k;
+      throw std::invalid_argument("--" + flag + "=" + list + ": unknown scheduler '" + n +
+                                  "'; choices: " + choices);
+    }
+  }
 }
 
 std::string FormatMs(const std::vector<double>& ms) {

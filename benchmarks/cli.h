@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/flag_checks.h"
 #include "engine/trainer.h"
 
 namespace tspipe {
@@ -20,6 +21,8 @@ bool FileExists(const std::string& path);
 // samples/s and ETA after each (engine/progress.h); returns the seconds
 // taken.
 double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every);
+// Every name in the comma-separated `list` is a registered scheduler.
+void RequireSchedulers(const std::string& flag, const std::string& list);
 // "31.2/23" for per-stage milliseconds.
 std::string FormatMs(const std::vector<double>& ms);
 

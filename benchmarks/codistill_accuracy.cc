@@ -74,12 +74,22 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
   std::vector<Row> rows;
   std::ostringstream links;
   try {
     tspipe::TrainConfig codistill = tspipe::ConfigFromFlags("codistill");
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
+    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
+    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
+    tspipe::RequireWritable("report", tspipe::UserPath(FLAGS_report));
+    tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
+    const std::vector<double> link_costs =
+        tspipe::ParseNumbers("link_ms_per_mb", FLAGS_link_ms_per_mb, 0);
+    if (FLAGS_codistill_weight_decay != -1) {
+      tspipe::RequireNumber("codistill_weight_decay", FLAGS_codistill_weight_decay, 0);
+    }
     codistill.scheduler = FLAGS_scheduler;
     codistill.data = "fashion_mnist";
     codistill.train_samples = FLAGS_train_samples;
@@ -151,8 +161,7 @@ int main(int argc, char** argv) {
              "|---|---|---|---|\n";
     std::printf("\n%-12s %14s %20s %16s\n", "link_ms/MB", "dp_samples/s", "codistill_samples/s",
                 "codistill/dp");
-    for (const std::string& item : tspipe::SplitList(FLAGS_link_ms_per_mb)) {
-      const double link = std::stod(item);
+    for (const double link : link_costs) {
       const double rd = SimulatedRate(dp_sim, dp_costs, dp_bytes, false, link);
       const double rc = SimulatedRate(codistill_sim, c_costs, c_bytes, true, link);
       std::printf("%-12g %14.1f %20.1f %16.3f\n", link, rd, rc, rc / rd);

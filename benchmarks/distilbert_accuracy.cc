@@ -107,22 +107,30 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
   const std::string head = UserPath(FLAGS_head);
   const std::string adapted = UserPath(FLAGS_teacher);
   std::vector<Row> rows;
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("distilbert");
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
+    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
+    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
+    tspipe::RequireWritable("report", UserPath(FLAGS_report));
+    tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
+    tspipe::RequireAtLeast("head_steps", FLAGS_head_steps, 1);
+    tspipe::RequireNumber("head_learning_rate", FLAGS_head_learning_rate, 0, /*strictly=*/true);
+    tspipe::RequireAtLeast("teacher_steps", FLAGS_teacher_steps, 0);
+    if (FLAGS_refit_head || !FileExists(head)) tspipe::RequireWritable("head", head);
+    if (FLAGS_teacher_steps > 0 && (FLAGS_refit_head || FLAGS_refit_teacher || !FileExists(adapted))) {
+      tspipe::RequireWritable("teacher", adapted);
+    }
     base.data = "fortunes";
     base.train_samples = FLAGS_train_samples;
     base.total_steps = FLAGS_steps;
     if (tspipe::RecipeOptionValue("distilbert", base.algorithm_options, "teacher") != "minilm") {
       throw std::invalid_argument("the accuracy run needs the pretrained teacher (teacher=minilm)");
-    }
-    if (FLAGS_teacher_steps < 0) {
-      throw std::invalid_argument("--teacher_steps=" + std::to_string(FLAGS_teacher_steps) +
-                                  " is negative");
     }
     if (FLAGS_teacher_steps > 0 && adapted == head) {
       throw std::invalid_argument("--teacher and --head name the same file " + head);

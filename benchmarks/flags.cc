@@ -2,6 +2,8 @@
 
 #include <glog/logging.h>
 
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -46,6 +48,14 @@ DEFINE_string(device, "cpu",
               "NCCL) or cuda:K (every rank on cuda:K). Needs --config=cuda.");
 
 namespace tspipe {
+namespace {
+
+bool DirectoryExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
 
 void SetFlagDefaults(const std::vector<std::pair<std::string, std::string>>& defaults) {
   for (const auto& [flag, value] : defaults) {
@@ -62,15 +72,42 @@ std::string AlgorithmUsage(const std::string& algorithm) {
 }
 
 TrainConfig ConfigFromFlags(const std::string& algorithm) {
+  // Every shared flag is checked here, before any work, so that a bad value
+  // gets one line naming it rather than a LibTorch error later.
+  RequireAtLeast("stages", FLAGS_stages, 1);
+  RequireAtLeast("microbatches", FLAGS_microbatches, 1);
+  RequireAtLeast("batch_size", FLAGS_batch_size, 1);
+  if (FLAGS_optimizer != "sgd" && FLAGS_optimizer != "adamw") {
+    throw std::invalid_argument("--optimizer=" + FLAGS_optimizer + ": use sgd or adamw");
+  }
+  RequireNumber("learning_rate", FLAGS_learning_rate, 0, /*strictly=*/true);
+  RequireNumber("momentum", FLAGS_momentum, 0);
+  if (FLAGS_momentum >= 1) {
+    throw std::invalid_argument("--momentum=" + std::to_string(FLAGS_momentum) +
+                                ": must be below 1");
+  }
+  RequireNumber("adam_eps", FLAGS_adam_eps, 0, /*strictly=*/true);
+  RequireNumber("weight_decay", FLAGS_weight_decay, 0);
+  RequireAtLeast("warmup_steps", FLAGS_warmup_steps, 0);
+  RequireAtLeast("threads_per_device", FLAGS_threads_per_device, 1);
+  RequireAtLeast("log_every", FLAGS_log_every, 0);
+  if (!FLAGS_data_dir.empty() && !DirectoryExists(FLAGS_data_dir)) {
+    throw std::invalid_argument("--data_dir=" + FLAGS_data_dir + ": no such directory");
+  }
+  // The spelling only; whether the GPUs are there is the trainer's check.
+  if (FLAGS_device != "cpu" && FLAGS_device != "cuda" &&
+      !(FLAGS_device.rfind("cuda:", 0) == 0 && FLAGS_device.size() > 5 &&
+        FLAGS_device.find_first_not_of("0123456789", 5) == std::string::npos)) {
+    throw std::invalid_argument("--device=" + FLAGS_device + ": use cpu, cuda or cuda:K");
+  }
+  if (FLAGS_balance != "auto" && FLAGS_balance != "even" &&
+      FLAGS_balance.find_first_not_of("0123456789,") != std::string::npos) {
+    throw std::invalid_argument("--balance=" + FLAGS_balance +
+                                ": use auto, even or blocks per stage like 3,2");
+  }
   TrainConfig c;
   c.algorithm = algorithm;
   c.algorithm_options = FLAGS_algorithm_options;
-  try {
-    CheckRecipeOptions(algorithm, FLAGS_algorithm_options);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("--algorithm_options=" + FLAGS_algorithm_options + ": " +
-                                e.what());
-  }
   c.stages = FLAGS_stages;
   c.microbatches = FLAGS_microbatches;
   c.batch_size = FLAGS_batch_size;
@@ -93,7 +130,6 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
     }
   }
   c.adam_eps = FLAGS_adam_eps;
-  if (FLAGS_warmup_steps < 0) throw std::invalid_argument("--warmup_steps must not be negative");
   c.warmup_steps = FLAGS_warmup_steps;
   c.decay_learning_rate = FLAGS_decay_learning_rate;
   c.weight_decay = FLAGS_weight_decay;
@@ -118,6 +154,14 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
   c.seed = FLAGS_seed;
   c.data_dir = FLAGS_data_dir;
   c.device = FLAGS_device;
+  // Last: configuring the recipe may read files (a pretrained teacher's
+  // config), which should not hide a bad flag above.
+  try {
+    CheckRecipeOptions(algorithm, FLAGS_algorithm_options);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--algorithm_options=" + FLAGS_algorithm_options + ": " +
+                                e.what());
+  }
   return c;
 }
 

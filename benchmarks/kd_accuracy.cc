@@ -64,13 +64,23 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
 
   const std::string checkpoint = UserPath(FLAGS_teacher_checkpoint);
   std::vector<Row> rows;
 
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("kd");
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
+    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
+    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
+    tspipe::RequireWritable("report", UserPath(FLAGS_report));
+    tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
+    tspipe::RequireSchedulers("teacher_scheduler", FLAGS_teacher_scheduler);
+    tspipe::RequireAtLeast("teacher_steps", FLAGS_teacher_steps, 1);
+    if (FLAGS_retrain_teacher || !FileExists(checkpoint)) {
+      tspipe::RequireWritable("teacher_checkpoint", checkpoint);
+    }
     base.data = "fashion_mnist";
     base.train_samples = FLAGS_train_samples;
     // 1. The teacher: a supervised run whose student has the KD teacher's

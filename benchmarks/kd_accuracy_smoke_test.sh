@@ -36,6 +36,7 @@ if "${bin}" "${small[@]}" --steps=1 \
 fi
 grep -q "checkpoint ${ckpt} does not fit the teacher (widths 8,32" "${out}"
 # Missing data names the file and the package.
+mkdir -p "${tmp}/nowhere"
 if "${bin}" "${small[@]}" --data_dir="${tmp}/nowhere" --steps=1 >"${out}" 2>&1; then
   echo "ran without data"; exit 1
 fi

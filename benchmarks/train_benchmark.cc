@@ -26,6 +26,7 @@
 #include "benchmarks/flags.h"
 #include "benchmarks/report.h"
 #include "core/file_util.h"
+#include "core/update_policy.h"
 #include "engine/progress.h"
 #include "engine/trainer.h"
 
@@ -114,8 +115,11 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   state.counters["samples_per_second"] = benchmark::Counter(
       static_cast<double>(state.iterations()) * config.steps_per_iteration * config.batch_size,
       benchmark::Counter::kIsRate);
-  state.counters["tokens_per_second"] = benchmark::Counter(
-      static_cast<double>(trainer->tokens_trained() - tokens_before), benchmark::Counter::kIsRate);
+  const int64_t tokens = trainer->tokens_trained() - tokens_before;
+  if (tokens > 0) {
+    state.counters["tokens_per_second"] =
+        benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+  }
   state.counters["devices"] = trainer->num_devices();
   state.counters["sim_bubble"] = trainer->simulated_bubble();
   state.counters["loss"] = loss;
@@ -212,10 +216,31 @@ int main(int argc, char** argv) {
                   "every rank must run the schedulers in the same order";
     return 1;
   }
-  tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
   tspipe::TrainConfig base;
   try {
     base = tspipe::ConfigFromFlags(FLAGS_algorithm);
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::RequireAtLeast("steps", FLAGS_steps, 0);
+    tspipe::RequireAtLeast("steps_per_iteration", FLAGS_steps_per_iteration, 1);
+    tspipe::RequireAtLeast("balance_trials", FLAGS_balance_trials, 1);
+    tspipe::RequireAtLeast("peer_timeout", FLAGS_peer_timeout, 1);
+    tspipe::RequireNumber("emulate_link_ms_per_mb", FLAGS_emulate_link_ms_per_mb, 0);
+    // Checked now, not after the whole benchmark has run.
+    tspipe::RequireWritable("plot", tspipe::UserPath(FLAGS_plot));
+    const std::vector<std::string> sets = tspipe::RecipeDataSets(FLAGS_algorithm);
+    if (FLAGS_data != "synthetic" && std::find(sets.begin(), sets.end(), FLAGS_data) == sets.end()) {
+      std::string choices = "synthetic";
+      for (const std::string& d : sets) choices += ", " + d;
+      throw std::invalid_argument("--data=" + FLAGS_data + ": " + FLAGS_algorithm +
+                                  " trains on " + choices);
+    }
+    const auto& policies = tspipe::UpdatePolicyRegistry::Global();
+    if (!FLAGS_policy.empty() && !policies.Contains(FLAGS_policy)) {
+      std::string choices;
+      for (const std::string& p : policies.Names()) choices += (choices.empty() ? "" : ", ") + p;
+      throw std::invalid_argument("--policy=" + FLAGS_policy + ": use " + choices);
+    }
+    if (FLAGS_scheduler != "all") tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
     if (FLAGS_backend == "c10d") {
       base.world =
           tspipe::World::Join(FLAGS_device, FLAGS_peer_timeout, FLAGS_emulate_link_ms_per_mb);

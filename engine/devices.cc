@@ -46,7 +46,7 @@ std::vector<c10::Device> RankDevices(const std::string& spec, int ranks) {
     RequireGpus(spec, index + 1);
     return std::vector<c10::Device>(ranks, c10::Device(c10::kCUDA, index));
   }
-  throw std::invalid_argument("unknown device '" + spec + "'; use cpu, cuda or cuda:K");
+  throw std::invalid_argument("--device=" + spec + ": use cpu, cuda or cuda:K");
 }
 
 c10::Device FirstDevice(const std::string& spec) {

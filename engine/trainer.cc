@@ -791,6 +791,10 @@ std::string CheckRecipeOptions(const std::string& algorithm, const std::string& 
   return Configure(algorithm, options).options;
 }
 
+std::vector<std::string> RecipeDataSets(const std::string& algorithm) {
+  return CreateRecipe(algorithm)->DataSets();
+}
+
 std::string RecipeOptionValue(const std::string& algorithm, const std::string& options,
                               const std::string& name) {
   const std::string canonical = CheckRecipeOptions(algorithm, options);

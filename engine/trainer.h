@@ -190,6 +190,9 @@ std::string RecipeOptionsHelp(const std::string& algorithm);
 // message for an unknown recipe, option or bad value. Mains call it before
 // any work starts.
 std::string CheckRecipeOptions(const std::string& algorithm, const std::string& options);
+// The data sets `algorithm` trains on besides "synthetic"
+// (Recipe::DataSets), for mains to check --data before any work.
+std::vector<std::string> RecipeDataSets(const std::string& algorithm);
 // The value `options` give option `name` of `algorithm` (its default when
 // unset), as text: mains that chain runs of two recipes (kd_accuracy's
 // teacher) carry values across.

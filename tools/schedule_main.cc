@@ -5,9 +5,11 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <fstream>
 #include <iostream>
 #include <stdexcept>
 
+#include "benchmarks/flag_checks.h"
 #include "core/file_util.h"
 #include "core/render.h"
 #include "core/scheduler.h"
@@ -40,6 +42,29 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   try {
+    // Every flag before any work: one line naming a bad one.
+    if (FLAGS_format != "grid" && FLAGS_format != "csv" && FLAGS_format != "stats") {
+      throw std::invalid_argument("--format=" + FLAGS_format + ": use grid, csv or stats");
+    }
+    if (FLAGS_load_csv.empty()) {
+      tspipe::RequireAtLeast("stages", FLAGS_stages, 1);
+      tspipe::RequireAtLeast("microbatches", FLAGS_microbatches, 1);
+      tspipe::RequireAtLeast("devices", FLAGS_devices, 0);
+      const auto& schedulers = tspipe::SchedulerRegistry::Global();
+      if (!schedulers.Contains(FLAGS_scheduler)) {
+        std::string choices;
+        for (const std::string& n : schedulers.Names()) choices += (choices.empty() ? "" : ", ") + n;
+        throw std::invalid_argument("--scheduler=" + FLAGS_scheduler + ": unknown; choices: " +
+                                    choices);
+      }
+    } else if (!std::ifstream(FLAGS_load_csv)) {
+      throw std::invalid_argument("--load_csv=" + FLAGS_load_csv + ": no such file");
+    }
+    tspipe::RequireNumber("forward_cost", FLAGS_forward_cost, 0);
+    tspipe::RequireNumber("teacher_cost", FLAGS_teacher_cost, 0);
+    tspipe::RequireNumber("backward_cost", FLAGS_backward_cost, 0);
+    tspipe::RequireNumber("message_cost", FLAGS_message_cost, 0);
+    tspipe::RequireWritable("svg", FLAGS_svg);
     tspipe::Schedule schedule;
     if (!FLAGS_load_csv.empty()) {
       std::string error;
@@ -84,9 +109,6 @@ int main(int argc, char** argv) {
       const std::string order = tspipe::CheckMessageOrder(schedule);
       std::cout << "message_order=" << (order.empty() ? "matched" : "mismatched: " + order)
                 << "\n";
-    } else {
-      LOG(ERROR) << "--format must be grid, csv or stats, got '" << FLAGS_format << "'";
-      return 1;
     }
     if (!FLAGS_svg.empty()) {
       tspipe::WriteFileAtomically(FLAGS_svg, tspipe::TimelineSvg(schedule, sim));

@@ -16,9 +16,9 @@ grep -q '</svg>' "${svg}"
 if "${tool}" --scheduler=nope --format=stats 2>err.txt; then
   echo "unknown scheduler accepted"; exit 1
 fi
-grep -q "unknown name 'nope'" err.txt
+grep -q -- "--scheduler=nope: unknown" err.txt
 if "${tool}" --scheduler=gpipe --microbatches=0 --format=stats 2>err.txt; then
   echo "zero micro-batches accepted"; exit 1
 fi
-grep -q "micro-batch count must be at least 1" err.txt
+grep -q -- "--microbatches=0: must be at least 1" err.txt
 echo PASS
