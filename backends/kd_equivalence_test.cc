@@ -126,6 +126,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"tspipe", {3, 2}, {5, 3}, 4}, Case{"tspipe", {2, 1, 1, 1}, {1, 3, 2, 2}, 2},
                       Case{"tspipe", {2, 1, 1, 1}, {2, 2, 2, 2}, 4}, Case{"gpipe", {3, 2}, {4, 4}, 4},
                       Case{"gpipe", {1, 2, 1, 1}, {2, 2, 2, 2}, 2},
+                      // 1F1B memory: per-micro-batch losses, M > N.
+                      Case{"tspipe_1f1b", {3, 2}, {5, 3}, 4},
+                      Case{"tspipe_1f1b", {2, 1, 1, 1}, {1, 3, 2, 2}, 4},
                       Case{"sequential", {3, 2}, {6, 2}, 4},
                       // Data parallel: 2 and 4 replicas, and 3 replicas with
                       // unequal shares (2, 1, 1 micro-batches).

@@ -16,7 +16,7 @@ grep -Eq '^tspipe +4 ' "${out}"
 grep -q "skipping dp: each model runs on its own pipeline" "${out}"
 grep -q 'ranks per stage 0|2;1|3' "${out}"
 # The exchanges send bytes (every 2 steps).
-awk '/^tspipe / { if ($7 + 0 <= 0) { print "no bytes sent: " $0; exit 1 } }' "${out}"
+awk '/^tspipe / { if ($NF + 0 <= 0) { print "no bytes sent: " $0; exit 1 } }' "${out}"
 if "${bin}" --scheduler=gpipe --batch_size=6 --microbatches=2 --algorithm_options="${opts}" \
     >"${out}" 2>&1; then
   echo "accepted a batch the models cannot share"; exit 1

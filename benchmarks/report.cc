@@ -23,6 +23,8 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
     m.samples_per_second = run.counters.at("samples_per_second");
     m.devices = static_cast<int>(run.counters.at("devices"));
     m.bubble = run.counters.at("sim_bubble");
+    auto stash = run.counters.find("stash_peak");
+    if (stash != run.counters.end()) m.stash_peak = static_cast<int>(stash->second);
     auto tokens = run.counters.find("tokens_per_second");
     if (tokens != run.counters.end()) m.tokens_per_second = tokens->second;
     auto bytes = run.counters.find("bytes_per_step_per_device");
@@ -63,8 +65,8 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
   for (const auto& [n, m] : results) tokens |= m.tokens_per_second > 0;
   std::printf("\n%-12s %7s %12s", "scheduler", "devices", "samples/s");
   if (tokens) std::printf(" %12s", "tokens/s");
-  std::printf(" %14s %18s %12s %16s\n", "vs_sequential", "fraction_of_ideal", "sim_bubble",
-              "KB_sent/step/dev");
+  std::printf(" %14s %18s %12s %11s %16s\n", "vs_sequential", "fraction_of_ideal", "sim_bubble",
+              "stash_mb", "KB_sent/step/dev");
   for (const std::string& n : names) {
     auto it = results.find(n);
     if (it == results.end()) continue;
@@ -79,13 +81,14 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
     } else {
       std::printf(" %14s %18s", "-", "-");
     }
-    std::printf(" %12.4f %16.1f\n", m.bubble, m.bytes_per_step_per_device / 1024);
+    std::printf(" %12.4f %11d %16.1f\n", m.bubble, m.stash_peak, m.bytes_per_step_per_device / 1024);
   }
   if (seq == results.end()) {
     std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
   } else {
     std::printf("ideal = sequential samples/s x devices / sequential's devices; "
-                "fraction_of_ideal = samples/s / ideal\n");
+                "fraction_of_ideal = samples/s / ideal; stash_mb = most micro-batches a stage "
+                "holds for a backward\n");
   }
   std::fflush(stdout);
 }

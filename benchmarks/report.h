@@ -19,6 +19,8 @@ struct Measured {
   double tokens_per_second = 0;
   int devices = 1;
   double bubble = 0;
+  // Most micro-batches a stage holds for a backward (simulated schedule).
+  int stash_peak = 0;
   // Payload bytes each device sent per optimizer step (Transport::bytes_sent).
   double bytes_per_step_per_device = 0;
 };

@@ -122,6 +122,7 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   }
   state.counters["devices"] = trainer->num_devices();
   state.counters["sim_bubble"] = trainer->simulated_bubble();
+  state.counters["stash_peak"] = trainer->stash_peak();
   state.counters["loss"] = loss;
   state.counters["bytes_per_step_per_device"] = trainer->bytes_sent_per_step_per_device();
 }

@@ -52,6 +52,10 @@ struct Schedule {
   // a micro-batch's data goes to whichever replica of the neighbouring stage
   // runs it, so neighbouring groups may differ in size.
   std::vector<std::vector<int>> placement;
+  // The memory the scheduler promises, when not empty: stage s holds at
+  // most stash_bound[s] micro-batches awaiting their backward
+  // (PeakStashes' student count). The validator checks it.
+  std::vector<int> stash_bound;
   // ranks[r] = actions of rank r, in execution order.
   std::vector<std::vector<Action>> ranks;
 

@@ -171,6 +171,57 @@ SteadyState SimulateSteadyState(const Schedule& s, const CostModel& costs) {
   return out;
 }
 
+StashPeaks PeakStashes(const Schedule& s) {
+  StashPeaks peaks;
+  peaks.student.assign(s.num_stages, 0);
+  peaks.teacher.assign(s.num_stages, 0);
+  std::vector<bool> loss_stage(s.num_stages, false);
+  for (const auto& list : s.ranks) {
+    for (const Action& a : list) {
+      if (a.op == Op::kLoss) loss_stage[a.stage] = true;
+    }
+  }
+  for (int rank = 0; rank < s.num_ranks(); ++rank) {
+    std::vector<int> student(s.num_stages, 0), teacher(s.num_stages, 0);
+    auto note = [&](int stage) {
+      peaks.student[stage] = std::max(peaks.student[stage], student[stage]);
+      peaks.teacher[stage] = std::max(peaks.teacher[stage], teacher[stage]);
+    };
+    // The steady state: what the previous iteration ran ahead for this one.
+    for (const Action& a : s.ranks[rank]) {
+      if (a.op == Op::kTeacherForward && a.batch_offset > 0 && loss_stage[a.stage]) {
+        ++teacher[a.stage];
+      }
+    }
+    for (int stage : s.StagesOnRank(rank)) note(stage);
+    for (const Action& a : s.ranks[rank]) {
+      switch (a.op) {
+        case Op::kForward:
+          ++student[a.stage];
+          break;
+        case Op::kBackward:
+          --student[a.stage];
+          break;
+        case Op::kTeacherForward:
+          if (loss_stage[a.stage]) ++teacher[a.stage];
+          break;
+        case Op::kLoss:
+          if (s.workload.has_teacher) {
+            const int used = a.microbatch == kAllMicrobatches
+                                 ? static_cast<int>(s.MicrobatchesOf(a.stage, rank).size())
+                                 : 1;
+            teacher[a.stage] = std::max(0, teacher[a.stage] - used);
+          }
+          break;
+        default:
+          continue;
+      }
+      note(a.stage);
+    }
+  }
+  return peaks;
+}
+
 std::string FormatStats(const Schedule& s, const SimulationResult& r, const CostModel& costs) {
   std::ostringstream out;
   char buf[64];
@@ -196,6 +247,11 @@ std::string FormatStats(const Schedule& s, const SimulationResult& r, const Cost
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
     std::snprintf(buf, sizeof(buf), "%.6f", r.Utilisation(rank));
     out << "utilisation_rank" << rank << "=" << buf << "\n";
+  }
+  const StashPeaks stash = PeakStashes(s);
+  for (int stage = 0; stage < s.num_stages; ++stage) {
+    out << "stash_peak_stage" << stage << "=" << stash.student[stage] << "+"
+        << stash.teacher[stage] << "\n";
   }
   return out.str();
 }

@@ -69,6 +69,22 @@ struct SteadyState {
 };
 SteadyState SimulateSteadyState(const Schedule& schedule, const CostModel& costs);
 
+// What each stage holds in memory at most, in micro-batches, over one
+// iteration of the steady state, counted along each rank's action order:
+//   student[s]  micro-batches whose forward on stage s has run and whose
+//               backward has not (the activations the backward needs);
+//   teacher[s]  teacher outputs of stage s waiting for a loss on stage s
+//               (only loss stages keep them; others send them on), the
+//               ones a look-ahead schedule produced for the next mini-batch
+//               included: those of the previous iteration are held at its
+//               start.
+// With replicas, the most any replica of the stage holds.
+struct StashPeaks {
+  std::vector<int> student;
+  std::vector<int> teacher;
+};
+StashPeaks PeakStashes(const Schedule& schedule);
+
 // `iterations` copies of each rank's list back to back; copy i has its batch
 // offsets shifted by i so that its messages are distinct.
 Schedule Unroll(const Schedule& schedule, int iterations);
@@ -76,7 +92,8 @@ Schedule Unroll(const Schedule& schedule, int iterations);
 // Human-readable statistics, one "key=value" per line, including
 // "bubble_fraction=<number>" (one iteration, from an idle pipeline),
 // "steady_bubble_fraction=<number>" (iterations back to back) and
-// "utilisation_rank<r>=<number>".
+// "utilisation_rank<r>=<number>" and, per stage, "stash_peak_stage<s>=
+// <student>+<teacher>" (PeakStashes, in micro-batches).
 std::string FormatStats(const Schedule& schedule, const SimulationResult& result,
                         const CostModel& costs);
 

@@ -94,5 +94,53 @@ TEST(SimulatorTest, AllReduceOverlapsComputationUntilTheOptimizerStep) {
   EXPECT_DOUBLE_EQ(r.makespan, 11.0) << ToCsv(s);
 }
 
+// GPipe runs every forward before any backward: each stage holds all M
+// micro-batches, and the loss stage the teacher's M outputs (a KD workload).
+TEST(PeakStashesTest, GpipeHoldsEveryMicrobatch) {
+  for (int m : {1, 3, 6}) {
+    SchedulerOptions o;
+    o.num_stages = 3;
+    o.num_microbatches = m;
+    o.workload.has_teacher = true;
+    StashPeaks p = PeakStashes(BuildSchedule("gpipe", o));
+    EXPECT_EQ(p.student, (std::vector<int>{m, m, m})) << m;
+    EXPECT_EQ(p.teacher, (std::vector<int>{0, 0, m})) << m;
+  }
+}
+
+// One rank, one stage, two micro-batches, worked by hand. The look-ahead
+// teacher forwards (+1) of the previous iteration are held at the start;
+// run before the loss, the next batch's outputs sit on top of this one's.
+TEST(PeakStashesTest, LookAheadTeacherOutputsCountOnTop) {
+  auto build = [](const std::vector<std::string>& text) {
+    Schedule s;
+    s.scheduler = "hand";
+    s.num_stages = 1;
+    s.num_microbatches = 2;
+    s.workload.has_teacher = true;
+    s.placement = {{0}};
+    s.ranks.resize(1);
+    for (const std::string& t : text) {
+      Action a;
+      std::string error;
+      EXPECT_TRUE(ParseAction(t, &a, &error)) << error;
+      s.ranks[0].push_back(a);
+    }
+    return s;
+  };
+  // Student: F0 F1 -> 2 held; L; B1 B0 -> 0. Teacher: 2 carried, L uses
+  // them (0), then the next batch's two (2).
+  StashPeaks after = PeakStashes(build({"0F0", "0F1", "0L", "0B1", "0B0", "0T0+1", "0T1+1", "0O"}));
+  EXPECT_EQ(after.student, std::vector<int>{2});
+  EXPECT_EQ(after.teacher, std::vector<int>{2});
+  // The next batch's teacher forwards first: 2 carried + 2 = 4 before L.
+  StashPeaks before = PeakStashes(build({"0T0+1", "0T1+1", "0F0", "0F1", "0L", "0B1", "0B0", "0O"}));
+  EXPECT_EQ(before.teacher, std::vector<int>{4});
+  // Per-micro-batch losses free as they go: F0 L0 B0 F1 L1 B1 holds one.
+  StashPeaks one = PeakStashes(build({"0T0", "0F0", "0L0", "0B0", "0T1", "0F1", "0L1", "0B1", "0O"}));
+  EXPECT_EQ(one.student, std::vector<int>{1});
+  EXPECT_EQ(one.teacher, std::vector<int>{1});
+}
+
 }  // namespace
 }  // namespace tspipe

@@ -46,11 +46,29 @@ class Checker {
       SimulationResult sim = Simulate(s_, unit);
       if (sim.deadlocked) Error("deadlock:\n" + sim.deadlock_report);
     }
+    if (result_.ok()) CheckStashBound();
     return std::move(result_);
   }
 
  private:
   void Error(const std::string& e) { result_.errors.push_back(e); }
+
+  void CheckStashBound() {
+    if (s_.stash_bound.empty()) return;
+    if (static_cast<int>(s_.stash_bound.size()) != s_.num_stages) {
+      Error("stash bound covers " + std::to_string(s_.stash_bound.size()) +
+            " stages, schedule has " + std::to_string(s_.num_stages));
+      return;
+    }
+    const StashPeaks peaks = PeakStashes(s_);
+    for (int st = 0; st < s_.num_stages; ++st) {
+      if (peaks.student[st] > s_.stash_bound[st]) {
+        Error("stage " + std::to_string(st) + " holds " + std::to_string(peaks.student[st]) +
+              " micro-batches awaiting their backward, over its declared bound of " +
+              std::to_string(s_.stash_bound[st]));
+      }
+    }
+  }
 
   bool CheckStructure() {
     if (s_.num_stages <= 0) Error("schedule has no stages");

@@ -431,6 +431,7 @@ class Trainer::Impl {
     }
     // Steady state: Train() runs iterations back to back, as simulated here.
     bubble_ = SimulateSteadyState(schedule, so.costs).bubble_fraction;
+    for (int peak : PeakStashes(schedule).student) stash_peak_ = std::max(stash_peak_, peak);
     placement_ = FormatPlacement(schedule);
     devices_ = schedule.num_ranks();
 
@@ -632,6 +633,7 @@ class Trainer::Impl {
   }
   double simulated_bubble() const { return bubble_; }
   int64_t tokens_trained() const { return tokens_; }
+  int stash_peak() const { return stash_peak_; }
   int num_models() const { return num_models_; }
 
  private:
@@ -692,6 +694,7 @@ class Trainer::Impl {
   // The c10d world's transport; null when local.
   std::shared_ptr<C10dTransport> transport_;
   double bubble_ = 0;
+  int stash_peak_ = 0;  // PeakStashes' most student micro-batches on a stage.
 };
 
 Trainer::Trainer(const TrainConfig& config) : impl_(std::make_unique<Impl>(config)) {}
@@ -712,6 +715,7 @@ int Trainer::batch_size() const { return impl_->batch_size(); }
 int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
 int64_t Trainer::tokens_trained() const { return impl_->tokens_trained(); }
+int Trainer::stash_peak() const { return impl_->stash_peak(); }
 double Trainer::bytes_sent_per_step_per_device() const {
   return impl_->bytes_sent_per_step_per_device();
 }

@@ -134,6 +134,9 @@ class Trainer {
   // Steady-state bubble of this run's schedule under the simulator with
   // the configured stage costs (unit costs when none are given).
   double simulated_bubble() const;
+  // The most micro-batches any stage of this run's schedule holds for a
+  // backward (PeakStashes): activation memory in micro-batches.
+  int stash_peak() const;
   // Recipe::Tokens summed over every mini-batch trained on so far (0 when
   // the recipe's samples are not token sequences).
   int64_t tokens_trained() const;

@@ -14,6 +14,19 @@
 // changes); with a momentum teacher the next-batch forward sees target
 // version b-1 for batch b+1, TSPipe's one-step-staler update (the
 // tspipe_delayed policy; core/update_policy.h checks it).
+//
+// tspipe_1f1b bounds activation memory as 1F1B does (PipeDream-flush,
+// Megatron): the loss runs per micro-batch, backwards take priority, and
+// stage s starts a forward only while fewer than min(N, N - s + 1) of its
+// micro-batches await their backward, so it stashes at most that many (at
+// most N) for any M (declared in Schedule::stash_bound, checked by the
+// validator). The next mini-batch's teacher forwards still fill the
+// bubbles. One more than plain 1F1B's N - s on stages s >= 1 leaves room
+// for the teacher forwards that now share those stages: with N - s the
+// steady bubble at N = 4, M = 8 (unit costs) was 0.0588; with this bound it
+// equals tspipe's 0.0303 at N = 2, 4 and 8 with M = 2N. Same math as tspipe: per-sample
+// or token-mean losses are exact under per-micro-batch losses (the
+// executor weights each by its units), so it refuses full-batch losses.
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
@@ -27,13 +40,20 @@ constexpr double kUnknown = std::numeric_limits<double>::infinity();
 
 class TSPipeScheduler : public Scheduler {
  public:
+  explicit TSPipeScheduler(bool one_f_one_b = false) : one_f_one_b_(one_f_one_b) {}
   int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
 
   Schedule Build(const SchedulerOptions& o) const override {
-    CheckOneStagePerDevice("tspipe", o);
+    const std::string name = one_f_one_b_ ? "tspipe_1f1b" : "tspipe";
+    CheckOneStagePerDevice(name, o);
     if (o.workload.local_losses) {
       throw std::invalid_argument(
-          "tspipe pipelines one end-to-end loss; blockwise (local) losses need pipebd");
+          name + " pipelines one end-to-end loss; blockwise (local) losses need pipebd");
+    }
+    if (one_f_one_b_ && o.workload.full_batch_loss) {
+      throw std::invalid_argument(
+          "tspipe_1f1b computes the loss per micro-batch, but this algorithm's loss needs the "
+          "whole mini-batch at once (use tspipe)");
     }
     const int n = o.num_stages, m = o.num_microbatches, last = n - 1;
     const bool teacher = o.workload.has_teacher;
@@ -55,18 +75,21 @@ class TSPipeScheduler : public Scheduler {
     using Times = std::vector<std::vector<double>>;  // [stage][micro-batch]
     std::vector<Times> f_end(kIterations, Times(n, std::vector<double>(m, kUnknown)));
     std::vector<Times> t_end = f_end, b_end = f_end;
-    std::vector<std::vector<double>> loss_end(kIterations, std::vector<double>(n, kUnknown));
+    // Loss ends per micro-batch (1F1B; tspipe's one whole-batch loss uses
+    // entry 0).
+    std::vector<std::vector<double>> loss_end(kIterations, std::vector<double>(m, kUnknown));
     struct RankState {
       int iteration = 0;
-      int next_f = 0, next_t = 0, next_b = 0, done = 0;
+      int next_f = 0, next_t = 0, next_b = 0, next_l = 0, done = 0;
       bool loss = false, opt = false, update = false;
       double clock = 0.0;
     };
     std::vector<RankState> rank(n);
     std::vector<int> per_iteration(n);
     for (int st = 0; st < n; ++st) {
-      per_iteration[st] = m * (teacher ? 3 : 2) + 1 + (st == last ? 1 : 0) +
+      per_iteration[st] = m * (teacher ? 3 : 2) + 1 + (st == last ? (one_f_one_b_ ? m : 1) : 0) +
                           (o.workload.teacher_updates ? 1 : 0);
+      if (one_f_one_b_) s.stash_bound.push_back(Bound(n, st));
     }
 
     enum Kind { kBackward, kLossKind, kForward, kOpt, kUpdate, kTeacher, kNone };
@@ -85,13 +108,23 @@ class TSPipeScheduler : public Scheduler {
           *kind = k;
         }
       };
-      if (r.next_f < m) offer(kForward, st == 0 ? 0.0 : f_end[i][st - 1][r.next_f] + msg);
+      // 1F1B: a bounded number of this stage's micro-batches await a
+      // backward.
+      const bool room = !one_f_one_b_ || r.next_f - r.next_b < Bound(n, st);
+      if (r.next_f < m && room) {
+        offer(kForward, st == 0 ? 0.0 : f_end[i][st - 1][r.next_f] + msg);
+      }
       if (teacher && r.next_t < m) {
         offer(kTeacher, st == 0 ? 0.0 : t_end[i][st - 1][r.next_t] + msg);
       }
-      if (st == last && !r.loss && r.next_f == m) offer(kLossKind, r.clock);
-      if (r.next_b < m && r.next_b < r.next_f) {
-        offer(kBackward, st == last ? loss_end[i][st] : b_end[i][st + 1][r.next_b] + msg);
+      if (one_f_one_b_) {
+        if (st == last && r.next_l < r.next_f) offer(kLossKind, r.clock);
+      } else if (st == last && !r.loss && r.next_f == m) {
+        offer(kLossKind, r.clock);
+      }
+      if (r.next_b < m && r.next_b < r.next_f && (st != last || !one_f_one_b_ || r.next_b < r.next_l)) {
+        offer(kBackward, st == last ? loss_end[i][one_f_one_b_ ? r.next_b : 0]
+                                    : b_end[i][st + 1][r.next_b] + msg);
       }
       if (!r.opt && r.next_b == m) offer(kOpt, r.clock);
       // The update of step b waits for every teacher forward of batch b+1 on
@@ -140,11 +173,14 @@ class TSPipeScheduler : public Scheduler {
           a.op = Op::kBackward;
           b_end[i][st][a.microbatch] = r.clock = best_start + c.Cost(a);
           break;
-        case kLossKind:
+        case kLossKind: {
           a.op = Op::kLoss;
-          r.loss = true;
-          loss_end[i][st] = r.clock = best_start + c.Cost(a);
+          const int k = one_f_one_b_ ? r.next_l++ : 0;
+          if (one_f_one_b_) a.microbatch = k;
+          r.loss = !one_f_one_b_ || r.next_l == m;
+          loss_end[i][k] = r.clock = best_start + c.Cost(a);
           break;
+        }
         case kOpt:
           a.op = Op::kOptimizerStep;
           r.opt = true;
@@ -168,7 +204,7 @@ class TSPipeScheduler : public Scheduler {
     }
     for (int st = 0; st < n; ++st) {
       if (static_cast<int>(kept[st].size()) != per_iteration[st]) {
-        throw std::logic_error("tspipe list scheduling left stage " + std::to_string(st) +
+        throw std::logic_error(name + " list scheduling left stage " + std::to_string(st) +
                                " incomplete");
       }
       s.ranks[st] = std::move(kept[st]);
@@ -176,12 +212,28 @@ class TSPipeScheduler : public Scheduler {
     LowerCommunication(&s);
     return s;
   }
+
+ private:
+  // Micro-batches stage `st` of `n` may hold for a backward (1F1B).
+  static int Bound(int n, int st) { return std::min(n, n - st + 1); }
+
+  bool one_f_one_b_;
+};
+
+class TSPipe1F1BScheduler : public TSPipeScheduler {
+ public:
+  TSPipe1F1BScheduler() : TSPipeScheduler(/*one_f_one_b=*/true) {}
 };
 
 TSPIPE_REGISTER_SCHEDULER("tspipe",
                           "TSPipe: teacher forwards of the next mini-batch fill the "
                           "student pipeline's bubbles; per-stage optimizer steps",
                           TSPipeScheduler);
+TSPIPE_REGISTER_SCHEDULER("tspipe_1f1b",
+                          "TSPipe with 1F1B memory: per-micro-batch losses, backwards first, "
+                          "stage s holds at most min(N, N-s+1) micro-batches for any M; "
+                          "next-batch teacher forwards fill the bubbles",
+                          TSPipe1F1BScheduler);
 
 }  // namespace
 }  // namespace tspipe

@@ -51,7 +51,11 @@ grep -Eq '^\[rank 1\] gpipe +2 ' "${out}"
 "${kd}" "${kd_args[@]}" >"${tmp}/local.txt" 2>&1 || { cat "${tmp}/local.txt"; exit 1; }
 loss() {  # loss FILE PREFIX SCHEDULER: the loss column of the scheduler's row.
   sed -e 's/\x1b\[[0-9;]*m//g' "$1" |
-    awk -v p="$2" -v s="train/$3/" 'index($0, p s) == 1 { print $(NF - 2) }'
+    awk -v p="$2" -v s="train/$3/" '
+      # Rows have two fields more than the header before the counters
+      # (time and CPU come with their units).
+      index($0, p) == 1 && / Iterations / { for (i = 1; i <= NF; ++i) if ($i == "loss") col = i + 2 }
+      col && index($0, p s) == 1 { print $col }'
 }
 want="$(loss "${tmp}/local.txt" "" tspipe)"
 [[ -n "${want}" && "${want}" != 0 ]] || { cat "${tmp}/local.txt"; echo "no local loss"; exit 1; }

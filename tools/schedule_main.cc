@@ -24,6 +24,9 @@ DEFINE_string(format, "grid", "grid | csv | stats");
 DEFINE_bool(teacher, false, "Schedule a teacher forward (KD-like workload).");
 DEFINE_bool(teacher_updates, false, "Schedule teacher updates (BYOL/MoCo-like).");
 DEFINE_bool(local_losses, false, "Every stage has its own loss.");
+DEFINE_bool(microbatch_losses, false,
+            "The loss is per sample (KD, BYOL): schedulers may compute it per micro-batch "
+            "(tspipe_1f1b needs this); otherwise it needs the whole mini-batch.");
 DEFINE_bool(blockwise, false,
             "Blockwise distillation (pipebd): every stage a block pair that reads the "
             "teacher's input; implies --teacher and --local_losses.");
@@ -86,7 +89,7 @@ int main(int argc, char** argv) {
       options.workload.teacher_updates = FLAGS_teacher_updates;
       options.workload.local_losses = FLAGS_local_losses || FLAGS_blockwise;
       options.workload.blockwise = FLAGS_blockwise;
-      options.workload.full_batch_loss = !FLAGS_blockwise;
+      options.workload.full_batch_loss = !FLAGS_blockwise && !FLAGS_microbatch_losses;
       options.costs.forward = FLAGS_forward_cost;
       options.costs.teacher_forward = FLAGS_teacher_cost;
       options.costs.backward = FLAGS_backward_cost;

@@ -21,4 +21,12 @@ if "${tool}" --scheduler=gpipe --microbatches=0 --format=stats 2>err.txt; then
   echo "zero micro-batches accepted"; exit 1
 fi
 grep -q -- "--microbatches=0: must be at least 1" err.txt
+# Stats carry each stage's stash peak; tspipe_1f1b needs per-micro-batch
+# losses and says so otherwise.
+"${tool}" --scheduler=tspipe_1f1b --stages=4 --microbatches=8 --teacher --microbatch_losses \
+  --format=stats | grep -Eq '^stash_peak_stage3=[0-9]+\+[0-9]+$'
+if "${tool}" --scheduler=tspipe_1f1b --teacher --format=stats 2>err.txt; then
+  echo "tspipe_1f1b accepted a whole-batch loss"; exit 1
+fi
+grep -q "tspipe_1f1b computes the loss per micro-batch" err.txt
 echo PASS
