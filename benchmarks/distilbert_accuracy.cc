@@ -80,6 +80,9 @@ void Measure(tspipe::Trainer& t, Row* row) {
   tspipe::Metrics m = t.Evaluate(0, FLAGS_eval_samples);
   row->accuracy = tspipe::MetricValue(m, "masked_accuracy");
   row->perplexity = tspipe::MetricValue(m, "perplexity");
+  // Logged as it comes: the table prints only at the end of a long run.
+  LOG(INFO) << row->run << " (" << row->scheduler << "): masked-token accuracy " << row->accuracy
+            << ", perplexity " << row->perplexity;
 }
 
 }  // namespace
