@@ -44,10 +44,8 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("byol");
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
-    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
-    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
-    tspipe::RequireWritable("report", tspipe::UserPath(FLAGS_report));
+    tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
+                                     tspipe::UserPath(FLAGS_report));
     for (const std::string& run : tspipe::SplitList(FLAGS_runs)) {
       const size_t colon = run.find(':');
       if (colon == std::string::npos) {

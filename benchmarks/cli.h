@@ -11,8 +11,6 @@
 
 namespace tspipe {
 
-// "a,b" -> {"a", "b"}.
-std::vector<std::string> SplitList(const std::string& text);
 // `bazel run` starts binaries in their runfiles tree; users mean paths
 // relative to where they typed the command (BUILD_WORKING_DIRECTORY).
 std::string UserPath(const std::string& path);

@@ -80,10 +80,8 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig codistill = tspipe::ConfigFromFlags("codistill");
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
-    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
-    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
-    tspipe::RequireWritable("report", tspipe::UserPath(FLAGS_report));
+    tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
+                                     tspipe::UserPath(FLAGS_report));
     tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
     const std::vector<double> link_costs =
         tspipe::ParseNumbers("link_ms_per_mb", FLAGS_link_ms_per_mb, 0);

@@ -9,17 +9,14 @@
 #include <stdexcept>
 
 namespace tspipe {
-namespace {
 
-std::vector<std::string> Split(const std::string& text) {
+std::vector<std::string> SplitList(const std::string& text) {
   std::vector<std::string> out;
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) out.push_back(item);
   return out;
 }
-
-}  // namespace
 
 void RequireAtLeast(const std::string& flag, long long value, long long least) {
   if (value < least) {
@@ -55,7 +52,7 @@ void RequireWritable(const std::string& flag, const std::string& path) {
 
 std::vector<double> ParseNumbers(const std::string& flag, const std::string& text, double least) {
   std::vector<double> out;
-  for (const std::string& item : Split(text)) {
+  for (const std::string& item : SplitList(text)) {
     char* end = nullptr;
     const double v = std::strtod(item.c_str(), &end);
     if (item.empty() || end != item.c_str() + item.size() || !std::isfinite(v) || v < least) {
@@ -67,6 +64,14 @@ std::vector<double> ParseNumbers(const std::string& flag, const std::string& tex
     out.push_back(v);
   }
   return out;
+}
+
+void RequireAccuracyRunFlags(int steps, int train_samples, int eval_samples,
+                             const std::string& report) {
+  RequireAtLeast("steps", steps, 1);
+  RequireAtLeast("train_samples", train_samples, 0);
+  RequireAtLeast("eval_samples", eval_samples, 0);
+  RequireWritable("report", report);
 }
 
 }  // namespace tspipe

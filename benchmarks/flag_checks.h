@@ -8,6 +8,9 @@
 
 namespace tspipe {
 
+// "a,b" -> {"a", "b"}.
+std::vector<std::string> SplitList(const std::string& text);
+
 // Checks of one flag's value for mains, run before any work starts. Each
 // throws std::invalid_argument with one line naming the flag and the value,
 // e.g. "--batch_size=-3: must be at least 1".
@@ -19,6 +22,10 @@ void RequireNumber(const std::string& flag, double value, double least, bool str
 void RequireWritable(const std::string& flag, const std::string& path);
 // "0,0.5,3" -> numbers, each finite and >= `least`.
 std::vector<double> ParseNumbers(const std::string& flag, const std::string& text, double least);
+// The flags every accuracy main shares: --steps >= 1, --train_samples and
+// --eval_samples >= 0 (0 = all), --report writable (already a user path).
+void RequireAccuracyRunFlags(int steps, int train_samples, int eval_samples,
+                             const std::string& report);
 
 }  // namespace tspipe
 

@@ -71,10 +71,8 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("kd");
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-    tspipe::RequireAtLeast("steps", FLAGS_steps, 1);
-    tspipe::RequireAtLeast("train_samples", FLAGS_train_samples, 0);
-    tspipe::RequireAtLeast("eval_samples", FLAGS_eval_samples, 0);
-    tspipe::RequireWritable("report", UserPath(FLAGS_report));
+    tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
+                                     UserPath(FLAGS_report));
     tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
     tspipe::RequireSchedulers("teacher_scheduler", FLAGS_teacher_scheduler);
     tspipe::RequireAtLeast("teacher_steps", FLAGS_teacher_steps, 1);
