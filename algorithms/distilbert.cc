@@ -148,6 +148,9 @@ class DistilBertRecipe : public Recipe {
         IntOption("student_layers", 0, "student layers; 0 = half the teacher's").AtLeast(0),
         StringOption("init", "teacher", "student start: teacher (its embeddings, every other layer "
                      "and its head, as DistilBERT) or random").OneOf({"teacher", "random"}),
+        BoolOption("tie_decoder", true,
+                   "keep the student's decoder tied to its word embeddings, as BERT: the two "
+                   "copies (first and last stage) sum their gradients before each step"),
         StringOption("train", "all", "what of the student trains: all, or head (embeddings and "
                      "layers frozen: fitting a head on a frozen encoder)").OneOf({"all", "head"}),
         DoubleOption("dropout", 0.1, "student dropout (hidden and attention)").AtLeast(0).AtMost(0.99),
@@ -177,6 +180,7 @@ class DistilBertRecipe : public Recipe {
     teacher_weights_ = v.GetString("teacher_weights");
     init_from_teacher_ = v.GetString("init") == "teacher";
     head_only_ = v.GetString("train") == "head";
+    tie_decoder_ = v.GetBool("tie_decoder");
     data_.max_length = v.GetInt("max_length");
     data_.masking.mask_prop = v.GetDouble("mask_prop");
     data_.masking.smoothing = v.GetDouble("smoothing");
@@ -252,6 +256,13 @@ class DistilBertRecipe : public Recipe {
       BertMlmHeadWeight(student.back()).set_requires_grad(false);
     }
     ModelSet m;
+    // Tied copies start equal (a teacher adapted untied may bring a
+    // decoder of its own).
+    if (tie_decoder_ && !head_only_) {
+      torch::NoGradGuard g;
+      BertMlmHeadWeight(student.back()).copy_(BertWordEmbeddings(student[0]));
+      m.student_ties.push_back({BertWordEmbeddings(student[0]), BertMlmHeadWeight(student.back())});
+    }
     m.student_blocks = student;
     m.student = std::make_shared<BlockOwnerImpl>(student);
     m.student_shape = Describe(student_);
@@ -290,7 +301,7 @@ class DistilBertRecipe : public Recipe {
 
   DistilBertLossOptions loss_;
   std::string kind_, teacher_dir_, teacher_weights_;
-  bool init_from_teacher_ = true, head_only_ = false;
+  bool init_from_teacher_ = true, head_only_ = false, tie_decoder_ = true;
   BertConfig teacher_, student_;
   std::vector<int> layer_map_;
   TextDataOptions data_;

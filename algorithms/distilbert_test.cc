@@ -45,9 +45,12 @@ Activation Run(const BlockList& blocks, Activation x) {
 struct Result {
   std::vector<double> losses;
   NamedTensors final_student;
+  double max_grad_norm = 0;  // Before clipping.
 };
 
-Result PlainLoop() {
+// `clip` > 0: clip_grad_norm_ over the whole student. The decoder is the
+// word-embedding table itself (one tensor, as BertForMaskedLM ties them).
+Result PlainLoop(double clip) {
   torch::manual_seed(kSeed);
   // The recipe's construction: teacher, student, then the student copies
   // the teacher's embeddings, layers 0 and 3 (StudentLayerMap(4, 2)) and head.
@@ -58,6 +61,7 @@ Result PlainLoop() {
   CopyState(*teacher[0], *student[0]);
   for (size_t i = 0; i < map.size(); ++i) CopyState(*teacher[1 + map[i]], *student[1 + i]);
   CopyState(*teacher.back(), *student.back());
+  ShareBertDecoder(student);
   std::vector<torch::Tensor> params;
   for (const Block& b : teacher) {
     b->to(torch::kFloat64);
@@ -65,7 +69,9 @@ Result PlainLoop() {
   }
   for (const Block& b : student) {
     b->to(torch::kFloat64);
-    for (const torch::Tensor& p : b->parameters()) params.push_back(p);
+    for (const torch::Tensor& p : b->parameters()) {
+      if (p.requires_grad()) params.push_back(p);  // Not the head's unused own decoder.
+    }
   }
   torch::optim::AdamW adamw(params, torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay));
   DataRequest r;
@@ -104,6 +110,10 @@ Result PlainLoop() {
     torch::Tensor loss = 5.0 * kl + 2.0 * mlm + 1.0 * cos;
     adamw.zero_grad();
     loss.backward();
+    if (clip > 0) {
+      result.max_grad_norm =
+          std::max(result.max_grad_norm, torch::nn::utils::clip_grad_norm_(params, clip));
+    }
     adamw.step();
     result.losses.push_back(loss.item<double>());
   }
@@ -116,6 +126,7 @@ struct Placement {
   int stages;
   std::vector<int> balance;
   int microbatches;
+  double clip = 0;
 };
 
 class DistilBertEquivalenceTest : public ::testing::TestWithParam<Placement> {};
@@ -139,10 +150,15 @@ TEST_P(DistilBertEquivalenceTest, MatchesThePlainLoop) {
   c.dtype = "float64";
   c.data = kFortunes;
   c.train_samples = kTrainTexts;
+  c.clip_grad_norm = p.clip;
   Trainer trainer(c);
   std::vector<double> losses;
   for (int i = 0; i < kSteps; ++i) losses.push_back(trainer.Train(1));
-  const Result truth = PlainLoop();
+  const Result truth = PlainLoop(p.clip);
+  // Clipping, when asked for, changed something.
+  if (p.clip > 0) {
+    EXPECT_GT(truth.max_grad_norm, p.clip);
+  }
   for (int i = 0; i < kSteps; ++i) {
     EXPECT_NEAR(losses[i], truth.losses[i], 1e-10) << "step " << i + 1;
   }
@@ -162,9 +178,15 @@ TEST_P(DistilBertEquivalenceTest, MatchesThePlainLoop) {
 INSTANTIATE_TEST_SUITE_P(
     Schedulers, DistilBertEquivalenceTest,
     ::testing::Values(Placement{"sequential", 1, {}, 2}, Placement{"gpipe", 2, {2, 2}, 2},
-                      Placement{"tspipe", 2, {1, 3}, 2}, Placement{"dp", 2, {}, 2}),
+                      Placement{"tspipe", 2, {1, 3}, 2}, Placement{"dp", 2, {}, 2},
+                      // The tie across four ranks, and clipping (0.5 is below
+                      // every step's norm here) over one and several ranks.
+                      Placement{"gpipe", 4, {1, 1, 1, 1}, 2, 0.5},
+                      Placement{"tspipe", 2, {1, 3}, 2, 0.5}, Placement{"dp", 2, {}, 2, 0.5},
+                      Placement{"sequential", 2, {}, 2, 0.5}),
     [](const ::testing::TestParamInfo<Placement>& info) {
-      return info.param.scheduler + "_s" + std::to_string(info.param.stages);
+      return info.param.scheduler + "_s" + std::to_string(info.param.stages) +
+             (info.param.clip > 0 ? "_clip" : "");
     });
 
 // Token-mean terms recombine exactly: the units LossUnits announces are

@@ -86,6 +86,9 @@ class Executor::Impl {
        Algorithm* algorithm, ExecutorOptions options)
       : schedule_(std::move(schedule)), algorithm_(algorithm), options_(std::move(options)) {
     CheckCompatible(student, teacher);
+    sync_ = std::make_unique<GradientSync>(schedule_, options_.tied_gradients,
+                                           options_.clip_grad_norm);
+    sync_->CheckStages(student);
     const int ranks = schedule_.num_ranks();
     devices_ = options_.devices;
     if (devices_.empty()) devices_.assign(ranks, torch::Device(torch::kCPU));
@@ -338,15 +341,23 @@ class Executor::Impl {
   void RunRank(int rank, int iterations) {
     const std::vector<Action>* actions = nullptr;
     size_t i = 0;
-    bool flushing = false;
+    bool flushing = false, syncing = false;
     try {
       c10::DeviceGuard guard(devices_[rank]);
-      auto run = [&](const std::vector<Action>& list, int64_t batch) {
+      // The main list's gradient sync point (none in the prologue).
+      const int point = sync_->active() ? sync_->point(rank) : -1;
+      auto run = [&](const std::vector<Action>& list, int64_t batch, bool main) {
         actions = &list;
         current_[rank] = batch;
         for (auto& [stage, slot] : slots_[rank]) slot.ForgetBefore(batch);
-        for (i = 0; i < list.size(); ++i) {
+        for (i = 0; i <= list.size(); ++i) {
           if (abort_.load()) return false;
+          if (main && static_cast<int>(i) == point) {
+            syncing = true;
+            SyncGradients(rank);
+            syncing = false;
+          }
+          if (i == list.size()) break;
           const Action& a = list[i];
           Handler h = handlers_[static_cast<int>(a.op)];
           if (h == nullptr) {
@@ -357,9 +368,9 @@ class Executor::Impl {
         }
         return true;
       };
-      if (run_prologue_ && !run(prologue_.ranks[rank], steps_done_)) return;
+      if (run_prologue_ && !run(prologue_.ranks[rank], steps_done_, false)) return;
       for (int it = 0; it < iterations; ++it) {
-        if (!run(schedule_.ranks[rank], steps_done_ + it)) return;
+        if (!run(schedule_.ranks[rank], steps_done_ + it, true)) return;
       }
       flushing = true;
       transport_->Flush(rank, options_.recv_timeout);
@@ -370,6 +381,8 @@ class Executor::Impl {
       msg << "rank " << rank;
       if (flushing) {
         msg << " failed while flushing its sends";
+      } else if (syncing) {
+        msg << " failed summing tied gradients or the clipping norm";
       } else {
         msg << " failed at step " << i;
         if (actions != nullptr && i < actions->size()) {
@@ -690,6 +703,16 @@ class Executor::Impl {
                                    &slot.reduce_bucket, options_.recv_timeout, abort_);
   }
 
+  // Every gradient of the rank's stages is final: sum tied copies, clip.
+  void SyncGradients(int rank) {
+    std::map<int, StageImpl*> stages;
+    for (auto& [s, slot] : slots_[rank]) {
+      FinishAllReduce(slot);
+      stages[s] = slot.student.get();
+    }
+    sync_->Finish(rank, current_[rank], stages, *transport_, options_.recv_timeout, abort_);
+  }
+
   // Puts a finished all-reduce's sums into the stage's gradients.
   void FinishAllReduce(StageSlot& slot) {
     if (!slot.pending_reduce) return;
@@ -737,6 +760,7 @@ class Executor::Impl {
   // Ranks this process runs (all of them for the single-process backend).
   std::vector<int> local_ranks_;
   std::array<Handler, kNumOps> handlers_;
+  std::unique_ptr<GradientSync> sync_;
   Schedule prologue_;
   // Micro-batches by absolute mini-batch index, for the current Run().
   std::map<int64_t, std::vector<Batch>> data_;

@@ -16,6 +16,8 @@
 //   SA/RA, ST/RT, SG/RG  send/receive outputs, teacher outputs, input grads
 //   AR  start the all-reduce of the stage's gradients over its replicas
 //   O   wait for AR, optimizer step, zero the gradients (the only place)
+//   (after a rank's last B, SG or AR: sum tied gradients, clip by the global
+//   norm; backends/grad_sync.h)
 //   U   teacher <- Algorithm::UpdateTeacher(student); with independent
 //       replicas, at Algorithm::ExchangesAt steps: all-gather the stage's
 //       StageState over its replicas, LoadPeerCopies into the teacher
@@ -30,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/grad_sync.h"
 #include "backends/transport.h"
 #include "core/algorithm.h"
 #include "core/microbatch.h"
@@ -69,6 +72,13 @@ struct ExecutorOptions {
   // constructor refuses a schedule whose action order gives a momentum
   // teacher other versions. Empty = whichever policy the schedule honours.
   std::string update_policy;
+  // Parameters two stages hold copies of (indices into the stages'
+  // parameters()): their gradients are summed before every step, so the
+  // copies stay equal. Replicas have the same ties.
+  std::vector<TiedGradient> tied_gradients;
+  // > 0: every model's gradients are scaled so that their 2-norm over all
+  // its stages is at most this (torch.nn.utils.clip_grad_norm_).
+  double clip_grad_norm = 0;
 };
 
 struct StepResult {

@@ -224,3 +224,90 @@ TEST(LocalExecutorTest, MicrobatchesMustDivideTheBatch) {
 
 }  // namespace
 }  // namespace tspipe
+
+namespace tspipe {
+namespace {
+
+// Actions from their compact forms, one rank per list.
+Schedule HandMade(int stages, const std::vector<std::vector<std::string>>& ranks,
+                  std::vector<std::vector<int>> placement) {
+  Schedule s;
+  s.scheduler = "hand-made";
+  s.num_stages = stages;
+  s.num_microbatches = 1;
+  s.workload.local_losses = true;
+  s.placement = std::move(placement);
+  for (const auto& list : ranks) {
+    s.ranks.emplace_back();
+    for (const std::string& text : list) {
+      Action a;
+      std::string error;
+      EXPECT_TRUE(ParseAction(text, &a, &error)) << error;
+      s.ranks.back().push_back(a);
+    }
+  }
+  return s;
+}
+
+// The sync points sit after each rank's last backward, and the pipelines'
+// own schedules pass the deadlock check with every rank in one group.
+TEST(GradientSyncTest, PipelinesSyncAfterTheirLastBackward) {
+  for (const std::string name : {"gpipe", "tspipe", "tspipe_1f1b"}) {
+    SchedulerOptions so;
+    so.num_stages = 4;
+    so.num_microbatches = 6;
+    so.workload.has_teacher = true;
+    so.workload.full_batch_loss = false;  // tspipe_1f1b's losses are per micro-batch.
+    const Schedule s = BuildSchedule(name, so);
+    GradientSync sync(s, {{0, 0, 3, 0}}, 1.0);
+    for (int r = 0; r < s.num_ranks(); ++r) {
+      const auto& list = s.ranks[r];
+      int last = -1;
+      for (int i = 0; i < static_cast<int>(list.size()); ++i) {
+        if (list[i].op == Op::kBackward || list[i].op == Op::kSendGradient) last = i;
+      }
+      EXPECT_EQ(sync.point(r), last + 1) << name << " rank " << r;
+    }
+  }
+}
+
+// Rank 0 sends its output only after its backward (local losses need no
+// gradient from rank 1), so without a sync nothing waits; with one, rank 0
+// would wait at its sync point for rank 1, which waits for that send.
+TEST(GradientSyncTest, RefusesAScheduleThatWouldDeadlock) {
+  const Schedule s = HandMade(2,
+                              {{"0F0", "0L", "0B0", "0SA0>1", "0O"},
+                               {"1RA0<0", "1F0", "1L", "1B0", "1O"}},
+                              {{0}, {1}});
+  EXPECT_NO_THROW(GradientSync(s, {}, 0.0));  // Nothing to sync: no check.
+  try {
+    GradientSync sync(s, {}, 1.0);
+    FAIL() << "accepted a schedule that deadlocks at the sync";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("would deadlock"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank 1 waits at 1RA0<0"), std::string::npos) << e.what();
+  }
+  // Sending before the backward is fine.
+  const Schedule ok = HandMade(2,
+                               {{"0F0", "0SA0>1", "0L", "0B0", "0O"},
+                                {"1RA0<0", "1F0", "1L", "1B0", "1O"}},
+                               {{0}, {1}});
+  EXPECT_NO_THROW(GradientSync(ok, {{0, 0, 1, 0}}, 1.0));
+}
+
+TEST(GradientSyncTest, RefusesAStepBeforeTheRanksLastBackward) {
+  const Schedule s = HandMade(2, {{"0F0", "1F0", "0L", "1L", "1B0", "1O", "0B0", "0O"}},
+                              {{0}, {0}});
+  try {
+    GradientSync sync(s, {}, 1.0);
+    FAIL() << "accepted an optimizer step before a backward of the same rank";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("(1O) before its last backward (0B0)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(GradientSync(s, {{0, 0, 2, 0}}, 0.0), std::invalid_argument);  // No stage 2.
+  EXPECT_THROW(GradientSync(s, {}, -1.0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace tspipe

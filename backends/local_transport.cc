@@ -88,8 +88,10 @@ class Collector {
     if (!ready) {
       throw std::runtime_error(
           "timed out after " + std::to_string(timeout.count()) + " ms in the " +
-          (kind == Kind::kAllReduce ? "gradient all-reduce" : "parameter exchange") +
-          " of stage " + std::to_string(stage) + " with " + std::to_string(e.arrived) + " of " +
+          (kind == Kind::kAllGather ? "parameter exchange of stage " + std::to_string(stage)
+           : stage < -1         ? std::string("all-reduce of tied gradients or the clipping norm")
+                                : "gradient all-reduce of stage " + std::to_string(stage)) +
+          " with " + std::to_string(e.arrived) + " of " +
           std::to_string(group_size) + " members arrived");
     }
     std::vector<std::vector<torch::Tensor>> out = e.parts;

@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
                            {"warmup_steps", "15"},
                            {"decay_learning_rate", "true"},
                            {"weight_decay", "0"},
+                           {"clip_grad_norm", "5"},
                            {"balance", "even"},
                            {"algorithm_options", "max_length=64"}});
   gflags::ParseCommandLineFlags(&argc, &argv, true);

@@ -33,6 +33,9 @@ DEFINE_int32(warmup_steps, 0, "Linear learning-rate warm-up from 0 over this man
 DEFINE_bool(decay_learning_rate, false,
             "After the warm-up, decay the learning rate linearly to 0 at the run's last step.");
 DEFINE_double(weight_decay, 0, "Weight decay (decoupled for adamw).");
+DEFINE_double(clip_grad_norm, 0,
+              "Clip the student's gradients to this global 2-norm over all stages before each "
+              "step, as torch.nn.utils.clip_grad_norm_ (0 = off; DistilBERT uses 5).");
 DEFINE_string(weight_decay_schedule, "",
               "Weight decay by phase: step:value pairs, e.g. '300:1e-5,600:0' (from step 300 on "
               "1e-5, from 600 on 0); before the first, --weight_decay.");
@@ -88,6 +91,7 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
   }
   RequireNumber("adam_eps", FLAGS_adam_eps, 0, /*strictly=*/true);
   RequireNumber("weight_decay", FLAGS_weight_decay, 0);
+  RequireNumber("clip_grad_norm", FLAGS_clip_grad_norm, 0);
   RequireAtLeast("warmup_steps", FLAGS_warmup_steps, 0);
   RequireAtLeast("threads_per_device", FLAGS_threads_per_device, 1);
   RequireAtLeast("log_every", FLAGS_log_every, 0);
@@ -133,6 +137,7 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
   c.warmup_steps = FLAGS_warmup_steps;
   c.decay_learning_rate = FLAGS_decay_learning_rate;
   c.weight_decay = FLAGS_weight_decay;
+  c.clip_grad_norm = FLAGS_clip_grad_norm;
   int last = 0;
   for (const std::string& item : SplitList(FLAGS_weight_decay_schedule)) {
     const size_t colon = item.find(':');

@@ -27,6 +27,7 @@ DECLARE_int32(warmup_steps);
 DECLARE_bool(decay_learning_rate);
 DECLARE_double(momentum);
 DECLARE_double(weight_decay);
+DECLARE_double(clip_grad_norm);
 DECLARE_string(weight_decay_schedule);
 DECLARE_int32(seed);
 DECLARE_string(data_dir);

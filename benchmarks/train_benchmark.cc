@@ -83,13 +83,28 @@ void FailRun(benchmark::State& state, const tspipe::TrainConfig& config, const s
   state.SkipWithError(e.what());
 }
 
-// Built once in main (which also fails fast on bad configurations before
-// any timing starts) and trained by the benchmark.
-std::map<std::string, std::unique_ptr<tspipe::Trainer>> g_trainers;
+// One trainer at a time, so that a model that fits once (BERT-large on a
+// 24 GB machine) can be compared under every scheduler: main builds each
+// scheduler's trainer to fail fast on bad configurations and drops it; a
+// repetition builds its scheduler's trainer unless it is the one alive,
+// freeing the old one first. Building is not timed.
+std::unique_ptr<tspipe::Trainer> g_trainer;
+std::string g_trainer_scheduler;
+
+tspipe::Trainer* TrainerFor(const tspipe::TrainConfig& config) {
+  if (g_trainer_scheduler != config.scheduler) {
+    g_trainer.reset();
+    g_trainer_scheduler.clear();
+    g_trainer = std::make_unique<tspipe::Trainer>(config);
+    g_trainer_scheduler = config.scheduler;
+  }
+  return g_trainer.get();
+}
 
 void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
-  tspipe::Trainer* trainer = g_trainers.at(config.scheduler).get();
+  tspipe::Trainer* trainer = nullptr;
   try {
+    trainer = TrainerFor(config);
     trainer->Train(config.steps_per_iteration);  // Warm-up: allocator, prologue.
   } catch (const std::exception& e) {
     FailRun(state, config, e);
@@ -295,8 +310,9 @@ int main(int argc, char** argv) {
     // Fail fast on bad configurations, before any timing starts.
     try {
       if (auto_balance) AutoBalance(costs, &config);
-      g_trainers[n] = std::make_unique<tspipe::Trainer>(config);
-      LOG(INFO) << n << ": ranks per stage " << g_trainers[n]->placement();
+      LOG(INFO) << n << ": ranks per stage " << TrainerFor(config)->placement();
+      g_trainer.reset();  // Built again when its benchmark runs (see TrainerFor).
+      g_trainer_scheduler.clear();
     } catch (const std::invalid_argument& e) {
       // "all" means every scheduler that can run this configuration (dp
       // cannot split MoCo's batch, for one); a scheduler named explicitly
@@ -334,6 +350,6 @@ int main(int argc, char** argv) {
     LOG(INFO) << "wrote " << tspipe::UserPath(FLAGS_plot);
   }
   benchmark::Shutdown();
-  g_trainers.clear();
+  g_trainer.reset();
   return results.size() == names.size() ? 0 : 1;
 }

@@ -45,6 +45,12 @@ struct ModelSet {
   // ("widths 8,16, blocks 1,1").
   std::string student_shape;
   std::string teacher_shape;
+  // Student parameters that are one parameter of the model's math held by
+  // two blocks (BERT's decoder and its word embeddings), as pairs of the
+  // blocks' parameter tensors, equal at the start. Wherever the cut puts
+  // them, their gradients are summed before each step, so they stay equal
+  // (the first is the one gradient clipping counts). Both must train.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> student_ties;
 };
 
 // What the engine asks of a batch source.

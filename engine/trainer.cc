@@ -63,7 +63,8 @@ std::string Fingerprint(const TrainConfig& c, const std::string& recipe_options)
       << "\nnum_batches=" << c.num_batches << "\nlearning_rate=" << c.learning_rate
       << "\nmomentum=" << c.momentum << "\noptimizer=" << c.optimizer << "\nadam=" << c.adam_beta1
       << "," << c.adam_beta2 << "," << c.adam_eps << "\nwarmup_steps=" << c.warmup_steps
-      << "\ndecay_learning_rate=" << c.decay_learning_rate << "\nweight_decay=" << c.weight_decay
+      << "\ndecay_learning_rate=" << c.decay_learning_rate << "\nclip_grad_norm=" << c.clip_grad_norm
+      << "\nweight_decay=" << c.weight_decay
       << "\nweight_decay_schedule=" << [&c] {
            std::ostringstream w;
            for (const auto& [step, value] : c.weight_decay_schedule) w << step << ":" << value << ",";
@@ -76,6 +77,36 @@ std::string Fingerprint(const TrainConfig& c, const std::string& recipe_options)
   std::istringstream options(recipe_options);
   for (std::string line; std::getline(options, line);) out << c.algorithm << "." << line << "\n";
   return out.str();
+}
+
+// Where the cut put each tied pair: (stage, index in its parameters()).
+std::vector<TiedGradient> ResolveTies(
+    const std::vector<std::pair<torch::Tensor, torch::Tensor>>& ties,
+    const std::vector<Stage>& stages) {
+  auto find = [&](const torch::Tensor& t, int* stage, int* index) {
+    if (!t.requires_grad()) {
+      throw std::logic_error("the recipe ties a parameter that does not train");
+    }
+    for (size_t s = 0; s < stages.size(); ++s) {
+      const std::vector<torch::Tensor> params = stages[s]->parameters();
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (params[i].is_same(t)) {
+          *stage = static_cast<int>(s);
+          *index = static_cast<int>(i);
+          return;
+        }
+      }
+    }
+    throw std::logic_error("the recipe ties a tensor that is not a student parameter");
+  };
+  std::vector<TiedGradient> out;
+  for (const auto& [a, b] : ties) {
+    TiedGradient t;
+    find(a, &t.first_stage, &t.first_index);
+    find(b, &t.second_stage, &t.second_index);
+    out.push_back(t);
+  }
+  return out;
 }
 
 // One optimizer per stage over its trainable parameters.
@@ -329,6 +360,12 @@ class Trainer::Impl {
     } else if (config.dtype != "float32") {
       throw std::invalid_argument("unknown dtype '" + config.dtype + "'; use float32 or float64");
     }
+    // Tied copies are one parameter: equal from the start, whatever a
+    // checkpoint held (the first copy wins).
+    for (ModelSet* m : AllModels()) {
+      torch::NoGradGuard no_grad;
+      for (auto& [first, second] : m->student_ties) second.copy_(first);
+    }
     if (dtype_ != torch::kFloat32) {
       for (ModelSet* m : AllModels()) {
         for (const Block& b : m->student_blocks) b->to(dtype_);
@@ -480,6 +517,8 @@ class Trainer::Impl {
     }
     eo.make_optimizer = MakeOptimizerFactory(config);
     eo.before_step = MakeStepSchedule(config);
+    eo.clip_grad_norm = config.clip_grad_norm;
+    eo.tied_gradients = ResolveTies(models_.student_ties, stages_);
     std::vector<std::vector<Stage>> model_stages{stages_};
     for (const auto& r : eo.student_replicas) model_stages.push_back(r);
     executor_ = std::make_unique<Executor>(std::move(schedule), stages_, std::move(teacher_stages),

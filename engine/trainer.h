@@ -69,6 +69,11 @@ struct TrainConfig {
   // Weight decay by phase: {first step, value} pairs, ascending; from each
   // step (1-based) on, its value replaces weight_decay. Empty = constant.
   std::vector<std::pair<int, double>> weight_decay_schedule;
+  // > 0: gradients are scaled before each step so that their global 2-norm
+  // over the whole student is at most this (torch.nn.utils.clip_grad_norm_;
+  // DistilBERT clips at 5). Across stages it costs an all-reduce of one
+  // number after each rank's last backward. 0 = off.
+  double clip_grad_norm = 0;
   // Seeds initialisation, then the recipe's data (order, augmentations).
   int seed = 0;
   // Floating-point type of the models and data: "float32" or "float64"

@@ -183,7 +183,7 @@ class BertMlmHeadImpl : public BertBlockImpl {
   }
   Activation Forward(const Activation& in) override {
     torch::Tensor z = norm_(torch::gelu(dense_(in[0])));
-    return {torch::matmul(z, decoder_.t()) + bias_, in[0], in[1]};
+    return {torch::matmul(z, decoder().t()) + bias_, in[0], in[1]};
   }
   std::shared_ptr<BlockImpl> Replicate() const override { return ReplicateBlock(*this); }
   // BertForMaskedLM's names; the decoder weight is tied to the word
@@ -195,12 +195,18 @@ class BertMlmHeadImpl : public BertBlockImpl {
     p.emplace_back("cls.predictions.bias", bias_);
     return p;
   }
-  torch::Tensor decoder() const { return decoder_; }
+  // The shared table when ShareBertDecoder made one, else its own.
+  torch::Tensor decoder() const { return shared_.defined() ? shared_ : decoder_; }
+  void Share(torch::Tensor word_embeddings) {
+    decoder_.set_requires_grad(false);
+    shared_ = std::move(word_embeddings);
+  }
 
  private:
   nn::Linear dense_{nullptr};
   nn::LayerNorm norm_{nullptr};
   torch::Tensor decoder_, bias_;
+  torch::Tensor shared_;  // Not a parameter of this block: the embeddings'.
 };
 
 template <typename T>
@@ -365,6 +371,15 @@ NamedTensors BertTensors(const BlockList& blocks) {
     }
   }
   return out;
+}
+
+void ShareBertDecoder(const BlockList& blocks) {
+  auto* e = blocks.empty() ? nullptr : As<BertEmbeddingsImpl>(blocks[0]);
+  auto* h = blocks.empty() ? nullptr : As<BertMlmHeadImpl>(blocks.back());
+  if (e == nullptr || h == nullptr) {
+    throw std::invalid_argument("ShareBertDecoder: the blocks are not a BERT with a head");
+  }
+  h->Share(e->word_weight());
 }
 
 torch::Tensor BertMlmHeadWeight(const Block& head) {

@@ -89,6 +89,14 @@ NamedTensors BertTensors(const BlockList& blocks);
 // The head's decoder weight [V, H] (a parameter of the head block), so a
 // caller can freeze it while it equals the frozen teacher's embeddings.
 torch::Tensor BertMlmHeadWeight(const Block& head);
+// Makes the head of `blocks` (MakeBert with a head) compute with the
+// word-embedding table itself, one tensor used twice, so that autograd sums
+// both uses' gradients, as BertForMaskedLM ties them within one module. Its
+// own decoder parameter is then frozen and unused, and BertTensors writes
+// the table as the decoder. For a model on one device that is not
+// replicated (a plain training loop); a pipeline keeps two copies and sums
+// their gradients instead (ModelSet::student_ties).
+void ShareBertDecoder(const BlockList& blocks);
 // The word-embedding table [V, H] of an embeddings block.
 torch::Tensor BertWordEmbeddings(const Block& embeddings);
 

@@ -324,8 +324,10 @@ class C10dTransport::Impl {
       work_.reset();
     }
 
-    // Stage -1: the loss the benchmark reports.
+    // Stage -1: the loss the benchmark reports; below: tied gradients and
+    // the clipping norm (backends/grad_sync.cc).
     static std::string Name(int stage) {
+      if (stage < -1) return "the all-reduce of tied gradients or the clipping norm";
       return stage < 0 ? "the loss all-reduce"
                        : "the gradient all-reduce of stage " + std::to_string(stage);
     }
