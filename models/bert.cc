@@ -364,8 +364,9 @@ NamedTensors BertTensors(const BlockList& blocks) {
     for (auto& [name, t] : dynamic_cast<BertBlockImpl&>(*b).HfParams()) {
       out[prefix + name] = t.detach().to(torch::kCPU).clone();
     }
-    // The decoder too: in training it is a parameter of its own (not kept
-    // tied), so leaving it out would lose what it learnt.
+    // The decoder too: a parameter of its own (tied during training by
+    // summed gradients, or not with tie_decoder=false), so a student trained
+    // untied keeps what it learnt.
     if (auto* head = As<BertMlmHeadImpl>(b)) {
       out[kBertDecoderName] = head->decoder().detach().to(torch::kCPU).clone();
     }
