@@ -14,6 +14,7 @@
 #include <thread>
 #include <tuple>
 
+#include "backends/action_clock.h"
 #include "backends/transport.h"
 #include "core/validator.h"
 
@@ -93,6 +94,7 @@ class Executor::Impl {
     devices_ = options_.devices;
     if (devices_.empty()) devices_.assign(ranks, torch::Device(torch::kCPU));
     slots_.resize(ranks);
+    record_ = options_.record_trace;
     local_ranks_ = options_.local_ranks;
     if (local_ranks_.empty()) {
       for (int r = 0; r < ranks; ++r) local_ranks_.push_back(r);
@@ -104,6 +106,8 @@ class Executor::Impl {
       }
       any_cuda_ = any_cuda_ || devices_[r].is_cuda();
     }
+    clocks_.resize(ranks);
+    for (int r : local_ranks_) clocks_[r] = std::make_unique<ActionClock>(r, devices_[r]);
     transport_ = options_.transport ? options_.transport : MakeLocalTransport(ranks, devices_);
     if (transport_->MatchesInPostingOrder()) {
       for (const Schedule& s : {schedule_, TeacherPrologue(schedule_)}) {
@@ -204,6 +208,9 @@ class Executor::Impl {
     // world per process) and take turns.
     transport_->Configure(schedule_.num_stages, schedule_.num_microbatches);
 
+    if (record_) {
+      for (int r : local_ranks_) clocks_[r]->Start();
+    }
     std::vector<std::thread> threads;
     for (int r : local_ranks_) threads.emplace_back([this, r, n] { RunRank(r, n); });
     for (auto& t : threads) t.join();
@@ -217,6 +224,12 @@ class Executor::Impl {
         torch::cuda::synchronize(d.index());
       } catch (const std::exception& e) {
         errors_.push_back("device " + d.str() + " failed: " + e.what());
+      }
+    }
+    if (record_) {
+      for (int r : local_ranks_) {
+        std::vector<TraceEvent> events = clocks_[r]->Finish();
+        trace_.insert(trace_.end(), events.begin(), events.end());
       }
     }
     for (int r : local_ranks_) {
@@ -245,6 +258,13 @@ class Executor::Impl {
     }
     steps_done_ += n;
     return results;
+  }
+
+  void set_record_trace(bool on) { record_ = on; }
+  std::vector<TraceEvent> TakeTrace() {
+    std::vector<TraceEvent> out;
+    out.swap(trace_);
+    return out;
   }
 
   const Schedule& schedule() const { return schedule_; }
@@ -346,15 +366,20 @@ class Executor::Impl {
       c10::DeviceGuard guard(devices_[rank]);
       // The main list's gradient sync point (none in the prologue).
       const int point = sync_->active() ? sync_->point(rank) : -1;
+      ActionClock& clock = *clocks_[rank];
+      const bool record = record_;
       auto run = [&](const std::vector<Action>& list, int64_t batch, bool main) {
         actions = &list;
         current_[rank] = batch;
         for (auto& [stage, slot] : slots_[rank]) slot.ForgetBefore(batch);
+        const TraceEvent::Kind kind = main ? TraceEvent::Kind::kAction : TraceEvent::Kind::kPrologue;
         for (i = 0; i <= list.size(); ++i) {
           if (abort_.load()) return false;
           if (main && static_cast<int>(i) == point) {
             syncing = true;
+            if (record) clock.Begin();
             SyncGradients(rank);
+            if (record) clock.End(TraceEvent::Kind::kSync, static_cast<int>(i), Action{}, batch);
             syncing = false;
           }
           if (i == list.size()) break;
@@ -364,7 +389,9 @@ class Executor::Impl {
             throw std::logic_error(std::string("the local backend has no handler for op ") +
                                    OpName(a.op).data());
           }
+          if (record) clock.Begin();
           (this->*h)(rank, a);
+          if (record) clock.End(kind, static_cast<int>(i), a, batch);
         }
         return true;
       };
@@ -755,6 +782,11 @@ class Executor::Impl {
   std::vector<torch::Device> devices_;
   // Whether a rank of this process runs on a GPU (batches are then pinned).
   bool any_cuda_ = false;
+  // Trace recording (set between runs, read by the rank threads), one clock
+  // per local rank (null for the others), and what finished runs recorded.
+  bool record_ = false;
+  std::vector<std::unique_ptr<ActionClock>> clocks_;
+  std::vector<TraceEvent> trace_;
   std::vector<std::map<int, StageSlot>> slots_;
   std::shared_ptr<Transport> transport_;
   // Ranks this process runs (all of them for the single-process backend).
@@ -794,6 +826,8 @@ StepResult Executor::Step(const Batch& batch, const Batch* next) {
   return impl_->Run({batch}, next)[0];
 }
 
+void Executor::set_record_trace(bool on) { impl_->set_record_trace(on); }
+std::vector<TraceEvent> Executor::TakeTrace() { return impl_->TakeTrace(); }
 const Schedule& Executor::schedule() const { return impl_->schedule(); }
 const std::string& Executor::update_policy() const { return impl_->update_policy(); }
 int Executor::steps_done() const { return impl_->steps_done(); }

@@ -38,6 +38,7 @@
 #include "core/microbatch.h"
 #include "core/partition.h"
 #include "core/schedule.h"
+#include "core/trace.h"
 
 namespace tspipe {
 
@@ -79,6 +80,9 @@ struct ExecutorOptions {
   // > 0: every model's gradients are scaled so that their 2-norm over all
   // its stages is at most this (torch.nn.utils.clip_grad_norm_).
   double clip_grad_norm = 0;
+  // Record when every action starts and ends on every local rank (see
+  // TakeTrace); Executor::set_record_trace changes it between runs.
+  bool record_trace = false;
 };
 
 struct StepResult {
@@ -114,6 +118,12 @@ class Executor {
 
   // Run({batch}, next)[0].
   StepResult Step(const Batch& batch, const Batch* next = nullptr);
+
+  // Recording costs two clock reads per action (CUDA events on GPU ranks).
+  void set_record_trace(bool on);
+  // What the runs since the last call recorded, in the order each rank ran
+  // it (core/trace.h), and forgets it.
+  std::vector<TraceEvent> TakeTrace();
 
   const Schedule& schedule() const;
   // The update policy in force (the requested one, or the schedule's own).

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/supervised.h"
+#include "core/message.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
 
@@ -307,6 +308,71 @@ TEST(GradientSyncTest, RefusesAStepBeforeTheRanksLastBackward) {
   }
   EXPECT_THROW(GradientSync(s, {{0, 0, 2, 0}}, 0.0), std::invalid_argument);  // No stage 2.
   EXPECT_THROW(GradientSync(s, {}, -1.0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace tspipe
+
+namespace tspipe {
+namespace {
+
+// A recorded run holds every action of every step once, in each rank's
+// order without overlap, and no receive ends before its send began.
+TEST(ExecutorTraceTest, RecordsEveryActionInOrderAndCausally) {
+  at::set_num_threads(1);
+  torch::nn::Sequential model = MakeResNet(SmallResNet());
+  BlockList blocks = BlocksFromSequential(model);
+  SupervisedAlgorithm algorithm;
+  const Schedule schedule = MakeSchedule("gpipe", 3, 2, algorithm);
+  Executor executor(schedule, Partition(blocks, {2, 2, 2}), {}, &algorithm, SgdOptions());
+  executor.Step(RandomBatch(4, 1));
+  EXPECT_TRUE(executor.TakeTrace().empty());  // Off unless asked for.
+  executor.set_record_trace(true);
+  const int steps = 4;
+  std::vector<Batch> batches;
+  for (int i = 0; i < steps; ++i) batches.push_back(RandomBatch(4, 10 + i));
+  executor.Run(batches);
+  const std::vector<TraceEvent> events = executor.TakeTrace();
+
+  size_t expected = 0;
+  for (const auto& list : schedule.ranks) expected += list.size() * steps;
+  ASSERT_EQ(events.size(), expected);
+  std::map<MessageId, double> sent;
+  std::vector<const TraceEvent*> last(schedule.num_ranks(), nullptr);
+  for (const TraceEvent& e : events) {
+    ASSERT_EQ(e.kind, TraceEvent::Kind::kAction);
+    EXPECT_LE(e.start_us, e.end_us);
+    EXPECT_EQ(e.action, schedule.ranks[e.rank][e.index]);
+    const TraceEvent* prev = last[e.rank];
+    if (prev != nullptr) {
+      // Each rank's events come in the order it ran them.
+      EXPECT_LT(std::make_pair(prev->step, prev->index), std::make_pair(e.step, e.index));
+      EXPECT_GE(e.start_us, prev->end_us);
+    }
+    last[e.rank] = &e;
+    if (IsSend(e.action.op)) sent[MessageOf(e.action, e.rank, e.step)] = e.start_us;
+  }
+  int receives = 0;
+  for (const TraceEvent& e : events) {
+    if (!IsCommunication(e.action.op) || IsSend(e.action.op)) continue;
+    auto it = sent.find(MessageOf(e.action, e.rank, e.step));
+    ASSERT_NE(it, sent.end()) << ToString(e.action);
+    EXPECT_GE(e.end_us, it->second) << ToString(e.action) << " ended before its send started";
+    ++receives;
+  }
+  EXPECT_GT(receives, 0);
+
+  TraceRun run{"gpipe", schedule, events};
+  EXPECT_EQ(CheckChromeTrace(ChromeTraceJson({run})), "");
+  const TraceSummary summary = SummarizeTrace(run);
+  EXPECT_EQ(summary.steady_steps, steps - 2);
+  EXPECT_GT(summary.period_us, 0);
+  EXPECT_GT(summary.bubble, 0);  // 3 ranks of a GPipe pipeline wait.
+  EXPECT_LT(summary.bubble, 1);
+  EXPECT_GT(summary.predicted_period_us, 0);
+  executor.set_record_trace(false);
+  executor.Step(RandomBatch(4, 2));
+  EXPECT_TRUE(executor.TakeTrace().empty());
 }
 
 }  // namespace

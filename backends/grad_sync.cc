@@ -8,6 +8,8 @@
 #include <string>
 #include <tuple>
 
+#include "core/message.h"
+
 namespace tspipe {
 namespace {
 
@@ -19,25 +21,6 @@ std::vector<int> ModelRanks(const std::vector<std::vector<int>>& placement, int 
     if (std::find(out.begin(), out.end(), r) == out.end()) out.push_back(r);
   }
   return out;
-}
-
-// A message as both of its sides name it: (sending op, sender's stage,
-// micro-batch, absolute mini-batch, from, to).
-using MessageId = std::tuple<int, int, int, int64_t, int, int>;
-
-MessageId IdOf(const Action& a, int rank, int64_t base) {
-  const int64_t batch = base + a.batch_offset;
-  switch (a.op) {
-    case Op::kRecvActivation:
-      return {static_cast<int>(Op::kSendActivation), a.stage - 1, a.microbatch, batch, a.peer, rank};
-    case Op::kRecvTeacherActivation:
-      return {static_cast<int>(Op::kSendTeacherActivation), a.stage - 1, a.microbatch, batch, a.peer,
-              rank};
-    case Op::kRecvGradient:
-      return {static_cast<int>(Op::kSendGradient), a.stage + 1, a.microbatch, batch, a.peer, rank};
-    default:
-      return {static_cast<int>(a.op), a.stage, a.microbatch, batch, rank, a.peer};
-  }
 }
 
 // Runs the teacher prologue and two iterations of `schedule` as message
@@ -83,7 +66,7 @@ std::string FindDeadlock(const Schedule& schedule, const std::vector<int>& point
         if (pos[r] == lists[r].size()) break;
         const Step& s = lists[r][pos[r]];
         if (IsCommunication(s.action.op)) {
-          const MessageId id = IdOf(s.action, r, s.base);
+          const MessageId id = MessageOf(s.action, r, s.base);
           if (IsSend(s.action.op)) {
             posted.insert(id);
           } else {

@@ -67,6 +67,8 @@ case "${kind}" in
     cases=("${shared[@]}"
       "--plot=/nonexistent/dir/x.svg|plot|/nonexistent/dir/x.svg"
       "--plot=${outdir}|plot|${outdir}"
+      "--trace=/nonexistent/dir/x.json|trace|/nonexistent/dir/x.json"
+      "--trace=${outdir}|trace|${outdir}"
       "--steps=-1|steps|-1"
       "--steps_per_iteration=0|steps_per_iteration|0"
       "--balance_trials=0|balance_trials|0"

@@ -6,15 +6,29 @@ bin="$1"
 opts="${2:-}"
 out="${TEST_TMPDIR:-/tmp}/bench.txt"
 plot="${TEST_TMPDIR:-/tmp}/bench.svg"
+trace="${TEST_TMPDIR:-/tmp}/trace.json"
+# 3 steps per iteration: the recorded iteration then has a steady step.
 "${bin}" --scheduler=all --stages=2 --microbatches=2 --batch_size=8 --algorithm_options="${opts}" \
-  --steps_per_iteration=2 --benchmark_min_time=0.01 --plot="${plot}" >"${out}" 2>&1 || {
-  cat "${out}"; exit 1; }
+  --steps_per_iteration=3 --benchmark_min_time=0.01 --plot="${plot}" --trace="${trace}" \
+  >"${out}" 2>&1 || { cat "${out}"; exit 1; }
 cat "${out}"
 grep -q 'samples_per_second' "${out}"
 grep -Eq '^gpipe +2 ' "${out}"
 grep -Eq '^tspipe +2 ' "${out}"
 grep -Eq '^sequential +1 .* 1\.000 ' "${out}"
 grep -q '</svg>' "${plot}"
+# The measured columns are filled in, and the trace has every scheduler's
+# process, slices named in compact form and flow arrows; its SVG shows
+# measured above simulated.
+awk '$1 == "scheduler" { for (i = 1; i <= NF; ++i) { if ($i == "meas_bubble") b = i; if ($i == "meas/pred") p = i } }
+     $1 == "tspipe" && $2 == 2 && b { ok = ($b ~ /^[0-9.]+$/ && $p ~ /^[0-9.]+$/) }
+     END { if (!ok) { print "no measured bubble or period ratio for tspipe"; exit 1 } }' "${out}"
+grep -q '"traceEvents"' "${trace}"
+grep -q '"name": "tspipe"' "${trace}"
+grep -q '"ph": "s"' "${trace}"
+grep -Eq '"name": "1F[0-9]' "${trace}"
+grep -q 'tspipe, measured' "${trace%.json}.svg"
+grep -q 'tspipe, simulated from the measured costs' "${trace%.json}.svg"
 # Sequence models add tokens/s; on synthetic data every sample holds
 # max_length real tokens, so tokens/s = samples/s x max_length.
 if [[ "${opts}" =~ max_length=([0-9]+) ]]; then

@@ -29,6 +29,13 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
     if (tokens != run.counters.end()) m.tokens_per_second = tokens->second;
     auto bytes = run.counters.find("bytes_per_step_per_device");
     if (bytes != run.counters.end()) m.bytes_per_step_per_device = bytes->second;
+    auto counter = [&](const char* name, double* out) {
+      auto it = run.counters.find(name);
+      if (it != run.counters.end()) *out = it->second;
+    };
+    counter("meas_bubble", &m.measured_bubble);
+    counter("meas_period_ms", &m.measured_period_ms);
+    counter("pred_period_ms", &m.predicted_period_ms);
     (*results_)[scheduler] = m;
   }
 }
@@ -65,8 +72,8 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
   for (const auto& [n, m] : results) tokens |= m.tokens_per_second > 0;
   std::printf("\n%-12s %7s %12s", "scheduler", "devices", "samples/s");
   if (tokens) std::printf(" %12s", "tokens/s");
-  std::printf(" %14s %18s %12s %11s %16s\n", "vs_sequential", "fraction_of_ideal", "sim_bubble",
-              "stash_mb", "KB_sent/step/dev");
+  std::printf(" %14s %18s %12s %12s %10s %11s %16s\n", "vs_sequential", "fraction_of_ideal",
+              "sim_bubble", "meas_bubble", "meas/pred", "stash_mb", "KB_sent/step/dev");
   for (const std::string& n : names) {
     auto it = results.find(n);
     if (it == results.end()) continue;
@@ -81,14 +88,27 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
     } else {
       std::printf(" %14s %18s", "-", "-");
     }
-    std::printf(" %12.4f %11d %16.1f\n", m.bubble, m.stash_peak, m.bytes_per_step_per_device / 1024);
+    std::printf(" %12.4f", m.bubble);
+    if (m.measured_bubble >= 0) {
+      std::printf(" %12.4f", m.measured_bubble);
+    } else {
+      std::printf(" %12s", "-");
+    }
+    if (m.measured_period_ms > 0 && m.predicted_period_ms > 0) {
+      std::printf(" %10.3f", m.measured_period_ms / m.predicted_period_ms);
+    } else {
+      std::printf(" %10s", "-");
+    }
+    std::printf(" %11d %16.1f\n", m.stash_peak, m.bytes_per_step_per_device / 1024);
   }
   if (seq == results.end()) {
     std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
   } else {
     std::printf("ideal = sequential samples/s x devices / sequential's devices; "
                 "fraction_of_ideal = samples/s / ideal; stash_mb = most micro-batches a stage "
-                "holds for a backward\n");
+                "holds for a backward; meas_bubble = idle share of each rank over the steady steps of "
+                "the last timed iteration (recorded); meas/pred = its measured period / the "
+                "simulator's from the measured per-action costs\n");
   }
   std::fflush(stdout);
 }

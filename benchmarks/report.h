@@ -19,6 +19,12 @@ struct Measured {
   double tokens_per_second = 0;
   int devices = 1;
   double bubble = 0;
+  // From the recorded actions of the last timed iteration (steady steps):
+  // idle share, period, and the simulator's period from the measured
+  // per-action costs; < 0 = not recorded.
+  double measured_bubble = -1;
+  double measured_period_ms = -1;
+  double predicted_period_ms = -1;
   // Most micro-batches a stage holds for a backward (simulated schedule).
   int stash_peak = 0;
   // Payload bytes each device sent per optimizer step (Transport::bytes_sent).

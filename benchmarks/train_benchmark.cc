@@ -26,6 +26,7 @@
 #include "benchmarks/flags.h"
 #include "benchmarks/report.h"
 #include "core/file_util.h"
+#include "core/trace.h"
 #include "core/update_policy.h"
 #include "engine/progress.h"
 #include "engine/trainer.h"
@@ -66,6 +67,16 @@ DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or the algorithm's real data set "
               "(fashion_mnist for the image algorithms; --data_dir).");
 DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
+DEFINE_string(trace, "",
+              "If set, write the last timed iteration of each scheduler as a Chrome trace / "
+              "Perfetto JSON file here (open it in ui.perfetto.dev or chrome://tracing), and "
+              "beside it (.json replaced by .svg) its measured timeline above the simulated one.");
+DEFINE_bool(record, true,
+            "Record every action's start and end during the timed iterations (two clock reads "
+            "each): the table's measured bubble and period come from it. false times without.");
+DEFINE_bool(trace_overhead, false,
+            "Also run each scheduler without recording (rows '<scheduler>:untraced'), "
+            "interleaved with the recorded runs: what recording costs.");
 
 namespace {
 
@@ -90,6 +101,8 @@ void FailRun(benchmark::State& state, const tspipe::TrainConfig& config, const s
 // freeing the old one first. Building is not timed.
 std::unique_ptr<tspipe::Trainer> g_trainer;
 std::string g_trainer_scheduler;
+// Each scheduler's last recorded iteration, for --trace.
+std::map<std::string, tspipe::TraceRun> g_traces;
 
 tspipe::Trainer* TrainerFor(const tspipe::TrainConfig& config) {
   if (g_trainer_scheduler != config.scheduler) {
@@ -101,11 +114,15 @@ tspipe::Trainer* TrainerFor(const tspipe::TrainConfig& config) {
   return g_trainer.get();
 }
 
-void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
+void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool record) {
   tspipe::Trainer* trainer = nullptr;
+  // Under c10d this process sees only its own rank's actions.
+  record = record && !config.world;
   try {
     trainer = TrainerFor(config);
+    trainer->RecordTrace(false);
     trainer->Train(config.steps_per_iteration);  // Warm-up: allocator, prologue.
+    trainer->RecordTrace(record);
   } catch (const std::exception& e) {
     FailRun(state, config, e);
     return;
@@ -115,9 +132,11 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   int64_t step = 0;
   double loss = 0;
   const int64_t tokens_before = trainer->tokens_trained();
+  tspipe::TraceRun last;  // The last iteration's actions (one executor run).
   for (auto _ : state) {
     try {
       loss = trainer->Train(config.steps_per_iteration);
+      if (record) last = trainer->TakeTrace();
     } catch (const std::exception& e) {
       FailRun(state, config, e);
       return;
@@ -140,6 +159,24 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config) {
   state.counters["stash_peak"] = trainer->stash_peak();
   state.counters["loss"] = loss;
   state.counters["bytes_per_step_per_device"] = trainer->bytes_sent_per_step_per_device();
+  trainer->RecordTrace(false);
+  if (record && config.steps_per_iteration >= 3) {
+    // Fill and drain excluded: steady steps only (SummarizeTrace).
+    const tspipe::TraceSummary summary = tspipe::SummarizeTrace(last);
+    state.counters["meas_bubble"] = summary.bubble;
+    state.counters["meas_period_ms"] = summary.period_us / 1000;
+    state.counters["pred_period_ms"] = summary.predicted_period_us / 1000;
+  }
+  if (record) g_traces[config.scheduler] = std::move(last);
+}
+
+// --trace=x.json: x.svg beside it.
+std::string SvgPathFor(const std::string& trace) {
+  const std::string ext = ".json";
+  if (trace.size() > ext.size() && trace.compare(trace.size() - ext.size(), ext.size(), ext) == 0) {
+    return trace.substr(0, trace.size() - ext.size()) + ".svg";
+  }
+  return trace + ".svg";
 }
 
 // --balance=auto: the simulator ranks the cuts; with several close ones, a
@@ -243,6 +280,20 @@ int main(int argc, char** argv) {
     tspipe::RequireNumber("emulate_link_ms_per_mb", FLAGS_emulate_link_ms_per_mb, 0);
     // Checked now, not after the whole benchmark has run.
     tspipe::RequireWritable("plot", tspipe::UserPath(FLAGS_plot));
+    tspipe::RequireWritable("trace", tspipe::UserPath(FLAGS_trace));
+    if (!FLAGS_trace.empty()) {
+      tspipe::RequireWritable("trace", SvgPathFor(tspipe::UserPath(FLAGS_trace)));
+      if (!FLAGS_record) throw std::invalid_argument("--trace needs --record (the default)");
+      if (FLAGS_backend == "c10d") {
+        throw std::invalid_argument("--trace=" + FLAGS_trace +
+                                    ": only with --backend=local (a c10d process sees its own "
+                                    "rank only)");
+      }
+    }
+    if (FLAGS_trace_overhead && !FLAGS_record) {
+      throw std::invalid_argument("--trace_overhead compares recording with not recording; it "
+                                  "needs --record (the default)");
+    }
     const std::vector<std::string> sets = tspipe::RecipeDataSets(FLAGS_algorithm);
     if (FLAGS_data != "synthetic" && std::find(sets.begin(), sets.end(), FLAGS_data) == sets.end()) {
       std::string choices = "synthetic";
@@ -327,10 +378,14 @@ int main(int argc, char** argv) {
       LOG(ERROR) << n << ": " << e.what();
       return 1;
     }
-    names.push_back(n);
-    auto* b = benchmark::RegisterBenchmark(("train/" + n).c_str(), RunTraining, config);
-    b->UseRealTime()->Unit(benchmark::kMillisecond);
-    if (FLAGS_steps > 0) b->Iterations(FLAGS_steps);
+    auto add = [&](const std::string& name, bool record) {
+      names.push_back(name);
+      auto* b = benchmark::RegisterBenchmark(("train/" + name).c_str(), RunTraining, config, record);
+      b->UseRealTime()->Unit(benchmark::kMillisecond);
+      if (FLAGS_steps > 0) b->Iterations(FLAGS_steps);
+    };
+    add(n, FLAGS_record);
+    if (FLAGS_trace_overhead) add(n + ":untraced", false);
   }
   if (names.empty()) {
     LOG(ERROR) << "no scheduler can run this configuration (see the warnings above)";
@@ -348,6 +403,18 @@ int main(int argc, char** argv) {
     tspipe::WriteFileAtomically(tspipe::UserPath(FLAGS_plot),
                                 tspipe::BarChartSvg(results, names, title));
     LOG(INFO) << "wrote " << tspipe::UserPath(FLAGS_plot);
+  }
+  if (!FLAGS_trace.empty()) {
+    std::vector<tspipe::TraceRun> runs;
+    for (const std::string& n : names) {
+      auto it = g_traces.find(n);
+      if (it != g_traces.end() && !it->second.events.empty()) runs.push_back(it->second);
+    }
+    const std::string path = tspipe::UserPath(FLAGS_trace);
+    tspipe::WriteFileAtomically(path, tspipe::ChromeTraceJson(runs));
+    tspipe::WriteFileAtomically(SvgPathFor(path), tspipe::MeasuredTimelineSvg(runs));
+    LOG(INFO) << "wrote " << path << " (open in ui.perfetto.dev or chrome://tracing) and "
+              << SvgPathFor(path);
   }
   benchmark::Shutdown();
   g_trainer.reset();

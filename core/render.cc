@@ -63,18 +63,20 @@ const char* Colour(Op op) {
 
 }  // namespace
 
-std::string TimelineSvg(const Schedule& s, const SimulationResult& r) {
+std::string TimelineSvg(const Schedule& s, const SimulationResult& r, const TimelineStyle& style) {
   const double lane = 36, left = 60, top = 40, width = 960;
-  const double scale = r.makespan > 0 ? width / r.makespan : 1;
+  const double span = style.time_span > 0 ? style.time_span : r.makespan;
+  const double scale = span > 0 ? width / span : 1;
   std::ostringstream out;
   out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << left + width + 20
       << "\" height=\"" << top + lane * s.num_ranks() + 40
       << "\" font-family=\"monospace\" font-size=\"11\">\n";
-  char title[256];
+  char title[512];
+  const std::string unit = style.unit.empty() ? "" : " " + style.unit;
   std::snprintf(title, sizeof(title),
-                "%s: %d stages, %d micro-batches, makespan %.3g, bubble %.1f%%",
-                s.scheduler.c_str(), s.num_stages, s.num_microbatches, r.makespan,
-                100 * r.BubbleFraction());
+                "%s: %d stages, %d micro-batches, makespan %.4g%s, bubble %.1f%%",
+                (style.title.empty() ? s.scheduler : style.title).c_str(), s.num_stages,
+                s.num_microbatches, r.makespan, unit.c_str(), 100 * r.BubbleFraction());
   out << "<text x=\"" << left << "\" y=\"20\" font-size=\"14\">" << title << "</text>\n";
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
     double y = top + rank * lane;

@@ -6,6 +6,8 @@
 #include <sstream>
 #include <tuple>
 
+#include "core/message.h"
+
 namespace tspipe {
 
 double CostModel::Cost(const Action& a) const {
@@ -35,25 +37,6 @@ double SimulationResult::Utilisation(int rank) const {
   return makespan > 0 ? busy[rank] / makespan : 0.0;
 }
 
-namespace {
-
-// A message is identified by what the *sender* names: (send op, stage,
-// micro-batch, batch offset, from rank, to rank).
-using MessageKey = std::tuple<Op, int, int, int, int, int>;
-
-MessageKey KeyOfSend(const Action& a, int rank) {
-  return {a.op, a.stage, a.microbatch, a.batch_offset, rank, a.peer};
-}
-
-// The send a receive waits for: RA(s)<q pairs with SA(s-1)>me; RT likewise;
-// RG(s)<q pairs with SG(s+1)>me.
-MessageKey KeyOfRecv(const Action& a, int rank) {
-  int sender_stage = a.op == Op::kRecvGradient ? a.stage + 1 : a.stage - 1;
-  return {PairedOp(a.op), sender_stage, a.microbatch, a.batch_offset, a.peer, rank};
-}
-
-}  // namespace
-
 SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
   const int n = s.num_ranks();
   SimulationResult result;
@@ -62,7 +45,7 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
   for (int r = 0; r < n; ++r) result.timings[r].resize(s.ranks[r].size());
   std::vector<size_t> pc(n, 0);
   std::vector<double> clock(n, 0.0);
-  std::map<MessageKey, double> arrived;  // message -> arrival time
+  std::map<MessageId, double> arrived;  // message -> arrival time
   // The k-th all-reduce of stage s, keyed (s, k): when each replica
   // started it and, once all have, when it ends.
   struct Collective {
@@ -82,9 +65,9 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
         ActionTiming& t = result.timings[r][pc[r]];
         if (IsSend(a.op)) {
           t.start = t.end = clock[r];
-          arrived[KeyOfSend(a, r)] = clock[r] + costs.message;
+          arrived[MessageOf(a, r, 0)] = clock[r] + costs.message;
         } else if (IsCommunication(a.op)) {
-          auto it = arrived.find(KeyOfRecv(a, r));
+          auto it = arrived.find(MessageOf(a, r, 0));
           if (it == arrived.end()) break;
           t.start = clock[r];
           t.end = clock[r] = std::max(clock[r], it->second);

@@ -663,6 +663,8 @@ class Trainer::Impl {
   const std::string& placement() const { return placement_; }
   int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
+  void RecordTrace(bool on) { executor_->set_record_trace(on); }
+  TraceRun TakeTrace() { return {config_.scheduler, executor_->schedule(), executor_->TakeTrace()}; }
   int64_t train_set_size() const { return data_->size(); }
   double bytes_sent_per_step_per_device() const {
     if (steps_ == 0) return 0;
@@ -759,6 +761,8 @@ double Trainer::bytes_sent_per_step_per_device() const {
   return impl_->bytes_sent_per_step_per_device();
 }
 int Trainer::num_models() const { return impl_->num_models(); }
+void Trainer::RecordTrace(bool on) { impl_->RecordTrace(on); }
+TraceRun Trainer::TakeTrace() { return impl_->TakeTrace(); }
 
 double Trainer::MeasureSamplesPerSecond(int steps) {
   Train(steps);  // Warm-up (and the teacher prologue).

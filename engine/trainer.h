@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/trace.h"
 #include "engine/cut_search.h"
 #include "engine/metrics.h"
 #include "engine/world.h"
@@ -149,6 +150,12 @@ class Trainer {
   // process sent on average (messages and collectives, counted as
   // Transport::bytes_sent says).
   double bytes_sent_per_step_per_device() const;
+  // Records when every action of this process's ranks starts and ends
+  // from the next Train on (off at first): two clock reads per action.
+  void RecordTrace(bool on);
+  // What Train recorded since the last call, with the schedule it ran
+  // (named after the scheduler), for core/trace.h's summaries and files.
+  TraceRun TakeTrace();
   // Models trained together (Recipe::num_models); the loss Train returns
   // is their mean, SaveModel and MaxParameterDifference concern model 0.
   int num_models() const;
