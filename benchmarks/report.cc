@@ -70,7 +70,9 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
   auto seq = results.find("sequential");
   bool tokens = false;
   for (const auto& [n, m] : results) tokens |= m.tokens_per_second > 0;
-  std::printf("\n%-12s %7s %12s", "scheduler", "devices", "samples/s");
+  int width = 12;  // Rows such as "tspipe:untraced" widen the first column.
+  for (const std::string& n : names) width = std::max(width, static_cast<int>(n.size()));
+  std::printf("\n%-*s %7s %12s", width, "scheduler", "devices", "samples/s");
   if (tokens) std::printf(" %12s", "tokens/s");
   std::printf(" %14s %18s %12s %12s %10s %11s %16s\n", "vs_sequential", "fraction_of_ideal",
               "sim_bubble", "meas_bubble", "meas/pred", "stash_mb", "KB_sent/step/dev");
@@ -78,7 +80,7 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
     auto it = results.find(n);
     if (it == results.end()) continue;
     const Measured& m = it->second;
-    std::printf("%-12s %7d %12.1f", n.c_str(), m.devices, m.samples_per_second);
+    std::printf("%-*s %7d %12.1f", width, n.c_str(), m.devices, m.samples_per_second);
     if (tokens) std::printf(" %12.1f", m.tokens_per_second);
     if (seq != results.end()) {
       // Sequential runs on one device per model (one, unless the algorithm

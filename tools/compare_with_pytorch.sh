@@ -33,7 +33,7 @@ run_tspipe() {  # $1: label; rest: flags.
   local label="$1"; shift
   "${bin}" --benchmark_repetitions=1 --benchmark_min_time=3 "$@" >"${out}/t.txt" 2>&1 || {
     cat "${out}/t.txt" >&2; exit 1; }
-  for row in $(awk '$1 == "scheduler" { on = 1; next } on && NF > 5 { print $1 }' "${out}/t.txt"); do
+  for row in $(awk '$1 == "scheduler" { on = 1; next } on && $2 ~ /^[0-9]+$/ { print $1 }' "${out}/t.txt"); do
     echo "${label}${row} $(rate "${out}/t.txt" "${row}")"
   done
 }
