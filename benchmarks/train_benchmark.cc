@@ -162,10 +162,14 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool recor
   trainer->RecordTrace(false);
   if (record && config.steps_per_iteration >= 3) {
     // Fill and drain excluded: steady steps only (SummarizeTrace).
-    const tspipe::TraceSummary summary = tspipe::SummarizeTrace(last);
-    state.counters["meas_bubble"] = summary.bubble;
-    state.counters["meas_period_ms"] = summary.period_us / 1000;
-    state.counters["pred_period_ms"] = summary.predicted_period_us / 1000;
+    try {
+      const tspipe::TraceSummary summary = tspipe::SummarizeTrace(last);
+      state.counters["meas_bubble"] = summary.bubble;
+      state.counters["meas_period_ms"] = summary.period_us / 1000;
+      state.counters["pred_period_ms"] = summary.predicted_period_us / 1000;
+    } catch (const std::exception& e) {
+      LOG(WARNING) << config.scheduler << ": no measured bubble: " << e.what();
+    }
   }
   if (record) g_traces[config.scheduler] = std::move(last);
 }

@@ -227,8 +227,13 @@ std::string MeasuredTimelineSvg(const std::vector<TraceRun>& runs) {
     }
     Schedule unrolled;
     SimulationResult measured = MeasuredResult(run, steps.front(), steps.back(), origin, &unrolled);
-    CostModel costs;
-    if (steps.size() >= 3) costs = SummarizeTrace(run).costs;
+    CostModel costs;  // Unit costs when the run is too short to measure them.
+    if (steps.size() >= 3) {
+      try {
+        costs = SummarizeTrace(run).costs;
+      } catch (const std::invalid_argument&) {
+      }
+    }
     SimulationResult simulated = Simulate(unrolled, costs);
     // Compute only, as in the measured picture (waiting receives would be
     // boxes there).
