@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "backends/action_clock.h"
+#include "backends/stage_slot.h"
 #include "backends/transport.h"
 #include "core/validator.h"
 
@@ -42,42 +43,6 @@ Activation Detached(const Activation& a) {
   return out;
 }
 
-struct StageSlot {
-  Stage student;
-  Stage teacher;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  // Per micro-batch; cleared as soon as they are consumed.
-  std::vector<Activation> inputs;        // Leaves fed to the student stage.
-  std::vector<Activation> outputs;       // Student outputs, graph attached.
-  std::vector<Activation> output_grads;  // d loss / d outputs.
-  std::vector<Activation> input_grads;   // d loss / d inputs, awaiting SG.
-  // Gradient bucket of an all-reduce in flight, and its handle.
-  std::vector<torch::Tensor> reduce_bucket;
-  std::unique_ptr<PendingReduce> pending_reduce;
-  // By absolute mini-batch index, then micro-batch. Teacher outputs computed
-  // one batch ahead wait here for the next iteration's loss.
-  std::map<int64_t, std::vector<Activation>> teacher_inputs;
-  std::map<int64_t, std::vector<Activation>> teacher_outputs;
-  // Blockwise: readers each teacher output still has (see ReleaseTeacher).
-  std::map<int64_t, std::vector<int>> teacher_readers;
-
-  void Reset(int m) {
-    pending_reduce.reset();
-    reduce_bucket.clear();
-    inputs.assign(m, {});
-    outputs.assign(m, {});
-    output_grads.assign(m, {});
-    input_grads.assign(m, {});
-    teacher_inputs.clear();
-  }
-
-  // Drops teacher data of mini-batches before `batch`.
-  void ForgetBefore(int64_t batch) {
-    teacher_outputs.erase(teacher_outputs.begin(), teacher_outputs.lower_bound(batch));
-    teacher_inputs.erase(teacher_inputs.begin(), teacher_inputs.lower_bound(batch));
-    teacher_readers.erase(teacher_readers.begin(), teacher_readers.lower_bound(batch));
-  }
-};
 
 }  // namespace
 
@@ -270,6 +235,53 @@ class Executor::Impl {
   const Schedule& schedule() const { return schedule_; }
   const std::string& update_policy() const { return policy_; }
   int steps_done() const { return static_cast<int>(steps_done_); }
+
+  // A teacher that changes is part of the state; a frozen one in eval mode
+  // is the caller's (loaded from its own file).
+  bool TeacherChanges() const {
+    return algorithm_->teacher_kind() != TeacherKind::kFrozen || algorithm_->TeacherInTrainMode();
+  }
+
+  Executor::SavedState SaveState() const {
+    Executor::SavedState state;
+    state.steps_done = steps_done_;
+    state.lookahead_ready = lookahead_ready_;
+    for (int r : local_ranks_) {
+      for (const auto& [s, slot] : slots_[r]) {
+        state.stages[{r, s}] = SaveSlot(slot, steps_done_, TeacherChanges());
+      }
+    }
+    return state;
+  }
+
+  void LoadState(const Executor::SavedState& state) {
+    auto describe = [](const std::vector<std::pair<int, int>>& where) {
+      std::string out;
+      for (const auto& [r, s] : where) {
+        out += (out.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " stage " +
+               std::to_string(s);
+      }
+      return out.empty() ? std::string("none") : out;
+    };
+    std::vector<std::pair<int, int>> mine, saved;
+    for (int r : local_ranks_) {
+      for (const auto& entry : slots_[r]) mine.emplace_back(r, entry.first);
+    }
+    for (const auto& entry : state.stages) saved.push_back(entry.first);
+    std::sort(mine.begin(), mine.end());
+    if (mine != saved) {
+      throw std::invalid_argument("the saved state holds " + describe(saved) +
+                                  "; this executor runs " + describe(mine));
+    }
+    for (int r : local_ranks_) {
+      for (auto& [s, slot] : slots_[r]) {
+        LoadSlot(state.stages.at({r, s}), devices_[r], TeacherChanges(),
+                 "rank " + std::to_string(r) + " stage " + std::to_string(s), &slot);
+      }
+    }
+    steps_done_ = state.steps_done;
+    lookahead_ready_ = state.lookahead_ready;
+  }
 
  private:
   using Handler = void (Impl::*)(int rank, const Action& action);
@@ -831,5 +843,7 @@ std::vector<TraceEvent> Executor::TakeTrace() { return impl_->TakeTrace(); }
 const Schedule& Executor::schedule() const { return impl_->schedule(); }
 const std::string& Executor::update_policy() const { return impl_->update_policy(); }
 int Executor::steps_done() const { return impl_->steps_done(); }
+Executor::SavedState Executor::SaveState() const { return impl_->SaveState(); }
+void Executor::LoadState(const SavedState& state) { impl_->LoadState(state); }
 
 }  // namespace tspipe

@@ -28,6 +28,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -129,6 +130,23 @@ class Executor {
   // The update policy in force (the requested one, or the schedule's own).
   const std::string& update_policy() const;
   int steps_done() const;
+
+  // What the next Run depends on, for the stages this process runs: per
+  // (rank, stage) a torch archive as bytes (each loads onto its own
+  // device) of the student's parameters and buffers, a changing teacher's
+  // (momentum target, peer copies), the optimizer state and the teacher
+  // outputs computed ahead for the next batch; and the step count. An
+  // executor built with the same schedule, stages and options continues
+  // from it as if it had run those steps itself (checkpoints).
+  struct SavedState {
+    int64_t steps_done = 0;
+    bool lookahead_ready = false;
+    std::map<std::pair<int, int>, std::string> stages;
+  };
+  SavedState SaveState() const;
+  // Throws std::invalid_argument naming the stage and tensor that do not
+  // fit; call it between runs only.
+  void LoadState(const SavedState& state);
 
  private:
   class Impl;

@@ -1,12 +1,15 @@
 #include "engine/trainer.h"
 
 #include <torch/torch.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -18,6 +21,7 @@
 #include "core/scheduler.h"
 #include "core/simulator.h"
 #include "core/validator.h"
+#include "engine/checkpoint.h"
 #include "engine/devices.h"
 #include "engine/profile.h"
 #include "engine/recipe.h"
@@ -284,6 +288,19 @@ BlockCosts Measure(const TrainConfig& c) {
                                 .forward;
   }
   return costs;
+}
+
+// Bytes in a uint8 tensor and back: process files hold each stage's
+// archive (loaded later onto that stage's own device) as one entry.
+torch::Tensor BytesTensor(const std::string& bytes) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  if (!bytes.empty()) std::memcpy(t.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  return t;
+}
+
+std::string TensorBytes(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kCPU).contiguous();
+  return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), c.numel());
 }
 
 }  // namespace
@@ -676,12 +693,206 @@ class Trainer::Impl {
   int64_t tokens_trained() const { return tokens_; }
   int stash_peak() const { return stash_peak_; }
   int num_models() const { return num_models_; }
+  int64_t steps_done() const { return executor_->steps_done(); }
+
+
+  // Process number of this process in a checkpoint: its c10d rank, or 0.
+  int process() const { return transport_ ? rank_ : 0; }
+  int processes() const { return transport_ ? transport_->world_size() : 1; }
+
+  // What a resumed run must share with the one that wrote the checkpoint.
+  std::string CheckpointFingerprint() const {
+    return Fingerprint(config_, recipe_options_) + "ranks=" + std::to_string(devices_) +
+           "\nplacement=" + placement_ + "\n";
+  }
+
+  // The sum of `value` over every process (a barrier under c10d).
+  double SumOverProcesses(double value, int64_t tag) {
+    if (!transport_) return value;
+    std::vector<int> world(transport_->world_size());
+    std::iota(world.begin(), world.end(), 0);
+    std::vector<torch::Tensor> sum{torch::tensor({value}, torch::kFloat64).to(transport_->device())};
+    std::atomic<bool> never{false};
+    transport_->AllReduce(rank_, world, /*stage=*/-2, tag, &sum,
+                          std::chrono::seconds(config_.peer_timeout_seconds), never);
+    return sum[0].item<double>();
+  }
+
+  std::string ProcessState() {
+    torch::serialize::OutputArchive archive;
+    auto put = [&](const std::string& key, int64_t v) {
+      archive.write(key, torch::tensor(v, torch::kInt64), /*is_buffer=*/true);
+    };
+    put("steps", steps_);
+    put("tokens", tokens_);
+    put("drawn", drawn_);
+    put("ahead", static_cast<int64_t>(ahead_.size()));
+    const Executor::SavedState state = executor_->SaveState();
+    put("executor_steps", state.steps_done);
+    put("lookahead", state.lookahead_ready ? 1 : 0);
+    put("slots", static_cast<int64_t>(state.stages.size()));
+    int i = 0;
+    for (const auto& [where, bytes] : state.stages) {
+      const std::string key = "slot" + std::to_string(i++);
+      put(key + "_rank", where.first);
+      put(key + "_stage", where.second);
+      archive.write(key, BytesTensor(bytes), true);
+    }
+    // Random generators last: nothing above draws from them.
+    {
+      at::Generator cpu = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(cpu.mutex());
+      archive.write("cpu_rng", cpu.get_state(), true);
+    }
+    const int cuda = CudaDevices();
+    put("cuda_devices", cuda);
+    for (int d = 0; d < cuda; ++d) {
+      at::Generator g = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, d));
+      std::lock_guard<std::mutex> lock(g.mutex());
+      archive.write("cuda_rng" + std::to_string(d), g.get_state(), true);
+    }
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    return bytes.str();
+  }
+
+  void LoadProcessState(const std::string& payload, const std::string& what) {
+    torch::serialize::InputArchive archive;
+    try {
+      std::istringstream in(payload);
+      archive.load_from(in, torch::Device(torch::kCPU));
+    } catch (const c10::Error& e) {
+      throw std::runtime_error(what + " is unreadable: " + e.what_without_backtrace());
+    }
+    auto get = [&](const std::string& key) {
+      torch::Tensor t;
+      if (!archive.try_read(key, t, true)) throw std::runtime_error(what + " has no '" + key + "'");
+      return t;
+    };
+    auto get_int = [&](const std::string& key) { return get(key).item<int64_t>(); };
+    Executor::SavedState state;
+    state.steps_done = get_int("executor_steps");
+    state.lookahead_ready = get_int("lookahead") != 0;
+    const int64_t slots = get_int("slots");
+    for (int64_t i = 0; i < slots; ++i) {
+      const std::string key = "slot" + std::to_string(i);
+      state.stages[{static_cast<int>(get_int(key + "_rank")), static_cast<int>(get_int(key + "_stage"))}] =
+          TensorBytes(get(key));
+    }
+    executor_->LoadState(state);
+    steps_ = get_int("steps");
+    tokens_ = get_int("tokens");
+    // The data stream: the same source, fast-forwarded by drawing (and
+    // dropping) what the saved run had drawn, so its own generators end in
+    // the same state; the last `ahead` draws are the batches it held.
+    const int64_t drawn = get_int("drawn"), ahead = get_int("ahead");
+    std::deque<Batch> held;
+    while (drawn_ < drawn) {
+      Batch b = data_->Next();
+      ++drawn_;
+      if (drawn - drawn_ < ahead) held.push_back(Converted(std::move(b)));
+    }
+    if (drawn_ != drawn) {
+      throw std::invalid_argument(what + " was written after " + std::to_string(drawn) +
+                                  " batches, fewer than this trainer has drawn already (" +
+                                  std::to_string(drawn_) + "); resume a fresh trainer");
+    }
+    ahead_ = std::move(held);
+    {
+      at::Generator cpu = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(cpu.mutex());
+      cpu.set_state(get("cpu_rng"));
+    }
+    const int64_t cuda = std::min<int64_t>(get_int("cuda_devices"), CudaDevices());
+    for (int d = 0; d < cuda; ++d) {
+      at::Generator g = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, d));
+      std::lock_guard<std::mutex> lock(g.mutex());
+      g.set_state(get("cuda_rng" + std::to_string(d)));
+    }
+  }
+
+  void SaveCheckpoint(const std::string& dir, int keep) {
+    if (keep < 1) throw std::invalid_argument("keep at least 1 checkpoint, got " + std::to_string(keep));
+    const int64_t step = executor_->steps_done();
+    WriteProcessFile(dir, step, process(), ProcessState());
+    // Every process has its file on disk before the manifest says so.
+    SumOverProcesses(1, step);
+    if (process() == 0) {
+      CheckpointManifest m;
+      m.step = step;
+      m.processes = processes();
+      m.ranks = devices_;
+      m.fingerprint = CheckpointFingerprint();
+      for (int p = 0; p < m.processes; ++p) m.files.push_back(ProcessFileName(p));
+      WriteManifest(dir, m);
+    }
+    PruneCheckpoints(dir, process(), keep);
+  }
+
+  int64_t Resume(const std::string& dir, std::vector<std::string>* skipped) {
+    // Process 0 decides which manifests exist (under c10d the others may
+    // not see its disk); every process checks its own file of each.
+    std::string listing;
+    std::vector<std::string> notes;
+    if (process() == 0) {
+      for (const CheckpointManifest& m :
+           CompleteCheckpoints(dir, /*check_files=*/processes() == 1, &notes)) {
+        listing += FormatManifest(m) + "\x1e";
+      }
+    }
+    if (transport_) listing = config_.world->ShareFromRankZero("checkpoints", listing);
+    std::vector<CheckpointManifest> candidates;
+    for (size_t start = 0, end; (end = listing.find('\x1e', start)) != std::string::npos;
+         start = end + 1) {
+      candidates.push_back(ParseManifest(listing.substr(start, end - start)));
+    }
+    const std::vector<std::string> ignore{"steps_per_iteration", "initial_checkpoint"};
+    int64_t tag = 0;
+    for (const CheckpointManifest& m : candidates) {
+      const std::string where = StepDirectory(dir, m.step);
+      if (m.processes != processes()) {
+        throw std::invalid_argument(
+            "checkpoint " + where + " was written by " + std::to_string(m.processes) +
+            " process(es) (c10d world size " + std::to_string(m.processes) + "); this run has " +
+            std::to_string(processes()) + "; resume with the same world size");
+      }
+      const std::string diff = DescribeDifferences(m.fingerprint, CheckpointFingerprint(), ignore);
+      if (!diff.empty()) {
+        throw std::invalid_argument("checkpoint " + where +
+                                    " was written by another configuration: " + diff);
+      }
+      std::string payload, problem;
+      try {
+        payload = ReadProcessFile(dir, m, process());
+      } catch (const std::runtime_error& e) {
+        problem = e.what();
+      }
+      // Resume only from a checkpoint every process has whole.
+      if (SumOverProcesses(problem.empty() ? 1 : 0, --tag) < processes()) {
+        notes.push_back(where + ": " + (problem.empty() ? "another process's file is damaged" : problem));
+        continue;
+      }
+      LoadProcessState(payload, where + "/" + m.files[process()]);
+      if (skipped) *skipped = notes;
+      return m.step;
+    }
+    if (skipped) *skipped = notes;
+    return -1;
+  }
 
  private:
+  // CUDA devices whose generators a checkpoint holds: those of a GPU run.
+  int CudaDevices() const {
+    return config_.device.rfind("cuda", 0) == 0 ? static_cast<int>(torch::cuda::device_count()) : 0;
+  }
+
   // The executor looks one batch ahead (TSPipe's teacher forwards), so the
   // next batch is drawn before it is trained on.
   const Batch& Peek() {
-    if (ahead_.empty()) ahead_.push_back(Converted(data_->Next()));
+    if (ahead_.empty()) {
+      ahead_.push_back(Converted(data_->Next()));
+      ++drawn_;
+    }
     return ahead_.front();
   }
 
@@ -725,6 +936,7 @@ class Trainer::Impl {
   std::vector<int> local_ranks_;
   int64_t steps_ = 0;
   int64_t tokens_ = 0;  // Recipe::Tokens of every batch trained on.
+  int64_t drawn_ = 0;   // Batches drawn from data_ (a checkpoint's data position).
   torch::Dtype dtype_ = torch::kFloat32;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<BatchSource> data_;
@@ -762,6 +974,11 @@ double Trainer::bytes_sent_per_step_per_device() const {
 }
 int Trainer::num_models() const { return impl_->num_models(); }
 void Trainer::RecordTrace(bool on) { impl_->RecordTrace(on); }
+void Trainer::SaveCheckpoint(const std::string& dir, int keep) { impl_->SaveCheckpoint(dir, keep); }
+int64_t Trainer::Resume(const std::string& dir, std::vector<std::string>* skipped) {
+  return impl_->Resume(dir, skipped);
+}
+int64_t Trainer::steps_done() const { return impl_->steps_done(); }
 TraceRun Trainer::TakeTrace() { return impl_->TakeTrace(); }
 
 double Trainer::MeasureSamplesPerSecond(int steps) {

@@ -160,6 +160,26 @@ class Trainer {
   // is their mean, SaveModel and MaxParameterDifference concern model 0.
   int num_models() const;
 
+  // Writes a checkpoint of everything the next Train depends on into `dir`
+  // (layout and atomicity: engine/checkpoint.h): every model's parameters
+  // and buffers, a teacher that changes (momentum target, peer copies),
+  // each stage's optimizer state, teacher outputs already computed for the
+  // next batch, step and token counts, the data position, the random
+  // generators, and the configuration's fingerprint. Keeps the newest
+  // `keep`. Under c10d every process writes its own ranks' state and rank 0
+  // the manifest last; all processes call it at the same step.
+  void SaveCheckpoint(const std::string& dir, int keep);
+  // Continues a fresh trainer (nothing trained yet) from the newest
+  // complete checkpoint in `dir`, as if it had trained those steps itself.
+  // Returns that step, or -1 when `dir` holds none (nothing changes then).
+  // Checkpoints with a damaged file are passed over for older ones, each
+  // with a line in `skipped`. Throws std::invalid_argument when the newest
+  // was written by another configuration (saying which settings differ) or
+  // another c10d world size.
+  int64_t Resume(const std::string& dir, std::vector<std::string>* skipped = nullptr);
+  // Optimizer steps trained (resumed ones included).
+  int64_t steps_done() const;
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;

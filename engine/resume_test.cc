@@ -1,0 +1,139 @@
+// Resumable training: N steps, a checkpoint, a fresh trainer resumed from it
+// and M more steps equal N + M steps run without a stop, bit for bit, under
+// every scheduler, for KD (frozen teacher; TSPipe's teacher forwards run one
+// batch ahead, so the checkpoint carries them) and BYOL (momentum target and
+// its version), in float64.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "engine/checkpoint.h"
+#include "engine/trainer.h"
+
+namespace tspipe {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string FreshDir(const std::string& name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const fs::path dir = fs::path(tmp ? tmp : "/tmp") / ("resume_" + name + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir.string();
+}
+
+struct Case {
+  std::string algorithm;
+  std::string scheduler;
+  int stages;
+  std::string policy;
+};
+
+void PrintTo(const Case& c, std::ostream* out) {
+  *out << c.algorithm << " under " << c.scheduler << " on " << c.stages << " stages";
+}
+
+TrainConfig Config(const Case& c) {
+  TrainConfig t;
+  t.algorithm = c.algorithm;
+  t.algorithm_options = c.algorithm == "kd"
+                            ? "widths=4,8,blocks=1,2,teacher_widths=4,8,teacher_blocks=1,2"
+                            : "widths=4,8,blocks=1,2,hidden=16,projection=8";
+  t.scheduler = c.scheduler;
+  t.stages = c.stages;
+  t.microbatches = 2;
+  t.batch_size = 8;
+  t.update_policy = c.policy;
+  t.dtype = "float64";
+  t.num_batches = 3;  // Cycled: the data position matters.
+  t.total_steps = 5;  // BYOL's momentum ramps over the run.
+  t.optimizer = c.algorithm == "kd" ? "sgd" : "adamw";  // Both optimizers' state.
+  t.learning_rate = 0.01;
+  t.warmup_steps = 2;
+  t.seed = 3;
+  return t;
+}
+
+class ResumeTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ResumeTest, StopAndResumeEqualsOneRun) {
+  const Case c = GetParam();
+  const TrainConfig config = Config(c);
+  Trainer straight(config);
+  straight.Train(2);
+  straight.Train(3);
+
+  const std::string dir = FreshDir(c.algorithm + c.scheduler + std::to_string(c.stages));
+  {
+    Trainer first(config);
+    first.Train(2);
+    first.SaveCheckpoint(dir, 2);
+    first.Train(1);  // Work after the checkpoint is lost, as in a crash.
+  }
+  Trainer resumed(config);
+  EXPECT_EQ(resumed.Resume(dir), 2);
+  EXPECT_EQ(resumed.steps_done(), 2);
+  resumed.Train(3);
+  EXPECT_EQ(resumed.MaxParameterDifference(straight), 0.0)
+      << c.algorithm << " under " << c.scheduler << " differs after resuming";
+  // And the resumed run is not trivially equal: one step fewer is not.
+  Trainer short_run(config);
+  short_run.Train(4);
+  EXPECT_GT(short_run.MaxParameterDifference(straight), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Schedulers, ResumeTest,
+    ::testing::Values(Case{"kd", "sequential", 1, ""}, Case{"kd", "gpipe", 2, ""},
+                      Case{"kd", "tspipe", 2, ""}, Case{"kd", "tspipe", 4, ""},
+                      Case{"kd", "tspipe_1f1b", 2, ""}, Case{"kd", "dp", 2, ""},
+                      Case{"byol", "sequential", 1, ""}, Case{"byol", "gpipe", 2, "sync"},
+                      Case{"byol", "tspipe", 2, "tspipe_delayed"},
+                      Case{"byol", "tspipe", 4, "tspipe_delayed"},
+                      Case{"byol", "tspipe_1f1b", 2, "tspipe_delayed"},
+                      Case{"byol", "dp", 2, ""}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      return info.param.algorithm + "_" + info.param.scheduler + "_" +
+             std::to_string(info.param.stages);
+    });
+
+TEST(ResumeErrorsTest, NoCheckpointAnotherConfigurationAndDamage) {
+  Case c{"kd", "tspipe", 2, ""};
+  const TrainConfig config = Config(c);
+  const std::string dir = FreshDir("errors");
+  Trainer fresh(config);
+  EXPECT_EQ(fresh.Resume(dir), -1);  // Nothing there: a fresh start.
+  {
+    Trainer t(config);
+    t.Train(1);
+    t.SaveCheckpoint(dir, 3);
+    t.Train(1);
+    t.SaveCheckpoint(dir, 3);
+  }
+  TrainConfig other = config;
+  other.batch_size = 16;
+  other.learning_rate = 0.02;
+  try {
+    Trainer t(other);
+    t.Resume(dir);
+    FAIL() << "a checkpoint of another configuration was taken";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("batch_size is 8 in the checkpoint, 16 in this run"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("learning_rate"), std::string::npos) << what;
+  }
+  // The newest checkpoint damaged: the one before it is taken.
+  const std::string newest = StepDirectory(dir, 2) + "/" + ProcessFileName(0);
+  fs::resize_file(newest, fs::file_size(newest) - 1);
+  Trainer t(config);
+  std::vector<std::string> skipped;
+  EXPECT_EQ(t.Resume(dir, &skipped), 1);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0].find("step-00000002"), std::string::npos) << skipped[0];
+}
+
+}  // namespace
+}  // namespace tspipe
