@@ -51,6 +51,12 @@ shared=(
   "--algorithm_options=no_such_option=1|algorithm_options|no_such_option"
   "--device=tpu|device|tpu"
   "--seed=twelve|seed|twelve"
+  "--checkpoint_every=-1|checkpoint_every|-1"
+  "--checkpoint_every=5|checkpoint_every|5"
+  "--keep_checkpoints=0|keep_checkpoints|0"
+  "--checkpoint_dir=/nonexistent/dir/ck|checkpoint_dir|/nonexistent/dir/ck"
+  "--checkpoint_dir=/etc/passwd|checkpoint_dir|/etc/passwd"
+  "--resume|resume|"
   "--no_such_flag=1|no_such_flag|"
 )
 accuracy=(

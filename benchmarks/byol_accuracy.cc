@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
       c.update_policy = run.substr(colon + 1);
       tspipe::Trainer trainer(c);
       Row row{"byol", c.scheduler, c.update_policy, FLAGS_steps};
-      row.seconds = tspipe::TrainWithProgress(trainer, FLAGS_steps, "byol/" + run, FLAGS_log_every);
+      row.seconds = tspipe::TrainWithProgress(trainer, FLAGS_steps, "byol/" + run, FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
       row.accuracy = tspipe::MetricValue(trainer.Evaluate(FLAGS_train_samples, FLAGS_eval_samples),
                                          "linear_top1");
       LOG(INFO) << run << ": linear accuracy " << row.accuracy;

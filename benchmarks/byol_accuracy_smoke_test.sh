@@ -19,4 +19,26 @@ if "${bin}" "${small[@]}" --runs=gpipe:tspipe_delayed >"${out}" 2>&1; then
   echo "gpipe accepted the delayed policy"; exit 1
 fi
 grep -q "scheduler 'gpipe' cannot honour update policy 'tspipe_delayed'" "${out}"
+# Checkpoints: a run that stops after step 2 (its step-4 checkpoint
+# removed, as if killed) and resumes ends where the uninterrupted one did.
+ck="${tmp}/ck"
+rm -rf "${ck}"
+one=(--runs=tspipe:tspipe_delayed --balance=even --checkpoint_dir="${ck}")
+"${bin}" "${small[@]}" "${one[@]}" --checkpoint_every=2 >"${out}" 2>&1 || { cat "${out}"; exit 1; }
+straight="$(grep -E '^byol +tspipe' "${out}")"
+ls "${ck}/byol_tspipe_tspipe_delayed"
+rm -rf "${ck}/byol_tspipe_tspipe_delayed/step-00000004"
+"${bin}" "${small[@]}" "${one[@]}" --resume >"${out}" 2>&1 || { cat "${out}"; exit 1; }
+cat "${out}"
+grep -q 'byol/tspipe:tspipe_delayed: resumed from .* at step 2 of 4' "${out}"
+resumed="$(grep -E '^byol +tspipe' "${out}")"
+# Same accuracy (the seconds column differs).
+if [[ "$(awk '{print $1,$2,$3,$4,$5}' <<<"${straight}")" != "$(awk '{print $1,$2,$3,$4,$5}' <<<"${resumed}")" ]]; then
+  echo "resumed run differs: '${straight}' vs '${resumed}'"; exit 1
+fi
+# Another configuration is refused, naming what differs.
+if "${bin}" "${small[@]}" "${one[@]}" --resume --learning_rate=0.01 >"${out}" 2>&1; then
+  echo "a checkpoint of another learning rate was taken"; exit 1
+fi
+grep -q 'learning_rate is 0.05 in the checkpoint, 0.01 in this run' "${out}"
 echo PASS

@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -24,15 +25,51 @@ bool FileExists(const std::string& path) {
   return f != nullptr;
 }
 
-double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every) {
-  Progress progress(label, steps, trainer.batch_size());
-  const int chunk = log_every > 0 ? log_every : std::max(1, steps);
+std::string CheckpointDirFor(const CheckpointSettings& settings, const std::string& label) {
+  std::string name = label;
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '_';
+  }
+  return settings.dir + "/" + name;
+}
+
+double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every,
+                         const CheckpointSettings& checkpoints) {
+  const std::string dir = checkpoints.dir.empty() ? "" : CheckpointDirFor(checkpoints, label);
   int done = 0;
+  if (!dir.empty() && checkpoints.resume) {
+    std::vector<std::string> skipped;
+    const int64_t step = trainer.Resume(dir, &skipped);
+    for (const std::string& s : skipped) LOG(WARNING) << label << ": passed over " << s;
+    if (step > steps) {
+      throw std::invalid_argument(label + ": the checkpoint in " + dir + " is at step " +
+                                  std::to_string(step) + ", past this run's " +
+                                  std::to_string(steps) + " steps");
+    }
+    if (step >= 0) {
+      done = static_cast<int>(step);
+      LOG(INFO) << label << ": resumed from " << dir << " at step " << done << " of " << steps;
+    } else {
+      LOG(INFO) << label << ": no checkpoint in " << dir << " yet; starting fresh";
+    }
+  }
+  const int start = done;
+  Progress progress(label, steps - start, trainer.batch_size());
+  const int chunk = log_every > 0 ? log_every : std::max(1, steps);
   while (done < steps) {
-    const int n = std::min(chunk, steps - done);
+    int n = std::min(chunk, steps - done);
+    if (!dir.empty() && checkpoints.every > 0) {
+      n = std::min(n, checkpoints.every - done % checkpoints.every);
+    }
     const double loss = trainer.Train(n);
     done += n;
-    if (log_every > 0) LOG(INFO) << progress.Line(done, loss);
+    if (log_every > 0 && (done % chunk == 0 || done == steps)) {
+      LOG(INFO) << progress.Line(done - start, loss)
+                << (start > 0 ? " (resumed at " + std::to_string(start) + ")" : std::string());
+    }
+    if (!dir.empty() && ((checkpoints.every > 0 && done % checkpoints.every == 0) || done == steps)) {
+      trainer.SaveCheckpoint(dir, checkpoints.keep);
+    }
   }
   return progress.ElapsedSeconds();
 }

@@ -15,10 +15,24 @@ namespace tspipe {
 // relative to where they typed the command (BUILD_WORKING_DIRECTORY).
 std::string UserPath(const std::string& path);
 bool FileExists(const std::string& path);
-// Trains `steps` steps in chunks of `log_every`, logging step, loss,
-// samples/s and ETA after each (engine/progress.h); returns the seconds
-// taken.
-double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every);
+// Checkpoints of a main's training runs (flags.h's CheckpointFlags).
+struct CheckpointSettings {
+  std::string dir;  // Empty: no checkpoints.
+  int every = 0;    // Steps between checkpoints; 0 = at the end of each run only.
+  int keep = 2;     // Newest checkpoints kept per run.
+  bool resume = false;
+};
+
+// Where a run labelled `label` ("kd/tspipe") keeps its checkpoints:
+// <dir>/kd_tspipe.
+std::string CheckpointDirFor(const CheckpointSettings& settings, const std::string& label);
+
+// Trains until `steps` steps are done in chunks of `log_every`, logging
+// step, loss, samples/s and ETA after each (engine/progress.h); returns the
+// seconds taken. With checkpoints: resumes from the run's newest one first
+// (when asked), writes one every `every` steps and one at the end.
+double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every,
+                         const CheckpointSettings& checkpoints = {});
 // Every name in the comma-separated `list` is a registered scheduler.
 void RequireSchedulers(const std::string& flag, const std::string& list);
 // "31.2/23" for per-stage milliseconds.

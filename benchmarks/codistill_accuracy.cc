@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
     Row row{"codistill", std::to_string(models) + " models x " +
                              std::to_string(codistill.batch_size / models) + ", " +
                              FLAGS_scheduler + ", wd " + std::to_string(codistill.weight_decay)};
-    row.seconds = tspipe::TrainWithProgress(c, FLAGS_steps, "codistill", FLAGS_log_every);
+    row.seconds = tspipe::TrainWithProgress(c, FLAGS_steps, "codistill", FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
     row.kb_per_step = c.bytes_sent_per_step_per_device() / 1024;
     const tspipe::Metrics m = c.Evaluate(0, FLAGS_eval_samples);
     for (const auto& [name, value] : m) {
@@ -126,7 +127,8 @@ int main(int argc, char** argv) {
     Row drow{"dp", std::to_string(models) + " replicas x " +
                        std::to_string(dp.batch_size / models) + ", wd " +
                        std::to_string(dp.weight_decay)};
-    drow.seconds = tspipe::TrainWithProgress(d, FLAGS_steps, "dp", FLAGS_log_every);
+    drow.seconds = tspipe::TrainWithProgress(d, FLAGS_steps, "dp", FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
     drow.kb_per_step = d.bytes_sent_per_step_per_device() / 1024;
     drow.accuracy = tspipe::MetricValue(d.Evaluate(0, FLAGS_eval_samples), "top1");
     rows.push_back(drow);
@@ -140,7 +142,8 @@ int main(int argc, char** argv) {
     tspipe::Trainer a(alone);
     Row arow{"alone", "1 model x " + std::to_string(alone.batch_size) + ", wd " +
                           std::to_string(alone.weight_decay)};
-    arow.seconds = tspipe::TrainWithProgress(a, FLAGS_steps, "alone", FLAGS_log_every);
+    arow.seconds = tspipe::TrainWithProgress(a, FLAGS_steps, "alone", FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
     arow.accuracy = tspipe::MetricValue(a.Evaluate(0, FLAGS_eval_samples), "top1");
     rows.push_back(arow);
 

@@ -154,7 +154,8 @@ int main(int argc, char** argv) {
       LOG(INFO) << what << " (" << steps << " steps)";
       tspipe::Trainer t(fit);
       Row row{what, "sequential", steps};
-      row.seconds = tspipe::TrainWithProgress(t, steps, what, FLAGS_log_every);
+      row.seconds = tspipe::TrainWithProgress(t, steps, what, FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
       t.ExportModel(path);
       LOG(INFO) << "saved the teacher with its head to " << path;
       rows.push_back(row);
@@ -206,7 +207,8 @@ int main(int argc, char** argv) {
       auto trainer = std::make_unique<tspipe::Trainer>(c);
       Row row{"distilled student", scheduler, FLAGS_steps};
       row.seconds =
-          tspipe::TrainWithProgress(*trainer, FLAGS_steps, "distil/" + scheduler, FLAGS_log_every);
+          tspipe::TrainWithProgress(*trainer, FLAGS_steps, "distil/" + scheduler, FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
       Measure(*trainer, &row);
       rows.push_back(row);
       students[scheduler] = std::move(trainer);
@@ -228,7 +230,8 @@ int main(int argc, char** argv) {
     alone.teacher_balance.clear();
     tspipe::Trainer baseline(alone);
     Row row{"student without teacher", "sequential", FLAGS_steps};
-    row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "mlm-only", FLAGS_log_every);
+    row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "mlm-only", FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
     Measure(baseline, &row);
     rows.push_back(row);
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <stdexcept>
@@ -50,6 +51,19 @@ DEFINE_string(device, "cpu",
               "cpu, cuda (rank r on cuda:r; under --backend=c10d local rank i on cuda:i, over "
               "NCCL) or cuda:K (every rank on cuda:K). Needs --config=cuda.");
 
+DEFINE_string(checkpoint_dir, "",
+              "If set, training checkpoints go here (one subdirectory per training run of this "
+              "binary), every --checkpoint_every steps and at the end of each run; the newest "
+              "--keep_checkpoints are kept. Written atomically: a killed run never leaves a "
+              "checkpoint that loads wrong.");
+DEFINE_int32(checkpoint_every, 0,
+             "Steps between checkpoints (needs --checkpoint_dir; 0 = only at the end of each run).");
+DEFINE_int32(keep_checkpoints, 2, "How many of the newest checkpoints each run keeps.");
+DEFINE_bool(resume, false,
+            "Continue each training run from its newest complete checkpoint in --checkpoint_dir "
+            "(runs without one start fresh; a checkpoint of another configuration is refused). "
+            "Give the same flags as the run that wrote them.");
+
 namespace tspipe {
 namespace {
 
@@ -74,9 +88,45 @@ std::string AlgorithmUsage(const std::string& algorithm) {
   return RecipeOptionsHelp(algorithm);
 }
 
+CheckpointSettings CheckpointFlags() {
+  RequireAtLeast("checkpoint_every", FLAGS_checkpoint_every, 0);
+  RequireAtLeast("keep_checkpoints", FLAGS_keep_checkpoints, 1);
+  if (FLAGS_checkpoint_dir.empty()) {
+    if (FLAGS_checkpoint_every > 0) {
+      throw std::invalid_argument("--checkpoint_every=" + std::to_string(FLAGS_checkpoint_every) +
+                                  ": needs --checkpoint_dir");
+    }
+    if (FLAGS_resume) throw std::invalid_argument("--resume: needs --checkpoint_dir");
+  }
+  CheckpointSettings c;
+  c.dir = UserPath(FLAGS_checkpoint_dir);
+  if (!c.dir.empty()) {
+    // Writable now (the directory, or where it would be made), not after
+    // the first hour of training; nothing is created yet.
+    struct stat st;
+    if (::stat(c.dir.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) {
+        throw std::invalid_argument("--checkpoint_dir=" + FLAGS_checkpoint_dir +
+                                    ": is a file, not a directory");
+      }
+      if (::access(c.dir.c_str(), W_OK) != 0) {
+        throw std::invalid_argument("--checkpoint_dir=" + FLAGS_checkpoint_dir +
+                                    ": directory is not writable");
+      }
+    } else {
+      RequireWritable("checkpoint_dir", c.dir);
+    }
+  }
+  c.every = FLAGS_checkpoint_every;
+  c.keep = FLAGS_keep_checkpoints;
+  c.resume = FLAGS_resume;
+  return c;
+}
+
 TrainConfig ConfigFromFlags(const std::string& algorithm) {
   // Every shared flag is checked here, before any work, so that a bad value
   // gets one line naming it rather than a LibTorch error later.
+  CheckpointFlags();
   RequireAtLeast("stages", FLAGS_stages, 1);
   RequireAtLeast("microbatches", FLAGS_microbatches, 1);
   RequireAtLeast("batch_size", FLAGS_batch_size, 1);

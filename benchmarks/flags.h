@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "benchmarks/cli.h"
 #include "engine/trainer.h"
 
 DECLARE_string(algorithm_options);
@@ -34,12 +35,21 @@ DECLARE_string(data_dir);
 DECLARE_int32(threads_per_device);
 DECLARE_int32(log_every);
 DECLARE_string(device);
+DECLARE_string(checkpoint_dir);
+DECLARE_int32(checkpoint_every);
+DECLARE_int32(keep_checkpoints);
+DECLARE_bool(resume);
 
 namespace tspipe {
 
 // {flag, default} pairs, e.g. {{"batch_size", "128"}}. Exits naming an
 // unknown flag or a bad value.
 void SetFlagDefaults(const std::vector<std::pair<std::string, std::string>>& defaults);
+
+// --checkpoint_dir, --checkpoint_every, --keep_checkpoints, --resume,
+// checked (the directory writable, nothing created); ConfigFromFlags
+// checks them too, so bad values stop a main before any work.
+CheckpointSettings CheckpointFlags();
 
 // The usage text's part about `algorithm`: its options with defaults and
 // help, so that --help lists them.

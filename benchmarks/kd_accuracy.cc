@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
                 << tspipe::FormatBalance(teacher.balance) << ")";
       tspipe::Trainer t(teacher);
       Row row{"teacher", teacher.scheduler, FLAGS_teacher_steps};
-      row.seconds = tspipe::TrainWithProgress(t, FLAGS_teacher_steps, "teacher", FLAGS_log_every);
+      row.seconds = tspipe::TrainWithProgress(t, FLAGS_teacher_steps, "teacher", FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
       row.accuracy = tspipe::MetricValue(t.Evaluate(0, FLAGS_eval_samples), "top1");
       t.SaveModel(checkpoint);
       LOG(INFO) << "saved the teacher to " << checkpoint << " (test accuracy " << row.accuracy
@@ -133,7 +134,8 @@ int main(int argc, char** argv) {
       c.scheduler = scheduler;
       auto trainer = std::make_unique<tspipe::Trainer>(c);
       Row row{"kd student", scheduler, FLAGS_steps};
-      row.seconds = tspipe::TrainWithProgress(*trainer, FLAGS_steps, "kd/" + scheduler, FLAGS_log_every);
+      row.seconds = tspipe::TrainWithProgress(*trainer, FLAGS_steps, "kd/" + scheduler, FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
       row.accuracy = tspipe::MetricValue(trainer->Evaluate(0, FLAGS_eval_samples), "top1");
       rows.push_back(row);
       students[scheduler] = std::move(trainer);
@@ -170,7 +172,8 @@ int main(int argc, char** argv) {
     alone.teacher_balance.clear();
     tspipe::Trainer baseline(alone);
     Row row{"student without teacher", "sequential", FLAGS_steps};
-    row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "no-teacher", FLAGS_log_every);
+    row.seconds = tspipe::TrainWithProgress(baseline, FLAGS_steps, "no-teacher", FLAGS_log_every,
+                                            tspipe::CheckpointFlags());
     row.accuracy = tspipe::MetricValue(baseline.Evaluate(0, FLAGS_eval_samples), "top1");
     rows.push_back(row);
   } catch (const std::exception& e) {

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -101,15 +102,43 @@ void FailRun(benchmark::State& state, const tspipe::TrainConfig& config, const s
 // freeing the old one first. Building is not timed.
 std::unique_ptr<tspipe::Trainer> g_trainer;
 std::string g_trainer_scheduler;
+// --checkpoint_dir: each scheduler's trainer saves into <dir>/<scheduler>
+// when it is dropped, at the end, and every --checkpoint_every steps (with
+// the clock paused), and a trainer rebuilt for a later repetition continues
+// from there; --resume continues from an earlier run's checkpoints.
+tspipe::CheckpointSettings g_checkpoints;
+std::set<std::string> g_saved;  // Schedulers that saved in this process.
+
+void SaveTrainer() {
+  if (g_checkpoints.dir.empty() || !g_trainer || g_trainer->steps_done() == 0) return;
+  g_trainer->SaveCheckpoint(tspipe::CheckpointDirFor(g_checkpoints, g_trainer_scheduler),
+                            g_checkpoints.keep);
+  g_saved.insert(g_trainer_scheduler);
+}
 // Each scheduler's last recorded iteration, for --trace.
 std::map<std::string, tspipe::TraceRun> g_traces;
 
 tspipe::Trainer* TrainerFor(const tspipe::TrainConfig& config) {
   if (g_trainer_scheduler != config.scheduler) {
+    SaveTrainer();
     g_trainer.reset();
     g_trainer_scheduler.clear();
     g_trainer = std::make_unique<tspipe::Trainer>(config);
     g_trainer_scheduler = config.scheduler;
+    if (!g_checkpoints.dir.empty() && (g_checkpoints.resume || g_saved.count(config.scheduler))) {
+      const std::string dir = tspipe::CheckpointDirFor(g_checkpoints, config.scheduler);
+      std::vector<std::string> skipped;
+      int64_t step = -1;
+      try {
+        step = g_trainer->Resume(dir, &skipped);
+      } catch (const std::invalid_argument& e) {
+        // Not a scheduler that cannot run this configuration (which "all"
+        // skips): the user's checkpoints do not fit the user's flags.
+        throw std::runtime_error(e.what());
+      }
+      for (const std::string& why : skipped) LOG(WARNING) << "passed over " << why;
+      if (step >= 0) LOG(INFO) << config.scheduler << ": continuing from " << dir << " at step " << step;
+    }
   }
   return g_trainer.get();
 }
@@ -142,6 +171,17 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool recor
       return;
     }
     step += config.steps_per_iteration;
+    if (g_checkpoints.every > 0 &&
+        trainer->steps_done() % g_checkpoints.every < config.steps_per_iteration) {
+      state.PauseTiming();
+      try {
+        SaveTrainer();
+      } catch (const std::exception& e) {
+        FailRun(state, config, e);
+        return;
+      }
+      state.ResumeTiming();
+    }
     if (FLAGS_log_every > 0 && step % FLAGS_log_every < config.steps_per_iteration) {
       LOG(INFO) << progress.Line(step, loss);
     }
@@ -276,6 +316,7 @@ int main(int argc, char** argv) {
   tspipe::TrainConfig base;
   try {
     base = tspipe::ConfigFromFlags(FLAGS_algorithm);
+    g_checkpoints = tspipe::CheckpointFlags();
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAtLeast("steps", FLAGS_steps, 0);
     tspipe::RequireAtLeast("steps_per_iteration", FLAGS_steps_per_iteration, 1);
@@ -421,6 +462,12 @@ int main(int argc, char** argv) {
               << SvgPathFor(path);
   }
   benchmark::Shutdown();
+  try {
+    SaveTrainer();
+  } catch (const std::exception& e) {
+    LOG(ERROR) << e.what();
+    return 1;
+  }
   g_trainer.reset();
   return results.size() == names.size() ? 0 : 1;
 }
