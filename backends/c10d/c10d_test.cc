@@ -20,6 +20,7 @@
 #include "algorithms/blockwise.h"
 #include "algorithms/kd.h"
 #include "backends/c10d/c10d_transport.h"
+#include "backends/c10d/test_processes.h"
 #include "core/balance.h"
 #include "backends/executor.h"
 #include "core/scheduler.h"
@@ -30,11 +31,6 @@ extern char** environ;
 
 namespace tspipe {
 namespace {
-
-std::string Env(const char* name, const std::string& fallback = "") {
-  const char* v = std::getenv(name);
-  return v ? v : fallback;
-}
 
 std::vector<int> Ints(const std::string& text) {
   std::vector<int> out;
@@ -247,70 +243,6 @@ TrainConfig CodistillConfig(const std::string& scheduler, int stages,
     // Not exit(): destructors of a process group with a dead peer may wait.
     _exit(1);
   }
-}
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string TempDir() {
-  std::string base = Env("TEST_TMPDIR", "/tmp");
-  char tmpl[4096];
-  std::snprintf(tmpl, sizeof(tmpl), "%s/c10dXXXXXX", base.c_str());
-  return mkdtemp(tmpl);
-}
-
-// Starts this binary as rank `rank`, stderr to `log`.
-pid_t Spawn(int rank, int world, int port, const std::map<std::string, std::string>& extra,
-            const std::string& log) {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
-  }
-  env["TSPIPE_C10D_CHILD"] = "1";
-  env["RANK"] = std::to_string(rank);
-  env["LOCAL_RANK"] = std::to_string(rank);
-  env["WORLD_SIZE"] = std::to_string(world);
-  env["MASTER_ADDR"] = "127.0.0.1";
-  env["MASTER_PORT"] = std::to_string(port);
-  for (const auto& [k, v] : extra) env[k] = v;
-  std::vector<std::string> flat;
-  for (const auto& [k, v] : env) flat.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& s : flat) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  std::string self = "/proc/self/exe";
-  char* argv[] = {self.data(), nullptr};
-  pid_t pid;
-  EXPECT_EQ(posix_spawn(&pid, self.c_str(), &actions, nullptr, argv, envp.data()), 0);
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
-
-int WaitExit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 std::map<std::string, std::string> RunEnv(const RunSpec& run, const std::string& dir) {
