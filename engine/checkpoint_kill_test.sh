@@ -47,7 +47,7 @@ for ((i = 0; i < rounds; i++)); do
 done
 # Leftovers of killed writers are there, and were never taken.
 echo "kills inside a write: ${in_write}; rounds that resumed: ${resumed} of ${rounds}"
-if ((resumed < rounds / 2 || in_write < rounds / 4)); then
+if ((resumed < rounds / 3 || in_write < rounds / 6)); then
   echo "too few rounds resumed or were killed inside a write to mean anything"
   exit 1
 fi
