@@ -578,19 +578,10 @@ class Trainer::Impl {
     }
     double loss = executor_->Run(run, &Peek()).back().loss;
     steps_ += steps;
-    if (transport_) {
-      // Each process knows only its own ranks' share of the loss: the last
-      // stage's rank holds all of it in a pipeline (the others 0), each
-      // replica its weighted part under dp. The sum is the mini-batch loss.
-      std::vector<int> world(transport_->world_size());
-      std::iota(world.begin(), world.end(), 0);
-      std::vector<torch::Tensor> sum{
-          torch::tensor({loss}, torch::kFloat64).to(transport_->device())};
-      std::atomic<bool> never{false};
-      transport_->AllReduce(rank_, world, /*stage=*/-1, executor_->steps_done(), &sum,
-                            std::chrono::seconds(config_.peer_timeout_seconds), never);
-      loss = sum[0].item<double>();
-    }
+    // Under c10d each process knows only its own ranks' share of the loss:
+    // the last stage's rank holds all of it in a pipeline (the others 0),
+    // each replica its weighted part under dp. The sum is the mini-batch loss.
+    loss = SumOverProcesses(loss, /*stage=*/-1, executor_->steps_done());
     // Several models: the losses of all of them were summed; report their mean.
     return loss / num_models_;
   }
@@ -706,14 +697,15 @@ class Trainer::Impl {
            "\nplacement=" + placement_ + "\n";
   }
 
-  // The sum of `value` over every process (a barrier under c10d).
-  double SumOverProcesses(double value, int64_t tag) {
+  // The sum of `value` over every process (a barrier under c10d); `stage`
+  // and `tag` name the collective (-1: Train's loss, -2: checkpoints).
+  double SumOverProcesses(double value, int stage, int64_t tag) {
     if (!transport_) return value;
     std::vector<int> world(transport_->world_size());
     std::iota(world.begin(), world.end(), 0);
     std::vector<torch::Tensor> sum{torch::tensor({value}, torch::kFloat64).to(transport_->device())};
     std::atomic<bool> never{false};
-    transport_->AllReduce(rank_, world, /*stage=*/-2, tag, &sum,
+    transport_->AllReduce(rank_, world, stage, tag, &sum,
                           std::chrono::seconds(config_.peer_timeout_seconds), never);
     return sum[0].item<double>();
   }
@@ -816,7 +808,7 @@ class Trainer::Impl {
     const int64_t step = executor_->steps_done();
     WriteProcessFile(dir, step, process(), ProcessState());
     // Every process has its file on disk before the manifest says so.
-    SumOverProcesses(1, step);
+    SumOverProcesses(1, /*stage=*/-2, step);
     if (process() == 0) {
       CheckpointManifest m;
       m.step = step;
@@ -868,7 +860,7 @@ class Trainer::Impl {
         problem = e.what();
       }
       // Resume only from a checkpoint every process has whole.
-      if (SumOverProcesses(problem.empty() ? 1 : 0, --tag) < processes()) {
+      if (SumOverProcesses(problem.empty() ? 1 : 0, /*stage=*/-2, --tag) < processes()) {
         notes.push_back(where + ": " + (problem.empty() ? "another process's file is damaged" : problem));
         continue;
       }
