@@ -57,6 +57,9 @@ shared=(
   "--checkpoint_dir=/nonexistent/dir/ck|checkpoint_dir|/nonexistent/dir/ck"
   "--checkpoint_dir=/etc/passwd|checkpoint_dir|/etc/passwd"
   "--resume|resume|"
+  "--export=/nonexistent/dir/s.safetensors|export|/nonexistent/dir/s.safetensors"
+  "--export=${outdir}/student.pt|export|${outdir}/student.pt"
+  "--export=${outdir}/.safetensors|export|${outdir}/.safetensors"
   "--no_such_flag=1|no_such_flag|"
 )
 accuracy=(
@@ -84,7 +87,8 @@ case "${kind}" in
       "--policy=bogus|policy|bogus"
       "--backend=mpi|backend|mpi"
       "--peer_timeout=0|peer_timeout|0"
-      "--emulate_link_ms_per_mb=-1|emulate_link_ms_per_mb|-1")
+      "--emulate_link_ms_per_mb=-1|emulate_link_ms_per_mb|-1"
+      "--backend=c10d --export=${outdir}/s.safetensors|export|${outdir}/s.safetensors")
     ;;
   kd_accuracy)
     common=(--steps=1 --teacher_steps=1 --train_samples=64 --eval_samples=16 --batch_size=16
@@ -161,8 +165,9 @@ if [[ -n "${opts}" ]]; then common+=(--algorithm_options="${opts}"); fi
 failures=0
 for c in "${cases[@]}"; do
   IFS='|' read -r arg flag value <<<"${c}"
-  rm -rf "${outdir:?}"/*
-  (cd "${outdir}" && "${bin}" "${common[@]}" "${arg}") >"${log}" 2>&1 </dev/null
+  rm -rf "${outdir:?}" && mkdir -p "${outdir}"  # Dot files too.
+  read -r -a args <<<"${arg}"  # A case may be two flags ("--backend=c10d --export=...").
+  (cd "${outdir}" && "${bin}" "${common[@]}" "${args[@]}") >"${log}" 2>&1 </dev/null
   rc=$?
   why=""
   if (( rc == 0 )); then

@@ -10,13 +10,16 @@ trace="${TEST_TMPDIR:-/tmp}/trace.json"
 # 3 steps per iteration: the recorded iteration then has a steady step.
 "${bin}" --scheduler=all --stages=2 --microbatches=2 --batch_size=8 --algorithm_options="${opts}" \
   --steps_per_iteration=3 --benchmark_min_time=0.01 --plot="${plot}" --trace="${trace}" \
-  >"${out}" 2>&1 || { cat "${out}"; exit 1; }
+  --export="${TEST_TMPDIR:-/tmp}/student.safetensors" >"${out}" 2>&1 || { cat "${out}"; exit 1; }
 cat "${out}"
 grep -q 'samples_per_second' "${out}"
 grep -Eq '^gpipe +2 ' "${out}"
 grep -Eq '^tspipe +2 ' "${out}"
 grep -Eq '^sequential +1 .* 1\.000 ' "${out}"
 grep -q '</svg>' "${plot}"
+# --export with several schedulers: one student file each.
+test -s "${TEST_TMPDIR:-/tmp}/student.tspipe.safetensors"
+test -s "${TEST_TMPDIR:-/tmp}/student.sequential.safetensors"
 # The measured columns are filled in, and the trace has every scheduler's
 # process, slices named in compact form and flow arrows; its SVG shows
 # measured above simulated.

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("byol");
+    const std::string export_path = tspipe::ExportFlag();
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      tspipe::UserPath(FLAGS_report));
@@ -90,6 +91,8 @@ int main(int argc, char** argv) {
                                          "linear_top1");
       LOG(INFO) << run << ": linear accuracy " << row.accuracy;
       rows.push_back(row);
+      tspipe::ExportStudent(trainer, export_path,
+                            tspipe::SplitList(FLAGS_runs).size() > 1 ? "byol/" + run : "");
     }
   } catch (const std::exception& e) {
     LOG(ERROR) << e.what();

@@ -25,12 +25,39 @@ bool FileExists(const std::string& path) {
   return f != nullptr;
 }
 
-std::string CheckpointDirFor(const CheckpointSettings& settings, const std::string& label) {
+
+namespace {
+
+// A label as one file-name component: "kd/tspipe" -> "kd_tspipe".
+std::string FileNamePart(const std::string& label) {
   std::string name = label;
   for (char& c : name) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '_';
   }
-  return settings.dir + "/" + name;
+  return name;
+}
+
+}  // namespace
+
+std::string CheckpointDirFor(const CheckpointSettings& settings, const std::string& label) {
+  return settings.dir + "/" + FileNamePart(label);
+}
+
+std::string ExportPathFor(const std::string& path, const std::string& label) {
+  if (label.empty()) return path;
+  const std::string suffix = ".safetensors";
+  const bool has_suffix = path.size() > suffix.size() &&
+                          path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  const std::string stem = has_suffix ? path.substr(0, path.size() - suffix.size()) : path;
+  return stem + "." + FileNamePart(label) + suffix;
+}
+
+void ExportStudent(Trainer& trainer, const std::string& path, const std::string& label,
+                   int model) {
+  if (path.empty()) return;
+  const std::string out = ExportPathFor(path, label);
+  trainer.ExportModel(out, model);
+  LOG(INFO) << "exported " << (label.empty() ? "the student" : label) << " to " << out;
 }
 
 double TrainWithProgress(Trainer& trainer, int steps, const std::string& label, int log_every,

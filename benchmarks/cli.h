@@ -27,6 +27,15 @@ struct CheckpointSettings {
 // <dir>/kd_tspipe.
 std::string CheckpointDirFor(const CheckpointSettings& settings, const std::string& label);
 
+// Where the student of run `label` goes when a main exports several:
+// "out/student.safetensors" and "kd/tspipe" give
+// "out/student.kd_tspipe.safetensors". An empty label: `path` itself.
+std::string ExportPathFor(const std::string& path, const std::string& label);
+// Writes `model` of `trainer` to ExportPathFor(path, label) (nothing when
+// `path` is empty) and logs where.
+void ExportStudent(Trainer& trainer, const std::string& path, const std::string& label,
+                   int model = 0);
+
 // Trains until `steps` steps are done in chunks of `log_every`, logging
 // step, loss, samples/s and ETA after each (engine/progress.h); returns the
 // seconds taken. With checkpoints: resumes from the run's newest one first

@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
   std::ostringstream links;
   try {
     tspipe::TrainConfig codistill = tspipe::ConfigFromFlags("codistill");
+    const std::string export_path = tspipe::ExportFlag();
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      tspipe::UserPath(FLAGS_report));
@@ -106,6 +107,9 @@ int main(int argc, char** argv) {
     row.seconds = tspipe::TrainWithProgress(c, FLAGS_steps, "codistill", FLAGS_log_every,
                                             tspipe::CheckpointFlags());
     row.kb_per_step = c.bytes_sent_per_step_per_device() / 1024;
+    for (int g = 0; g < models; ++g) {
+      tspipe::ExportStudent(c, export_path, "codistill/model" + std::to_string(g), g);
+    }
     const tspipe::Metrics m = c.Evaluate(0, FLAGS_eval_samples);
     for (const auto& [name, value] : m) {
       Row r = row;

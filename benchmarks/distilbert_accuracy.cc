@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("distilbert");
+    const std::string export_path = tspipe::ExportFlag();
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      UserPath(FLAGS_report));
@@ -211,6 +212,8 @@ int main(int argc, char** argv) {
                                             tspipe::CheckpointFlags());
       Measure(*trainer, &row);
       rows.push_back(row);
+      tspipe::ExportStudent(*trainer, export_path,
+                            SplitList(FLAGS_scheduler).size() > 1 ? "distil/" + scheduler : "");
       students[scheduler] = std::move(trainer);
     }
     auto reference = students.find("sequential");

@@ -64,6 +64,12 @@ DEFINE_bool(resume, false,
             "(runs without one start fresh; a checkpoint of another configuration is refused). "
             "Give the same flags as the run that wrote them.");
 
+DEFINE_string(export, "",
+              "If set, each trained student is written here as safetensors with PyTorch's "
+              "parameter names (safetensors.torch.load_file reads it; tools/pytorch_forward.py "
+              "rebuilds the network in PyTorch). A main that trains several students writes "
+              "<stem>.<run>.safetensors for each. Loadable back as a teacher or initial student.");
+
 namespace tspipe {
 namespace {
 
@@ -123,10 +129,25 @@ CheckpointSettings CheckpointFlags() {
   return c;
 }
 
+std::string ExportFlag() {
+  if (FLAGS_export.empty()) return "";
+  const std::string suffix = ".safetensors";
+  const std::string name = FLAGS_export.substr(FLAGS_export.find_last_of('/') + 1);
+  if (name.size() <= suffix.size() ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    throw std::invalid_argument("--export=" + FLAGS_export +
+                                ": name a file ending in .safetensors (the format written)");
+  }
+  const std::string path = UserPath(FLAGS_export);
+  RequireWritable("export", path);
+  return path;
+}
+
 TrainConfig ConfigFromFlags(const std::string& algorithm) {
   // Every shared flag is checked here, before any work, so that a bad value
   // gets one line naming it rather than a LibTorch error later.
   CheckpointFlags();
+  ExportFlag();
   RequireAtLeast("stages", FLAGS_stages, 1);
   RequireAtLeast("microbatches", FLAGS_microbatches, 1);
   RequireAtLeast("batch_size", FLAGS_batch_size, 1);

@@ -39,6 +39,7 @@ DECLARE_string(checkpoint_dir);
 DECLARE_int32(checkpoint_every);
 DECLARE_int32(keep_checkpoints);
 DECLARE_bool(resume);
+DECLARE_string(export);
 
 namespace tspipe {
 
@@ -50,6 +51,11 @@ void SetFlagDefaults(const std::vector<std::pair<std::string, std::string>>& def
 // checked (the directory writable, nothing created); ConfigFromFlags
 // checks them too, so bad values stop a main before any work.
 CheckpointSettings CheckpointFlags();
+
+// --export, checked (ends in .safetensors, its directory writable; nothing
+// written) and resolved against the user's directory; "" when not set.
+// ConfigFromFlags checks it too.
+std::string ExportFlag();
 
 // The usage text's part about `algorithm`: its options with defaults and
 // help, so that --help lists them.

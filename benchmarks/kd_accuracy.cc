@@ -29,7 +29,9 @@ DEFINE_string(scheduler, "tspipe,sequential",
               "Comma-separated schedulers to distil under; 'sequential' is the reference the "
               "others' parameters are compared with.");
 DEFINE_string(teacher_checkpoint, "fashion_mnist_teacher.pt",
-              "Teacher weights: loaded if the file exists, else trained and saved here.");
+              "Teacher weights: loaded if the file exists, else trained and saved here (as "
+              "safetensors when the name ends in .safetensors, else as a LibTorch archive; a "
+              "safetensors teacher may come from PyTorch, with the names --export writes).");
 DEFINE_bool(retrain_teacher, false, "Train and overwrite the teacher checkpoint even if it exists.");
 DEFINE_string(teacher_scheduler, "gpipe", "Scheduler for training the teacher.");
 DEFINE_int32(teacher_steps, 940, "Teacher optimizer steps (940 x 128 = 2 epochs).");
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
 
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("kd");
+    const std::string export_path = tspipe::ExportFlag();
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      UserPath(FLAGS_report));
@@ -103,7 +106,15 @@ int main(int argc, char** argv) {
       row.seconds = tspipe::TrainWithProgress(t, FLAGS_teacher_steps, "teacher", FLAGS_log_every,
                                             tspipe::CheckpointFlags());
       row.accuracy = tspipe::MetricValue(t.Evaluate(0, FLAGS_eval_samples), "top1");
-      t.SaveModel(checkpoint);
+      // A .safetensors name gets the exchange format (PyTorch reads it);
+      // either loads back the same way.
+      const std::string st = ".safetensors";
+      if (checkpoint.size() > st.size() &&
+          checkpoint.compare(checkpoint.size() - st.size(), st.size(), st) == 0) {
+        t.ExportModel(checkpoint);
+      } else {
+        t.SaveModel(checkpoint);
+      }
       LOG(INFO) << "saved the teacher to " << checkpoint << " (test accuracy " << row.accuracy
                 << ")";
       rows.push_back(row);
@@ -138,6 +149,8 @@ int main(int argc, char** argv) {
                                             tspipe::CheckpointFlags());
       row.accuracy = tspipe::MetricValue(trainer->Evaluate(0, FLAGS_eval_samples), "top1");
       rows.push_back(row);
+      tspipe::ExportStudent(*trainer, export_path,
+                            SplitList(FLAGS_scheduler).size() > 1 ? "kd/" + scheduler : "");
       students[scheduler] = std::move(trainer);
     }
     if (loaded) {

@@ -35,6 +35,18 @@ if "${bin}" "${small[@]}" --steps=1 \
   echo "accepted a checkpoint of the wrong shape"; exit 1
 fi
 grep -q "checkpoint ${ckpt} does not fit the teacher (widths 8,32" "${out}"
+# A safetensors teacher: trained and exported, then loaded through the same
+# path; the student is exported too (one scheduler: the path as given).
+st="${tmp}/teacher.safetensors"
+for run in train load; do
+  "${bin}" "${small[@]}" --teacher_checkpoint="${st}" --teacher_steps=2 --steps=2 \
+    --scheduler=sequential --export="${tmp}/student.safetensors" >"${out}" 2>&1 \
+    || { cat "${out}"; exit 1; }
+done
+grep -q "loading the teacher from ${st}" "${out}"
+grep -Eq '^teacher \(loaded\)' "${out}"
+grep -q "exported the student to ${tmp}/student.safetensors" "${out}"
+test -s "${tmp}/student.safetensors"
 # Missing data names the file and the package.
 mkdir -p "${tmp}/nowhere"
 if "${bin}" "${small[@]}" --data_dir="${tmp}/nowhere" --steps=1 >"${out}" 2>&1; then

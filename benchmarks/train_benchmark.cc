@@ -115,12 +115,23 @@ void SaveTrainer() {
                             g_checkpoints.keep);
   g_saved.insert(g_trainer_scheduler);
 }
+// --export: each scheduler's student, written when its trainer is dropped
+// and at the end (so the file holds the last repetition's student);
+// <stem>.<scheduler>.safetensors when several schedulers run.
+std::string g_export;
+bool g_export_several = false;
+
+void ExportTrainer() {
+  if (g_export.empty() || !g_trainer || g_trainer->steps_done() == 0) return;
+  tspipe::ExportStudent(*g_trainer, g_export, g_export_several ? g_trainer_scheduler : "");
+}
 // Each scheduler's last recorded iteration, for --trace.
 std::map<std::string, tspipe::TraceRun> g_traces;
 
 tspipe::Trainer* TrainerFor(const tspipe::TrainConfig& config) {
   if (g_trainer_scheduler != config.scheduler) {
     SaveTrainer();
+    ExportTrainer();
     g_trainer.reset();
     g_trainer_scheduler.clear();
     g_trainer = std::make_unique<tspipe::Trainer>(config);
@@ -317,6 +328,13 @@ int main(int argc, char** argv) {
   try {
     base = tspipe::ConfigFromFlags(FLAGS_algorithm);
     g_checkpoints = tspipe::CheckpointFlags();
+    g_export = tspipe::ExportFlag();
+    g_export_several = FLAGS_scheduler == "all" || tspipe::SplitList(FLAGS_scheduler).size() > 1;
+    if (!g_export.empty() && FLAGS_backend == "c10d") {
+      throw std::invalid_argument("--export=" + FLAGS_export +
+                                  ": only with --backend=local (a c10d process holds only its "
+                                  "own stages)");
+    }
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAtLeast("steps", FLAGS_steps, 0);
     tspipe::RequireAtLeast("steps_per_iteration", FLAGS_steps_per_iteration, 1);
@@ -464,6 +482,7 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   try {
     SaveTrainer();
+    ExportTrainer();
   } catch (const std::exception& e) {
     LOG(ERROR) << e.what();
     return 1;

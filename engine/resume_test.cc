@@ -1,8 +1,9 @@
 // Resumable training: N steps, a checkpoint, a fresh trainer resumed from it
 // and M more steps equal N + M steps run without a stop, bit for bit, under
 // every scheduler, for KD (frozen teacher; TSPipe's teacher forwards run one
-// batch ahead, so the checkpoint carries them) and BYOL (momentum target and
-// its version), in float64.
+// batch ahead, so the checkpoint carries them), BYOL (momentum target and
+// its version), blockwise distillation under Pipe-BD and codistillation
+// (two models, each the other's stale teacher), in float64.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -29,7 +30,24 @@ struct Case {
   std::string scheduler;
   int stages;
   std::string policy;
+  // Tiny models; the optimizer, to cover both kinds of optimizer state.
+  std::string options;
+  std::string optimizer;
 };
+
+constexpr char kKd[] = "widths=4,8,blocks=1,2,teacher_widths=4,8,teacher_blocks=1,2";
+constexpr char kByol[] = "widths=4,8,blocks=1,2,hidden=16,projection=8";
+constexpr char kBlockwise[] = "teacher_widths=4,8,teacher_blocks=1,2";
+// Exchanges after steps 2 and 4: the checkpoint at step 2 holds the peers'
+// copies just exchanged.
+constexpr char kCodistill[] = "widths=4,8,blocks=1,1,models=2,exchange_every=2";
+
+Case Kd(const std::string& scheduler, int stages) {
+  return {"kd", scheduler, stages, "", kKd, "sgd"};
+}
+Case Byol(const std::string& scheduler, int stages, const std::string& policy) {
+  return {"byol", scheduler, stages, policy, kByol, "adamw"};
+}
 
 void PrintTo(const Case& c, std::ostream* out) {
   *out << c.algorithm << " under " << c.scheduler << " on " << c.stages << " stages";
@@ -38,9 +56,7 @@ void PrintTo(const Case& c, std::ostream* out) {
 TrainConfig Config(const Case& c) {
   TrainConfig t;
   t.algorithm = c.algorithm;
-  t.algorithm_options = c.algorithm == "kd"
-                            ? "widths=4,8,blocks=1,2,teacher_widths=4,8,teacher_blocks=1,2"
-                            : "widths=4,8,blocks=1,2,hidden=16,projection=8";
+  t.algorithm_options = c.options;
   t.scheduler = c.scheduler;
   t.stages = c.stages;
   t.microbatches = 2;
@@ -49,7 +65,7 @@ TrainConfig Config(const Case& c) {
   t.dtype = "float64";
   t.num_batches = 3;  // Cycled: the data position matters.
   t.total_steps = 5;  // BYOL's momentum ramps over the run.
-  t.optimizer = c.algorithm == "kd" ? "sgd" : "adamw";  // Both optimizers' state.
+  t.optimizer = c.optimizer;
   t.learning_rate = 0.01;
   t.warmup_steps = 2;
   t.seed = 3;
@@ -86,21 +102,23 @@ TEST_P(ResumeTest, StopAndResumeEqualsOneRun) {
 
 INSTANTIATE_TEST_SUITE_P(
     Schedulers, ResumeTest,
-    ::testing::Values(Case{"kd", "sequential", 1, ""}, Case{"kd", "gpipe", 2, ""},
-                      Case{"kd", "tspipe", 2, ""}, Case{"kd", "tspipe", 4, ""},
-                      Case{"kd", "tspipe_1f1b", 2, ""}, Case{"kd", "dp", 2, ""},
-                      Case{"byol", "sequential", 1, ""}, Case{"byol", "gpipe", 2, "sync"},
-                      Case{"byol", "tspipe", 2, "tspipe_delayed"},
-                      Case{"byol", "tspipe", 4, "tspipe_delayed"},
-                      Case{"byol", "tspipe_1f1b", 2, "tspipe_delayed"},
-                      Case{"byol", "dp", 2, ""}),
+    ::testing::Values(Kd("sequential", 1), Kd("gpipe", 2), Kd("tspipe", 2), Kd("tspipe", 4),
+                      Kd("tspipe_1f1b", 2), Kd("dp", 2), Byol("sequential", 1, ""),
+                      Byol("gpipe", 2, "sync"), Byol("tspipe", 2, "tspipe_delayed"),
+                      Byol("tspipe", 4, "tspipe_delayed"),
+                      Byol("tspipe_1f1b", 2, "tspipe_delayed"), Byol("dp", 2, ""),
+                      Case{"blockwise", "pipebd", 2, "", kBlockwise, "adamw"},
+                      Case{"blockwise", "sequential", 1, "", kBlockwise, "sgd"},
+                      Case{"codistill", "sequential", 1, "", kCodistill, "sgd"},
+                      Case{"codistill", "gpipe", 2, "", kCodistill, "adamw"},
+                      Case{"codistill", "tspipe", 2, "", kCodistill, "sgd"}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return info.param.algorithm + "_" + info.param.scheduler + "_" +
              std::to_string(info.param.stages);
     });
 
 TEST(ResumeErrorsTest, NoCheckpointAnotherConfigurationAndDamage) {
-  Case c{"kd", "tspipe", 2, ""};
+  Case c = Kd("tspipe", 2);
   const TrainConfig config = Config(c);
   const std::string dir = FreshDir("errors");
   Trainer fresh(config);

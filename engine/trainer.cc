@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -23,6 +24,7 @@
 #include "core/validator.h"
 #include "engine/checkpoint.h"
 #include "engine/devices.h"
+#include "engine/model_files.h"
 #include "engine/profile.h"
 #include "engine/recipe.h"
 
@@ -164,47 +166,6 @@ std::function<void(torch::optim::Optimizer&, int)> MakeStepSchedule(const TrainC
       }
     }
   };
-}
-
-// Loads a SaveModel checkpoint into `model` (the `what` of this run, of
-// shape `shape`), with messages that say which file and which shape.
-void LoadModel(const std::string& path, const std::string& what, const std::string& shape,
-               torch::nn::Module& model) {
-  // Read first, so a missing file gets tspipe's message rather than the
-  // archive's.
-  std::string bytes;
-  try {
-    bytes = ReadFile(path);
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error(what + " checkpoint: " + e.what() +
-                             " (Trainer::SaveModel writes one; //benchmarks:kd_accuracy saves "
-                             "its teacher)");
-  }
-  const std::string misfit =
-      what + " checkpoint " + path + " does not fit the " + what + " (" + shape + "): ";
-  // Module::load replaces tensors wholesale without comparing shapes, so the
-  // shapes are checked here.
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& p : model.named_parameters()) shapes[p.key()] = p.value().sizes().vec();
-  for (const auto& b : model.named_buffers()) shapes[b.key()] = b.value().sizes().vec();
-  try {
-    std::istringstream in(bytes);
-    torch::serialize::InputArchive archive;
-    archive.load_from(in, torch::Device(torch::kCPU));
-    model.load(archive);
-  } catch (const c10::Error& e) {
-    throw std::invalid_argument(misfit + e.what_without_backtrace());
-  }
-  auto check = [&](const std::string& name, const torch::Tensor& t) {
-    const std::vector<int64_t>& want = shapes.at(name);
-    if (t.sizes().vec() != want) {
-      throw std::invalid_argument(misfit + name + " has shape " + c10::str(t.sizes()) +
-                                  " in the file but " + c10::str(c10::IntArrayRef(want)) +
-                                  " in the model");
-    }
-  };
-  for (const auto& p : model.named_parameters()) check(p.key(), p.value());
-  for (const auto& b : model.named_buffers()) check(b.key(), b.value());
 }
 
 void CheckMicrobatches(const TrainConfig& c, int models) {
@@ -365,11 +326,11 @@ class Trainer::Impl {
                              " built a teacher that its algorithm's workload does not match");
     }
     if (!config.initial_checkpoint.empty()) {
-      LoadModel(config.initial_checkpoint, "student", models_.student_shape, *models_.student);
+      LoadModelFile(config.initial_checkpoint, "student", models_.student_shape, *models_.student);
       recipe_->StudentLoaded(models_);
     }
     if (!config.teacher_checkpoint.empty()) {
-      LoadModel(config.teacher_checkpoint, "teacher", models_.teacher_shape, *models_.teacher);
+      LoadModelFile(config.teacher_checkpoint, "teacher", models_.teacher_shape, *models_.teacher);
     }
 
     if (config.dtype == "float64") {
@@ -506,6 +467,18 @@ class Trainer::Impl {
       world.CheckSameConfig("trainer", Fingerprint(config, recipe_options_) +
                                            "schedule=" + schedule_csv + "\n");
       rank_ = world.rank();
+      // Which models this process holds whole (SaveModel, ExportModel): a
+      // stage of model g is on placement[s][g] when the replicas are
+      // separate models, on any of its ranks when they are copies (dp).
+      for (int g = 0; g < num_models_; ++g) {
+        bool whole = true;
+        for (const std::vector<int>& ranks : schedule.placement) {
+          whole = whole && (num_models_ > 1
+                                ? ranks.at(g) == rank_
+                                : std::find(ranks.begin(), ranks.end(), rank_) != ranks.end());
+        }
+        if (whole) models_here_.insert(g);
+      }
       transport_ = world.transport();
       transport_any_ = transport_;
       local_ranks_ = {rank_};
@@ -633,11 +606,23 @@ class Trainer::Impl {
     return metrics;
   }
 
+  // A c10d process holds only its own rank's stages: a model can be written
+  // only by a process that holds all of it (a dp replica, or a one-stage
+  // model of codistillation).
+  void RequireWholeModel(const char* what, int model) const {
+    if (transport_ && !models_here_.count(model)) {
+      throw std::logic_error(std::string(what) + " " + std::to_string(model) +
+                             " needs the single-process backend: this c10d process (rank " +
+                             std::to_string(rank_) + ") holds only its own stages");
+    }
+  }
+
   void SaveModel(const std::string& path, int model) {
     if (model < 0 || model >= num_models_) {
       throw std::invalid_argument("no model " + std::to_string(model) + " of " +
                                   std::to_string(num_models_));
     }
+    RequireWholeModel("saving model", model);
     torch::serialize::OutputArchive archive;
     (model == 0 ? models_ : peers_[model - 1]).student->save(archive);
     std::ostringstream bytes;
@@ -650,19 +635,28 @@ class Trainer::Impl {
       throw std::invalid_argument("no model " + std::to_string(model) + " of " +
                                   std::to_string(num_models_));
     }
+    RequireWholeModel("exporting model", model);
     WriteSafetensors(path, recipe_->ExportTensors(model == 0 ? models_ : peers_[model - 1]),
                      {{"format", "pt"}, {"algorithm", config_.algorithm}});
   }
 
   double MaxParameterDifference(const Impl& other) const {
-    auto a = models_.student->parameters(), b = other.models_.student->parameters();
-    if (a.size() != b.size()) throw std::invalid_argument("the two students differ in shape");
+    if (num_models_ != other.num_models_) {
+      throw std::invalid_argument("the two runs train different numbers of models");
+    }
     double diff = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      if (!a[i].sizes().equals(b[i].sizes())) {
-        throw std::invalid_argument("the two students differ in shape");
+    for (int g = 0; g < num_models_; ++g) {
+      const ModelSet& x = g == 0 ? models_ : peers_[g - 1];
+      const ModelSet& y = g == 0 ? other.models_ : other.peers_[g - 1];
+      auto a = x.student->parameters(), b = y.student->parameters();
+      if (a.size() != b.size()) throw std::invalid_argument("the two students differ in shape");
+      for (size_t i = 0; i < a.size(); ++i) {
+        if (!a[i].sizes().equals(b[i].sizes())) {
+          throw std::invalid_argument("the two students differ in shape");
+        }
+        diff = std::max(diff,
+                        (a[i].to(torch::kCPU) - b[i].to(torch::kCPU)).abs().max().item<double>());
       }
-      diff = std::max(diff, (a[i].to(torch::kCPU) - b[i].to(torch::kCPU)).abs().max().item<double>());
     }
     return diff;
   }
@@ -936,6 +930,7 @@ class Trainer::Impl {
   int devices_ = 1;
   std::string placement_;
   int rank_ = 0;
+  std::set<int> models_here_;  // Under c10d: models whose every stage is on rank_.
   // The c10d world's transport; null when local.
   std::shared_ptr<C10dTransport> transport_;
   double bubble_ = 0;

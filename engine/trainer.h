@@ -38,11 +38,13 @@ struct TrainConfig {
   // measured alternative).
   std::vector<int> balance;
   std::vector<int> teacher_balance;  // Empty = as even as possible.
-  // Teacher weights saved by Trainer::SaveModel of a run whose student had
-  // the teacher's shape; empty = the recipe's initialisation (a random
-  // teacher: fine for throughput, useless for accuracy).
+  // Teacher weights of a run whose student had the teacher's shape: a
+  // LibTorch archive (Trainer::SaveModel) or a safetensors file
+  // (ExportModel, or PyTorch's save_file with the same names), loaded
+  // strictly (engine/model_files.h); empty = the recipe's initialisation (a
+  // random teacher: fine for throughput, useless for accuracy).
   std::string teacher_checkpoint;
-  // Initial student weights (same format); empty = random initialisation.
+  // Initial student weights (same formats); empty = random initialisation.
   std::string initial_checkpoint;
   // Update policy for momentum teachers ("sync", "tspipe_delayed"); empty =
   // the one the scheduler's action order gives.
@@ -119,13 +121,17 @@ class Trainer {
   Metrics Evaluate(int train_limit = 0, int test_limit = 0);
   // Writes the student's parameters and buffers atomically (a temporary
   // file renamed over `path`), loadable as TrainConfig::teacher_checkpoint
-  // or initial_checkpoint. `model`: which of num_models().
+  // or initial_checkpoint. `model`: which of num_models(). Under c10d only
+  // a process that holds every stage of the model may (std::logic_error).
   void SaveModel(const std::string& path, int model = 0);
-  // Writes the student in the recipe's exchange format (Recipe::ExportTensors;
-  // e.g. Hugging Face names for BERT) as a safetensors file, atomically:
-  // loadable with safetensors.torch.load_file.
+  // Writes the student in the recipe's exchange format (Recipe::ExportTensors:
+  // PyTorch's state_dict names by default, Hugging Face's for BERT) as a
+  // safetensors file, atomically: loadable with safetensors.torch.load_file
+  // (tools/pytorch_forward.py), and back as a teacher or initial student.
+  // Under c10d as SaveModel.
   void ExportModel(const std::string& path, int model = 0);
-  // max |a - b| over the two students' parameters (same shapes required).
+  // max |a - b| over the parameters of every model of the two runs (same
+  // shapes required).
   double MaxParameterDifference(const Trainer& other) const;
   int num_devices() const;
   // The ranks holding each stage, "0;0;1|2" (FormatPlacement).
@@ -157,7 +163,7 @@ class Trainer {
   // (named after the scheduler), for core/trace.h's summaries and files.
   TraceRun TakeTrace();
   // Models trained together (Recipe::num_models); the loss Train returns
-  // is their mean, SaveModel and MaxParameterDifference concern model 0.
+  // is their mean, SaveModel and ExportModel take the model's index.
   int num_models() const;
 
   // Writes a checkpoint of everything the next Train depends on into `dir`

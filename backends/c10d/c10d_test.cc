@@ -197,11 +197,18 @@ TrainConfig CodistillConfig(const std::string& scheduler, int stages,
         for (int i = 1; i < steps; ++i) losses << trainer.Train(1) << "\n" << std::flush;
       }
     }
+    // Only a process that holds a whole model may save it (one stage per
+    // model); with two stages each process holds half of one.
     const int ranks_per_model = trainer.num_devices() / 2;
-    if (rank % ranks_per_model == 0) {
-      trainer.SaveModel(Env("TSPIPE_OUT") + "/model" + std::to_string(rank / ranks_per_model) +
-                            ".pt",
-                        rank / ranks_per_model);
+    if (ranks_per_model == 1) {
+      trainer.SaveModel(Env("TSPIPE_OUT") + "/model" + std::to_string(rank) + ".pt", rank);
+    } else {
+      try {
+        trainer.SaveModel(Env("TSPIPE_OUT") + "/half.pt", rank / ranks_per_model);
+        std::fprintf(stderr, "rank %d: saved a model it holds only half of\n", rank);
+        _exit(1);
+      } catch (const std::logic_error&) {
+      }
     }
     _exit(0);
   } catch (const std::exception& e) {
