@@ -1,5 +1,7 @@
 #include "backends/action_clock.h"
 
+#include "backends/memory_meter.h"
+
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <chrono>
@@ -35,6 +37,7 @@ void ActionClock::Start() {
 }
 
 void ActionClock::Begin() {
+  begin_bytes_ = MemoryMeter::ThreadBytes();
   if (device_.is_cuda()) {
     marks_.push_back(RecordOn(device_));
   } else {
@@ -49,6 +52,7 @@ void ActionClock::End(TraceEvent::Kind kind, int index, const Action& action, in
   e.index = index;
   e.action = action;
   e.step = step;
+  e.held_bytes = MemoryMeter::ThreadBytes() - begin_bytes_;
   if (device_.is_cuda()) {
     marks_.push_back(RecordOn(device_));
   } else {

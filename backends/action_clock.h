@@ -36,6 +36,8 @@ class ActionClock {
   c10::Device device_;
   std::vector<TraceEvent> events_;
   double begin_us_ = 0;
+  // The thread's metered bytes at Begin (MemoryMeter::ThreadBytes).
+  int64_t begin_bytes_ = 0;
   // GPU ranks: one event at Start, recorded with the host time then, and a
   // start/end pair per TraceEvent.
   double reference_us_ = 0;

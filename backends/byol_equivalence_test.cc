@@ -194,6 +194,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{Method::kByol, "tspipe", "tspipe_delayed", {1, 2, 1, 2}, 4},
                       Case{Method::kByol, "tspipe_1f1b", "tspipe_delayed", {3, 3}, 4},
                       Case{Method::kByol, "tspipe_1f1b", "tspipe_delayed", {2, 1, 1, 2}, 4},
+                      Case{Method::kByol, "tspipe_zb", "tspipe_delayed", {3, 3}, 4},
+                      Case{Method::kByol, "tspipe_zb", "tspipe_delayed", {2, 1, 1, 2}, 4},
                       Case{Method::kByol, "gpipe", "sync", {3, 3}, 4},
                       Case{Method::kByol, "gpipe", "sync", {2, 1, 1, 2}, 2},
                       Case{Method::kByol, "sequential", "sync", {4, 2}, 2},

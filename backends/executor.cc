@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "backends/action_clock.h"
+#include "backends/memory_meter.h"
 #include "backends/stage_slot.h"
 #include "backends/transport.h"
 #include "core/validator.h"
@@ -143,6 +144,8 @@ class Executor::Impl {
     handlers_[static_cast<int>(Op::kForward)] = &Impl::Forward;
     handlers_[static_cast<int>(Op::kTeacherForward)] = &Impl::TeacherForward;
     handlers_[static_cast<int>(Op::kBackward)] = &Impl::Backward;
+    handlers_[static_cast<int>(Op::kBackwardInput)] = &Impl::BackwardInput;
+    handlers_[static_cast<int>(Op::kBackwardWeight)] = &Impl::BackwardWeight;
     handlers_[static_cast<int>(Op::kLoss)] = &Impl::Loss;
     handlers_[static_cast<int>(Op::kSendActivation)] = &Impl::SendActivation;
     handlers_[static_cast<int>(Op::kRecvActivation)] = &Impl::RecvActivation;
@@ -156,6 +159,15 @@ class Executor::Impl {
   }
 
   std::vector<StepResult> Run(const std::vector<Batch>& batches, const Batch* after) {
+    // Recorded runs meter memory on every thread that allocates or frees
+    // for them: this one (batches, cleanup) and the ranks'.
+    std::shared_ptr<MemoryMeter> meter;
+    if (record_) {
+      if (!meter_) meter_ = std::make_shared<MemoryMeter>();
+      meter = meter_;
+      meter->Begin();
+    }
+    std::unique_ptr<MemoryMeter::Attachment> metering = MemoryMeter::Attach(meter);
     const int m = schedule_.num_microbatches;
     const int n = static_cast<int>(batches.size());
     data_.clear();
@@ -177,7 +189,12 @@ class Executor::Impl {
       for (int r : local_ranks_) clocks_[r]->Start();
     }
     std::vector<std::thread> threads;
-    for (int r : local_ranks_) threads.emplace_back([this, r, n] { RunRank(r, n); });
+    for (int r : local_ranks_) {
+      threads.emplace_back([this, r, n, meter] {
+        std::unique_ptr<MemoryMeter::Attachment> metering = MemoryMeter::Attach(meter);
+        RunRank(r, n);
+      });
+    }
     for (auto& t : threads) t.join();
     // Kernels may still be queued on the devices; a step ends when they finish
     // (so timings are honest and the next step sees finished parameters). A
@@ -208,6 +225,12 @@ class Executor::Impl {
       }
     }
     data_.clear();
+    if (meter) {
+      for (const auto& [device, bytes] : meter->Peaks()) {
+        int64_t& kept = memory_peaks_[device];
+        kept = std::max(kept, bytes);
+      }
+    }
     if (!errors_.empty()) {
       lookahead_ready_ = false;
       transport_->Reset();
@@ -229,6 +252,11 @@ class Executor::Impl {
   std::vector<TraceEvent> TakeTrace() {
     std::vector<TraceEvent> out;
     out.swap(trace_);
+    return out;
+  }
+  std::map<std::string, int64_t> TakeMemoryPeaks() {
+    std::map<std::string, int64_t> out;
+    out.swap(memory_peaks_);
     return out;
   }
 
@@ -619,39 +647,92 @@ class Executor::Impl {
     }
   }
 
-  void Backward(int rank, const Action& a) {
-    StageSlot& slot = Slot(rank, a.stage);
-    const int k = a.microbatch;
+  // The outputs of micro-batch k that carry a gradient, with it.
+  void Differentiable(StageSlot& slot, int k, std::vector<torch::Tensor>* tensors,
+                      std::vector<torch::Tensor>* grads) {
     Activation& out = slot.outputs[k];
     Activation& grad = slot.output_grads[k];
     TORCH_CHECK(!out.empty(), "no forward output to differentiate");
     TORCH_CHECK(grad.size() == out.size(), "the gradient of the output is missing");
-    std::vector<torch::Tensor> tensors, grads;
     for (size_t i = 0; i < out.size(); ++i) {
       if (out[i].defined() && out[i].requires_grad() && grad[i].defined()) {
-        tensors.push_back(out[i]);
-        grads.push_back(grad[i]);
+        tensors->push_back(out[i]);
+        grads->push_back(grad[i]);
       }
     }
+  }
+
+  // Hands d loss / d inputs of micro-batch k (one entry per stage input,
+  // undefined for those without a gradient) to the previous stage: here,
+  // or through the stage's SG.
+  void PassInputGradients(int rank, const Action& a, Activation input_grads) {
+    if (a.stage == 0 || schedule_.workload.local_losses) return;
+    if (Local(rank, a.stage - 1)) {
+      Slot(rank, a.stage - 1).output_grads[a.microbatch] = std::move(input_grads);
+    } else {
+      Slot(rank, a.stage).input_grads[a.microbatch] = std::move(input_grads);
+    }
+  }
+
+  void Backward(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    const int k = a.microbatch;
+    std::vector<torch::Tensor> tensors, grads;
+    Differentiable(slot, k, &tensors, &grads);
     if (!tensors.empty()) torch::autograd::backward(tensors, grads);
-    if (a.stage > 0 && !schedule_.workload.local_losses) {
+    Activation input_grads;
+    for (const torch::Tensor& t : slot.inputs[k]) {
+      if (t.defined() && t.requires_grad()) {
+        input_grads.push_back(t.grad().defined() ? t.grad() : torch::zeros_like(t));
+      } else {
+        input_grads.push_back(torch::Tensor());
+      }
+    }
+    PassInputGradients(rank, a, std::move(input_grads));
+    slot.outputs[k].clear();
+    slot.output_grads[k].clear();
+    slot.inputs[k].clear();
+  }
+
+  // I: the input gradients now; the graph waits for the W (SplitBackward).
+  void BackwardInput(int rank, const Action& a) {
+    StageSlot& slot = Slot(rank, a.stage);
+    const int k = a.microbatch;
+    std::vector<torch::Tensor> tensors, grads, wrt;
+    Differentiable(slot, k, &tensors, &grads);
+    // Stage 0's inputs are data: no input pass, the W does it all.
+    const bool wants_inputs = a.stage > 0 && !schedule_.workload.local_losses;
+    for (const torch::Tensor& t : slot.inputs[k]) {
+      if (wants_inputs && t.defined() && t.requires_grad()) wrt.push_back(t);
+    }
+    auto split = std::make_unique<SplitBackward>(std::move(tensors), std::move(grads), wrt,
+                                                 slot.student->parameters());
+    std::vector<torch::Tensor> got = split->InputGradients();
+    if (wants_inputs) {
       Activation input_grads;
+      size_t j = 0;
       for (const torch::Tensor& t : slot.inputs[k]) {
         if (t.defined() && t.requires_grad()) {
-          input_grads.push_back(t.grad().defined() ? t.grad() : torch::zeros_like(t));
+          const torch::Tensor& g = got[j++];
+          input_grads.push_back(g.defined() ? g : torch::zeros_like(t));
         } else {
           input_grads.push_back(torch::Tensor());
         }
       }
-      if (Local(rank, a.stage - 1)) {
-        Slot(rank, a.stage - 1).output_grads[k] = std::move(input_grads);
-      } else {
-        slot.input_grads[k] = std::move(input_grads);
-      }
+      PassInputGradients(rank, a, std::move(input_grads));
     }
-    out.clear();
-    grad.clear();
+    slot.split[k] = std::move(split);
+    slot.outputs[k].clear();
+    slot.output_grads[k].clear();
     slot.inputs[k].clear();
+  }
+
+  // W: accumulates the parameter gradients and frees the graph.
+  void BackwardWeight(int rank, const Action& a) {
+    std::unique_ptr<SplitBackward>& split = Slot(rank, a.stage).split[a.microbatch];
+    TORCH_CHECK(split != nullptr, "no input-gradient action ran before ", ToString(a));
+    split->AccumulateWeightGradients();
+    split.reset();
   }
 
   void SendActivation(int rank, const Action& a) {
@@ -799,6 +880,10 @@ class Executor::Impl {
   bool record_ = false;
   std::vector<std::unique_ptr<ActionClock>> clocks_;
   std::vector<TraceEvent> trace_;
+  // Memory metering of recorded runs (made on the first), and the peaks
+  // they measured since TakeMemoryPeaks.
+  std::shared_ptr<MemoryMeter> meter_;
+  std::map<std::string, int64_t> memory_peaks_;
   std::vector<std::map<int, StageSlot>> slots_;
   std::shared_ptr<Transport> transport_;
   // Ranks this process runs (all of them for the single-process backend).
@@ -840,6 +925,7 @@ StepResult Executor::Step(const Batch& batch, const Batch* next) {
 
 void Executor::set_record_trace(bool on) { impl_->set_record_trace(on); }
 std::vector<TraceEvent> Executor::TakeTrace() { return impl_->TakeTrace(); }
+std::map<std::string, int64_t> Executor::TakeMemoryPeaks() { return impl_->TakeMemoryPeaks(); }
 const Schedule& Executor::schedule() const { return impl_->schedule(); }
 const std::string& Executor::update_policy() const { return impl_->update_policy(); }
 int Executor::steps_done() const { return impl_->steps_done(); }

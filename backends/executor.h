@@ -120,11 +120,17 @@ class Executor {
   // Run({batch}, next)[0].
   StepResult Step(const Batch& batch, const Batch* next = nullptr);
 
-  // Recording costs two clock reads per action (CUDA events on GPU ranks).
+  // Recording costs two clock reads per action (CUDA events on GPU ranks)
+  // and a report per allocation (backends/memory_meter.h): recorded runs
+  // also measure their peak memory.
   void set_record_trace(bool on);
   // What the runs since the last call recorded, in the order each rank ran
   // it (core/trace.h), and forgets it.
   std::vector<TraceEvent> TakeTrace();
+  // The most bytes any recorded run since the last call held above what
+  // was allocated when it began, by device ("cpu": every rank of this
+  // process together; "cuda:<i>": that GPU), and forgets them.
+  std::map<std::string, int64_t> TakeMemoryPeaks();
 
   const Schedule& schedule() const;
   // The update policy in force (the requested one, or the schedule's own).

@@ -253,7 +253,7 @@ Schedule HandMade(int stages, const std::vector<std::vector<std::string>>& ranks
 // The sync points sit after each rank's last backward, and the pipelines'
 // own schedules pass the deadlock check with every rank in one group.
 TEST(GradientSyncTest, PipelinesSyncAfterTheirLastBackward) {
-  for (const std::string name : {"gpipe", "tspipe", "tspipe_1f1b"}) {
+  for (const std::string name : {"gpipe", "tspipe", "tspipe_1f1b", "tspipe_zb"}) {
     SchedulerOptions so;
     so.num_stages = 4;
     so.num_microbatches = 6;
@@ -265,7 +265,11 @@ TEST(GradientSyncTest, PipelinesSyncAfterTheirLastBackward) {
       const auto& list = s.ranks[r];
       int last = -1;
       for (int i = 0; i < static_cast<int>(list.size()); ++i) {
-        if (list[i].op == Op::kBackward || list[i].op == Op::kSendGradient) last = i;
+        const Op op = list[i].op;
+        if (op == Op::kBackward || op == Op::kBackwardInput || op == Op::kBackwardWeight ||
+            op == Op::kSendGradient) {
+          last = i;
+        }
       }
       EXPECT_EQ(sync.point(r), last + 1) << name << " rank " << r;
     }
@@ -370,9 +374,17 @@ TEST(ExecutorTraceTest, RecordsEveryActionInOrderAndCausally) {
   EXPECT_GT(summary.bubble, 0);  // 3 ranks of a GPipe pipeline wait.
   EXPECT_LT(summary.bubble, 1);
   EXPECT_GT(summary.predicted_period_us, 0);
+  // Recorded runs also meter memory: at least the first block's output of
+  // the whole mini-batch (4 x 8 x 28 x 28 floats), which GPipe keeps for
+  // its backward, was held at once.
+  std::map<std::string, int64_t> peaks = executor.TakeMemoryPeaks();
+  ASSERT_EQ(peaks.count("cpu"), 1u);
+  EXPECT_GE(peaks["cpu"], 4 * 8 * 28 * 28 * 4);
+  EXPECT_TRUE(executor.TakeMemoryPeaks().empty());
   executor.set_record_trace(false);
   executor.Step(RandomBatch(4, 2));
   EXPECT_TRUE(executor.TakeTrace().empty());
+  EXPECT_TRUE(executor.TakeMemoryPeaks().empty());
 }
 
 }  // namespace

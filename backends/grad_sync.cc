@@ -140,7 +140,8 @@ GradientSync::GradientSync(const Schedule& schedule, std::vector<TiedGradient> t
     int last_backward = -1, first_step = -1;
     for (int i = 0; i < static_cast<int>(list.size()); ++i) {
       const Op op = list[i].op;
-      if (op == Op::kBackward || op == Op::kSendGradient || op == Op::kAllReduceGradients) {
+      if (op == Op::kBackward || op == Op::kBackwardInput || op == Op::kBackwardWeight ||
+          op == Op::kSendGradient || op == Op::kAllReduceGradients) {
         last_backward = i;
       }
       if (op == Op::kOptimizerStep && first_step < 0) first_step = i;

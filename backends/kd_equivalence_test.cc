@@ -129,6 +129,9 @@ INSTANTIATE_TEST_SUITE_P(
                       // 1F1B memory: per-micro-batch losses, M > N.
                       Case{"tspipe_1f1b", {3, 2}, {5, 3}, 4},
                       Case{"tspipe_1f1b", {2, 1, 1, 1}, {1, 3, 2, 2}, 4},
+                      // Zero bubble: the backward split into I and W.
+                      Case{"tspipe_zb", {3, 2}, {5, 3}, 4},
+                      Case{"tspipe_zb", {2, 1, 1, 1}, {1, 3, 2, 2}, 4},
                       Case{"sequential", {3, 2}, {6, 2}, 4},
                       // Data parallel: 2 and 4 replicas, and 3 replicas with
                       // unequal shares (2, 1, 1 micro-batches).

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/split_backward.h"
 #include "backends/transport.h"
 #include "core/microbatch.h"
 #include "core/partition.h"
@@ -27,6 +28,8 @@ struct StageSlot {
   std::vector<Activation> outputs;       // Student outputs, graph attached.
   std::vector<Activation> output_grads;  // d loss / d outputs.
   std::vector<Activation> input_grads;   // d loss / d inputs, awaiting SG.
+  // Split backwards between their I and their W (graph kept alive).
+  std::vector<std::unique_ptr<SplitBackward>> split;
   // Gradient bucket of an all-reduce in flight, and its handle.
   std::vector<torch::Tensor> reduce_bucket;
   std::unique_ptr<PendingReduce> pending_reduce;
@@ -44,6 +47,8 @@ struct StageSlot {
     outputs.assign(m, {});
     output_grads.assign(m, {});
     input_grads.assign(m, {});
+    split.clear();
+    split.resize(m);
     teacher_inputs.clear();
   }
 

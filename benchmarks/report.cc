@@ -34,6 +34,8 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
       if (it != run.counters.end()) *out = it->second;
     };
     counter("meas_bubble", &m.measured_bubble);
+    counter("peak_MiB", &m.peak_mib);
+    counter("sim_stash_MiB", &m.sim_stash_mib);
     counter("meas_period_ms", &m.measured_period_ms);
     counter("pred_period_ms", &m.predicted_period_ms);
     (*results_)[scheduler] = m;
@@ -74,8 +76,9 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
   for (const std::string& n : names) width = std::max(width, static_cast<int>(n.size()));
   std::printf("\n%-*s %7s %12s", width, "scheduler", "devices", "samples/s");
   if (tokens) std::printf(" %12s", "tokens/s");
-  std::printf(" %14s %18s %12s %12s %10s %11s %16s\n", "vs_sequential", "fraction_of_ideal",
-              "sim_bubble", "meas_bubble", "meas/pred", "stash_mb", "KB_sent/step/dev");
+  std::printf(" %14s %18s %12s %12s %10s %11s %13s %10s %16s\n", "vs_sequential",
+              "fraction_of_ideal", "sim_bubble", "meas_bubble", "meas/pred", "stash_mb",
+              "sim_stash_MiB", "peak_MiB", "KB_sent/step/dev");
   for (const std::string& n : names) {
     auto it = results.find(n);
     if (it == results.end()) continue;
@@ -101,14 +104,28 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
     } else {
       std::printf(" %10s", "-");
     }
-    std::printf(" %11d %16.1f\n", m.stash_peak, m.bytes_per_step_per_device / 1024);
+    std::printf(" %11d", m.stash_peak);
+    if (m.sim_stash_mib >= 0) {
+      std::printf(" %13.1f", m.sim_stash_mib);
+    } else {
+      std::printf(" %13s", "-");
+    }
+    if (m.peak_mib >= 0) {
+      std::printf(" %10.1f", m.peak_mib);
+    } else {
+      std::printf(" %10s", "-");
+    }
+    std::printf(" %16.1f\n", m.bytes_per_step_per_device / 1024);
   }
   if (seq == results.end()) {
     std::printf("(add 'sequential' to --scheduler for ratios against the ideal)\n");
   } else {
     std::printf("ideal = sequential samples/s x devices / sequential's devices; "
                 "fraction_of_ideal = samples/s / ideal; stash_mb = most micro-batches a stage "
-                "holds for a backward; meas_bubble = idle share of each rank over the steady steps of "
+                "holds for a backward; sim_stash_MiB = the schedule's stash peaks at the bytes each "
+                "forward was measured to keep, summed over stages; peak_MiB = the most memory the last timed iteration allocated and held "
+                "(measured at the allocator: every rank of a CPU run together, the largest GPU "
+                "otherwise); meas_bubble = idle share of each rank over the steady steps of "
                 "the last timed iteration (recorded); meas/pred = its measured period / the "
                 "simulator's from the measured per-action costs\n");
   }

@@ -23,6 +23,11 @@ struct Measured {
   // idle share, period, and the simulator's period from the measured
   // per-action costs; < 0 = not recorded.
   double measured_bubble = -1;
+  // Peak memory of the last timed iteration (MiB), when it was recorded.
+  double peak_mib = -1;
+  // The simulated stash peaks in bytes (measured bytes per forward), summed
+  // over stages, when recorded.
+  double sim_stash_mib = -1;
   double measured_period_ms = -1;
   double predicted_period_ms = -1;
   // Most micro-batches a stage holds for a backward (simulated schedule).

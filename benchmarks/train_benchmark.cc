@@ -218,9 +218,24 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool recor
       state.counters["meas_bubble"] = summary.bubble;
       state.counters["meas_period_ms"] = summary.period_us / 1000;
       state.counters["pred_period_ms"] = summary.predicted_period_us / 1000;
+      if (!summary.predicted_stash_bytes.empty()) {
+        // The schedule's stash peaks at the measured bytes per forward,
+        // summed over stages: what a CPU run's one heap should hold.
+        double bytes = 0;
+        for (double b : summary.predicted_stash_bytes) bytes += b;
+        state.counters["sim_stash_MiB"] = bytes / (1 << 20);
+      }
     } catch (const std::exception& e) {
       LOG(WARNING) << config.scheduler << ": no measured bubble: " << e.what();
     }
+  }
+  if (record && !last.peak_bytes.empty()) {
+    // GPU ranks each have a device; a CPU run one heap for every rank.
+    int64_t peak = 0;
+    for (const auto& [device, bytes] : last.peak_bytes) {
+      if (device != "cpu" || last.peak_bytes.size() == 1) peak = std::max(peak, bytes);
+    }
+    state.counters["peak_MiB"] = static_cast<double>(peak) / (1 << 20);
   }
   if (record) g_traces[config.scheduler] = std::move(last);
 }

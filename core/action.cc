@@ -28,6 +28,8 @@ constexpr std::array<OpInfo, kNumOps> kOps = {{
     {Op::kAllReduceGradients, "AR", "all_reduce_gradients"},
     {Op::kOptimizerStep, "O", "optimizer_step"},
     {Op::kTeacherUpdate, "U", "teacher_update"},
+    {Op::kBackwardInput, "I", "backward_input"},
+    {Op::kBackwardWeight, "W", "backward_weight"},
 }};
 
 bool ParseInt(std::string_view text, size_t* pos, int* value) {
@@ -69,6 +71,9 @@ bool IsSend(Op op) {
 bool IsCompute(Op op) {
   return !IsCommunication(op) && op != Op::kAllReduceGradients;
 }
+
+bool GivesInputGradient(Op op) { return op == Op::kBackward || op == Op::kBackwardInput; }
+bool EndsBackward(Op op) { return op == Op::kBackward || op == Op::kBackwardWeight; }
 
 Op PairedOp(Op op) {
   switch (op) {

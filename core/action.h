@@ -37,8 +37,16 @@ enum class Op : uint8_t {
   kOptimizerStep,        // "O": step the stage's student optimizer and zero
                          //      its gradients (the only place they are zeroed).
   kTeacherUpdate,        // "U": update the stage's teacher (e.g. EMA).
+  // The student backward split in two (zero-bubble pipelines): a micro-batch
+  // of a stage has either one B, or one I and one W on the same rank, I
+  // first. Appended here so that the codes above keep their numbers.
+  kBackwardInput,        // "I": gradient w.r.t. the stage's input only (what
+                         //      the previous stage waits for); the graph is
+                         //      kept for the W.
+  kBackwardWeight,       // "W": gradient w.r.t. the stage's parameters,
+                         //      accumulated; frees the graph.
 };
-inline constexpr int kNumOps = static_cast<int>(Op::kTeacherUpdate) + 1;
+inline constexpr int kNumOps = static_cast<int>(Op::kBackwardWeight) + 1;
 
 // Micro-batch index of actions that concern a whole mini-batch (L, O, U, AR).
 inline constexpr int kAllMicrobatches = -1;
@@ -66,7 +74,13 @@ std::string_view OpCode(Op op);   // "F", "SA", ...
 std::string_view OpName(Op op);   // "forward", "send_activation", ...
 bool IsCommunication(Op op);      // SA, RA, ST, RT, SG, RG.
 bool IsSend(Op op);
-bool IsCompute(Op op);            // F, T, B, L, O, U: ops that occupy a device.
+bool IsCompute(Op op);            // F, T, B, I, W, L, O, U: ops that occupy a device.
+// B or I: the action after which the gradient w.r.t. the stage's input is
+// known (what sends it, or what the previous stage's backward waits on).
+bool GivesInputGradient(Op op);
+// B or W: the action after which the micro-batch's parameter gradients are
+// accumulated and its graph (the activations it stashed) is gone.
+bool EndsBackward(Op op);
 // The op that a send/recv must be paired with (SA <-> RA, ...).
 Op PairedOp(Op op);
 

@@ -53,6 +53,8 @@ const char* Colour(Op op) {
     case Op::kForward: return "#4e79a7";
     case Op::kTeacherForward: return "#f28e2b";
     case Op::kBackward: return "#59a14f";
+    case Op::kBackwardInput: return "#8cd17d";
+    case Op::kBackwardWeight: return "#2f6b2a";
     case Op::kLoss: return "#e15759";
     case Op::kOptimizerStep: return "#b07aa1";
     case Op::kTeacherUpdate: return "#9c755f";
@@ -97,8 +99,14 @@ std::string TimelineSvg(const Schedule& s, const SimulationResult& r, const Time
   }
   double ly = top + lane * s.num_ranks() + 20;
   double lx = left;
-  for (Op op : {Op::kForward, Op::kTeacherForward, Op::kBackward, Op::kLoss,
-                Op::kOptimizerStep, Op::kTeacherUpdate}) {
+  bool split = false;
+  for (const auto& list : s.ranks) {
+    for (const Action& a : list) split = split || a.op == Op::kBackwardInput;
+  }
+  std::vector<Op> legend = {Op::kForward, Op::kTeacherForward, Op::kBackward};
+  if (split) legend = {Op::kForward, Op::kTeacherForward, Op::kBackwardInput, Op::kBackwardWeight};
+  for (Op op : {Op::kLoss, Op::kOptimizerStep, Op::kTeacherUpdate}) legend.push_back(op);
+  for (Op op : legend) {
     out << "<rect x=\"" << lx << "\" y=\"" << ly - 10 << "\" width=\"12\" height=\"12\" fill=\""
         << Colour(op) << "\"/><text x=\"" << lx + 16 << "\" y=\"" << ly << "\">"
         << OpName(op) << "</text>\n";

@@ -90,7 +90,9 @@ void LowerCommunication(Schedule* schedule) {
               .push_back({a.stage + 1, a.microbatch, recv, a.batch_offset, rank});
         }
       }
-      if (a.op == Op::kBackward && a.stage > 0 && grads_flow) {
+      // The consumer of a gradient is the previous stage's B or I, keyed
+      // as B (see the lookup below).
+      if (GivesInputGradient(a.op) && a.stage > 0 && grads_flow) {
         int peer = OwnerRank(s, a.stage - 1, a.microbatch);
         if (peer != rank) {
           recv_before[peer][{a.stage - 1, a.microbatch, Op::kBackward, a.batch_offset}]
@@ -102,7 +104,8 @@ void LowerCommunication(Schedule* schedule) {
   }
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
     for (const Action& a : s.ranks[rank]) {
-      auto it = recv_before[rank].find({a.stage, a.microbatch, a.op, a.batch_offset});
+      const Op consumer = a.op == Op::kBackwardInput ? Op::kBackward : a.op;
+      auto it = recv_before[rank].find({a.stage, a.microbatch, consumer, a.batch_offset});
       if (it != recv_before[rank].end()) {
         for (const Action& r : it->second) lowered[rank].push_back(r);
       }
@@ -116,7 +119,7 @@ void LowerCommunication(Schedule* schedule) {
           lowered[rank].push_back({a.stage, a.microbatch, send, a.batch_offset, peer});
         }
       }
-      if (a.op == Op::kBackward && a.stage > 0 && grads_flow) {
+      if (GivesInputGradient(a.op) && a.stage > 0 && grads_flow) {
         int peer = OwnerRank(s, a.stage - 1, a.microbatch);
         if (peer != rank) {
           lowered[rank].push_back(

@@ -18,6 +18,14 @@ double CostModel::Cost(const Action& a) const {
     case Op::kForward: return pick(forward_per_stage, forward);
     case Op::kTeacherForward: return pick(teacher_forward_per_stage, teacher_forward);
     case Op::kBackward: return pick(backward_per_stage, backward);
+    case Op::kBackwardInput:
+    case Op::kBackwardWeight: {
+      const bool input = a.op == Op::kBackwardInput;
+      const std::vector<double>& v = input ? backward_input_per_stage : backward_weight_per_stage;
+      const double scalar = input ? backward_input : backward_weight;
+      if (a.stage < static_cast<int>(v.size())) return v[a.stage];
+      return scalar >= 0 ? scalar : 0.5 * pick(backward_per_stage, backward);
+    }
     case Op::kLoss: return loss;
     case Op::kOptimizerStep: return optimizer_step;
     case Op::kTeacherUpdate: return teacher_update;
@@ -158,6 +166,7 @@ StashPeaks PeakStashes(const Schedule& s) {
   StashPeaks peaks;
   peaks.student.assign(s.num_stages, 0);
   peaks.teacher.assign(s.num_stages, 0);
+  peaks.weight.assign(s.num_stages, 0);
   std::vector<bool> loss_stage(s.num_stages, false);
   for (const auto& list : s.ranks) {
     for (const Action& a : list) {
@@ -165,10 +174,12 @@ StashPeaks PeakStashes(const Schedule& s) {
     }
   }
   for (int rank = 0; rank < s.num_ranks(); ++rank) {
-    std::vector<int> student(s.num_stages, 0), teacher(s.num_stages, 0);
+    std::vector<int> student(s.num_stages, 0), teacher(s.num_stages, 0),
+        weight(s.num_stages, 0);
     auto note = [&](int stage) {
       peaks.student[stage] = std::max(peaks.student[stage], student[stage]);
       peaks.teacher[stage] = std::max(peaks.teacher[stage], teacher[stage]);
+      peaks.weight[stage] = std::max(peaks.weight[stage], weight[stage]);
     };
     // The steady state: what the previous iteration ran ahead for this one.
     for (const Action& a : s.ranks[rank]) {
@@ -184,6 +195,13 @@ StashPeaks PeakStashes(const Schedule& s) {
           break;
         case Op::kBackward:
           --student[a.stage];
+          break;
+        case Op::kBackwardInput:
+          ++weight[a.stage];
+          break;
+        case Op::kBackwardWeight:
+          --student[a.stage];
+          --weight[a.stage];
           break;
         case Op::kTeacherForward:
           if (loss_stage[a.stage]) ++teacher[a.stage];
@@ -205,7 +223,21 @@ StashPeaks PeakStashes(const Schedule& s) {
   return peaks;
 }
 
-std::string FormatStats(const Schedule& s, const SimulationResult& r, const CostModel& costs) {
+std::vector<double> StashBytes(const StashPeaks& peaks, const std::vector<double>& student_bytes,
+                               const std::vector<double>& teacher_bytes) {
+  std::vector<double> out(peaks.student.size(), 0.0);
+  for (size_t s = 0; s < out.size(); ++s) {
+    if (s < student_bytes.size()) out[s] += peaks.student[s] * student_bytes[s];
+    if (s < teacher_bytes.size() && s < peaks.teacher.size()) {
+      out[s] += peaks.teacher[s] * teacher_bytes[s];
+    }
+  }
+  return out;
+}
+
+std::string FormatStats(const Schedule& s, const SimulationResult& r, const CostModel& costs,
+                        const std::vector<double>& student_bytes,
+                        const std::vector<double>& teacher_bytes) {
   std::ostringstream out;
   char buf[64];
   out << "scheduler=" << s.scheduler << "\n";
@@ -235,6 +267,22 @@ std::string FormatStats(const Schedule& s, const SimulationResult& r, const Cost
   for (int stage = 0; stage < s.num_stages; ++stage) {
     out << "stash_peak_stage" << stage << "=" << stash.student[stage] << "+"
         << stash.teacher[stage] << "\n";
+  }
+  bool split = false;
+  for (const auto& list : s.ranks) {
+    for (const Action& a : list) split = split || a.op == Op::kBackwardInput;
+  }
+  if (split) {
+    for (int stage = 0; stage < s.num_stages; ++stage) {
+      out << "weight_stash_peak_stage" << stage << "=" << stash.weight[stage] << "\n";
+    }
+  }
+  if (!student_bytes.empty() || !teacher_bytes.empty()) {
+    const std::vector<double> bytes = StashBytes(stash, student_bytes, teacher_bytes);
+    for (int stage = 0; stage < s.num_stages; ++stage) {
+      std::snprintf(buf, sizeof(buf), "%.0f", bytes[stage]);
+      out << "stash_bytes_stage" << stage << "=" << buf << "\n";
+    }
   }
   return out.str();
 }

@@ -18,6 +18,11 @@ struct CostModel {
   double forward = 1.0;
   double teacher_forward = 1.0;
   double backward = 2.0;
+  // The two halves of a split backward (I, W). Negative: half of the
+  // stage's B each, so that models that only know whole backwards (the
+  // profiler's) split them evenly.
+  double backward_input = -1.0;
+  double backward_weight = -1.0;
   double loss = 0.0;
   double optimizer_step = 0.0;
   double teacher_update = 0.0;
@@ -30,6 +35,8 @@ struct CostModel {
   std::vector<double> forward_per_stage;
   std::vector<double> teacher_forward_per_stage;
   std::vector<double> backward_per_stage;
+  std::vector<double> backward_input_per_stage;
+  std::vector<double> backward_weight_per_stage;
 
   double Cost(const Action& action) const;
 };
@@ -77,13 +84,23 @@ SteadyState SimulateSteadyState(const Schedule& schedule, const CostModel& costs
 //               (only loss stages keep them; others send them on), the
 //               ones a look-ahead schedule produced for the next mini-batch
 //               included: those of the previous iteration are held at its
-//               start.
+//               start;
+//   weight[s]   of the student ones, micro-batches whose input gradient
+//               (I) has run and whose weight gradient (W) has not: what a
+//               split backward keeps alive only for the W (0 without one).
 // With replicas, the most any replica of the stage holds.
 struct StashPeaks {
   std::vector<int> student;
   std::vector<int> teacher;
+  std::vector<int> weight;
 };
 StashPeaks PeakStashes(const Schedule& schedule);
+// PeakStashes in bytes, per stage: student[s] x student_bytes[s] +
+// teacher[s] x teacher_bytes[s], from the bytes one micro-batch's forward
+// keeps for its backward and one teacher output (measured: see
+// TraceSummary). Missing entries count 0.
+std::vector<double> StashBytes(const StashPeaks& peaks, const std::vector<double>& student_bytes,
+                               const std::vector<double>& teacher_bytes);
 
 // `iterations` copies of each rank's list back to back; copy i has its batch
 // offsets shifted by i so that its messages are distinct.
@@ -93,9 +110,13 @@ Schedule Unroll(const Schedule& schedule, int iterations);
 // "bubble_fraction=<number>" (one iteration, from an idle pipeline),
 // "steady_bubble_fraction=<number>" (iterations back to back) and
 // "utilisation_rank<r>=<number>" and, per stage, "stash_peak_stage<s>=
-// <student>+<teacher>" (PeakStashes, in micro-batches).
+// <student>+<teacher>" (PeakStashes, in micro-batches) and, for split
+// backwards, "weight_stash_peak_stage<s>=<n>".
+// With `student_bytes` / `teacher_bytes` given (StashBytes), also
+// "stash_bytes_stage<s>=<bytes>".
 std::string FormatStats(const Schedule& schedule, const SimulationResult& result,
-                        const CostModel& costs);
+                        const CostModel& costs, const std::vector<double>& student_bytes = {},
+                        const std::vector<double>& teacher_bytes = {});
 
 }  // namespace tspipe
 

@@ -4,6 +4,7 @@
 
 #include "core/render.h"
 #include "core/scheduler.h"
+#include "core/validator.h"
 
 namespace tspipe {
 namespace {
@@ -140,6 +141,55 @@ TEST(PeakStashesTest, LookAheadTeacherOutputsCountOnTop) {
   StashPeaks one = PeakStashes(build({"0T0", "0F0", "0L0", "0B0", "0T1", "0F1", "0L1", "0B1", "0O"}));
   EXPECT_EQ(one.student, std::vector<int>{1});
   EXPECT_EQ(one.teacher, std::vector<int>{1});
+}
+
+}  // namespace
+}  // namespace tspipe
+
+namespace tspipe {
+namespace {
+
+// In bytes: each stash count times the bytes one micro-batch keeps there.
+// GPipe at 3 stages, 2 micro-batches: {2, 2, 2} student, {0, 0, 2} teacher.
+TEST(PeakStashesTest, BytesAreCountsTimesMeasuredSizes) {
+  SchedulerOptions o;
+  o.num_stages = 3;
+  o.num_microbatches = 2;
+  o.workload.has_teacher = true;
+  const Schedule s = BuildSchedule("gpipe", o);
+  const std::vector<double> bytes = StashBytes(PeakStashes(s), {100, 200, 300}, {0, 0, 7});
+  EXPECT_EQ(bytes, (std::vector<double>{200, 400, 614}));
+  // Missing sizes count nothing.
+  EXPECT_EQ(StashBytes(PeakStashes(s), {100}, {}), (std::vector<double>{200, 0, 0}));
+  const std::string stats =
+      FormatStats(s, Simulate(s, CostModel{}), CostModel{}, {100, 200, 300}, {0, 0, 7});
+  EXPECT_NE(stats.find("stash_bytes_stage2=614\n"), std::string::npos) << stats;
+  EXPECT_EQ(FormatStats(s, Simulate(s, CostModel{}), CostModel{}).find("stash_bytes"),
+            std::string::npos);
+}
+
+// A split backward keeps the micro-batch until its W; `weight` counts
+// those between their I and W.
+TEST(PeakStashesTest, SplitBackwardHoldsUntilTheWeightGradient) {
+  Schedule s;
+  s.scheduler = "hand";
+  s.num_stages = 1;
+  s.num_microbatches = 2;
+  s.placement = {{0}};
+  s.ranks.resize(1);
+  for (const std::string t : {"0F0", "0F1", "0L", "0I0", "0I1", "0W0", "0W1", "0O"}) {
+    Action a;
+    std::string error;
+    ASSERT_TRUE(ParseAction(t, &a, &error)) << error;
+    s.ranks[0].push_back(a);
+  }
+  ASSERT_TRUE(Validate(s).ok()) << Validate(s).ToString();
+  const StashPeaks p = PeakStashes(s);
+  EXPECT_EQ(p.student, std::vector<int>{2});
+  EXPECT_EQ(p.weight, std::vector<int>{2});
+  EXPECT_NE(FormatStats(s, Simulate(s, CostModel{}), CostModel{}).find(
+                "weight_stash_peak_stage0=2\n"),
+            std::string::npos);
 }
 
 }  // namespace

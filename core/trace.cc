@@ -125,6 +125,7 @@ std::string ChromeTraceJson(const std::vector<TraceRun>& runs) {
     for (const TraceEvent& e : run.events) {
       json args = {{"step", e.step}};
       if (e.kind == TraceEvent::Kind::kPrologue) args["list"] = "prologue";
+      if (e.held_bytes != 0) args["held_bytes"] = e.held_bytes;
       events.push_back({{"name", EventName(e)}, {"cat", Category(e)}, {"ph", "X"}, {"pid", pid},
                         {"tid", e.rank}, {"ts", e.start_us - origin},
                         {"dur", std::max(0.0, e.end_us - e.start_us)}, {"args", args}});
@@ -176,6 +177,8 @@ TraceSummary SummarizeTrace(const TraceRun& run) {
   }
   std::map<Op, std::vector<double>> by_op;
   std::map<std::pair<Op, int>, std::vector<double>> by_stage;
+  // Bytes held by forwards and teacher forwards (metered runs).
+  std::map<std::pair<Op, int>, std::vector<double>> held;
   for (const TraceEvent& e : run.events) {
     if (e.kind != TraceEvent::Kind::kAction || !IsComputeEvent(e)) continue;
     if (e.rank < 0 || e.rank >= ranks) continue;
@@ -183,6 +186,9 @@ TraceSummary SummarizeTrace(const TraceRun& run) {
     if (e.step < first || e.step >= last) continue;
     by_op[e.action.op].push_back(e.end_us - e.start_us);
     by_stage[{e.action.op, e.action.stage}].push_back(e.end_us - e.start_us);
+    if (e.held_bytes != 0) {
+      held[{e.action.op, e.action.stage}].push_back(static_cast<double>(e.held_bytes));
+    }
   }
   out.period_us = window / ranks / out.steady_steps;
   out.bubble = window > 0 ? 1 - busy / window : 0;
@@ -190,6 +196,8 @@ TraceSummary SummarizeTrace(const TraceRun& run) {
   c.forward = Median(by_op[Op::kForward]);
   c.teacher_forward = Median(by_op[Op::kTeacherForward]);
   c.backward = Median(by_op[Op::kBackward]);
+  c.backward_input = Median(by_op[Op::kBackwardInput]);
+  c.backward_weight = Median(by_op[Op::kBackwardWeight]);
   c.loss = Median(by_op[Op::kLoss]);
   c.optimizer_step = Median(by_op[Op::kOptimizerStep]);
   c.teacher_update = Median(by_op[Op::kTeacherUpdate]);
@@ -207,10 +215,26 @@ TraceSummary SummarizeTrace(const TraceRun& run) {
   c.forward_per_stage = per_stage(Op::kForward, c.forward);
   c.teacher_forward_per_stage = per_stage(Op::kTeacherForward, c.teacher_forward);
   c.backward_per_stage = per_stage(Op::kBackward, c.backward);
+  c.backward_input_per_stage = per_stage(Op::kBackwardInput, c.backward_input);
+  c.backward_weight_per_stage = per_stage(Op::kBackwardWeight, c.backward_weight);
   const SteadyState predicted = SimulateSteadyState(run.schedule, c);
   if (!predicted.deadlocked) {
     out.predicted_period_us = predicted.period;
     out.predicted_bubble = predicted.bubble_fraction;
+  }
+  if (!held.empty()) {
+    auto bytes = [&](Op op) {
+      std::vector<double> v(stages, 0.0);
+      for (int s = 0; s < stages; ++s) {
+        auto it = held.find({op, s});
+        if (it != held.end()) v[s] = std::max(0.0, Median(it->second));
+      }
+      return v;
+    };
+    out.forward_bytes = bytes(Op::kForward);
+    out.teacher_bytes = bytes(Op::kTeacherForward);
+    out.predicted_stash_bytes =
+        StashBytes(PeakStashes(run.schedule), out.forward_bytes, out.teacher_bytes);
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #define TSPIPE_CORE_TRACE_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,11 @@ struct TraceEvent {
   // data had arrived.
   double start_us = 0;
   double end_us = 0;
+  // Bytes the rank's thread allocated during the action and still held at
+  // its end (backends/memory_meter.h; 0 when not metered): for a forward
+  // the activations its graph saved and its output, for a teacher forward
+  // its output; negative for what frees (B, W).
+  int64_t held_bytes = 0;
 };
 
 // One scheduler's recorded run.
@@ -44,6 +50,8 @@ struct TraceRun {
   std::string name;  // Shown as the trace's process, e.g. "tspipe".
   Schedule schedule;
   std::vector<TraceEvent> events;
+  // Peak bytes the recorded runs held, by device (Executor::TakeMemoryPeaks).
+  std::map<std::string, int64_t> peak_bytes;
 };
 
 // "1F3", "0ST2+1>1", or "sync" for a sync point.
@@ -73,6 +81,12 @@ struct TraceSummary {
   // SimulateSteadyState(schedule, costs).
   double predicted_period_us = 0;
   double predicted_bubble = 0;
+  // Per stage, the median bytes a student forward and a teacher forward
+  // held (TraceEvent::held_bytes), and PeakStashes in bytes from them
+  // (StashBytes): what the schedule predicts each stage holds at most.
+  std::vector<double> forward_bytes;
+  std::vector<double> teacher_bytes;
+  std::vector<double> predicted_stash_bytes;
 };
 
 // Throws std::invalid_argument when fewer than 3 steps were recorded or a

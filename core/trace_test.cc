@@ -76,6 +76,37 @@ TEST(TraceTest, SummaryMatchesTheHandWorkedTimeline) {
   // 126.
   EXPECT_NEAR(s.predicted_period_us, 63, 1e-9);
   EXPECT_NEAR(s.predicted_bubble, 1 - 64.0 / 126, 1e-9);
+  // Not metered: no bytes.
+  EXPECT_TRUE(s.predicted_stash_bytes.empty());
+}
+
+// Metered forwards: the median bytes each stage's forward kept, times the
+// one micro-batch each stage stashes (PeakStashes of this schedule).
+TEST(TraceTest, StashBytesFromMeteredForwards) {
+  TraceRun run = HandTrace(5);
+  for (TraceEvent& e : run.events) {
+    if (e.action.op != Op::kForward) continue;
+    // Stage 0: 1000, 3000, 1000, 2000, 9000 bytes in steps 0..4; steady
+    // steps 1..3 give the median 2000. Stage 1 always 500.
+    const int64_t stage0[] = {1000, 3000, 1000, 2000, 9000};
+    e.held_bytes = e.action.stage == 0 ? stage0[e.step] : 500;
+  }
+  const TraceSummary s = SummarizeTrace(run);
+  ASSERT_EQ(s.forward_bytes.size(), 2u);
+  EXPECT_DOUBLE_EQ(s.forward_bytes[0], 2000);
+  EXPECT_DOUBLE_EQ(s.forward_bytes[1], 500);
+  ASSERT_EQ(s.predicted_stash_bytes.size(), 2u);
+  EXPECT_DOUBLE_EQ(s.predicted_stash_bytes[0], 2000);
+  EXPECT_DOUBLE_EQ(s.predicted_stash_bytes[1], 500);
+  int with_bytes = 0;
+  const nlohmann::json doc = nlohmann::json::parse(ChromeTraceJson({run}));
+  for (const auto& e : doc["traceEvents"]) {
+    if (e.contains("args") && e["args"].contains("held_bytes")) {
+      ++with_bytes;
+      if (e["name"] == "1F0") EXPECT_EQ(e["args"]["held_bytes"], 500);
+    }
+  }
+  EXPECT_EQ(with_bytes, 10);  // The forwards of 5 steps on 2 ranks.
 }
 
 TEST(TraceTest, SummaryNeedsASteadyStep) {

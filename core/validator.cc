@@ -113,7 +113,8 @@ class Checker {
                 std::to_string(s_.num_microbatches));
         }
         bool per_mb = a.op == Op::kForward || a.op == Op::kTeacherForward ||
-                      a.op == Op::kBackward || IsCommunication(a.op);
+                      a.op == Op::kBackward || a.op == Op::kBackwardInput ||
+                      a.op == Op::kBackwardWeight || IsCommunication(a.op);
         if (per_mb && a.microbatch == kAllMicrobatches) {
           Error(where + " needs a micro-batch index");
         }
@@ -177,12 +178,43 @@ class Checker {
     }
   }
 
+  // One B, or one I and one W (the split backward), never both forms.
+  void ExpectBackward(int stage, int mb) {
+    const int whole = CountAnyOffset(stage, mb, Op::kBackward);
+    const int input = CountAnyOffset(stage, mb, Op::kBackwardInput);
+    const int weight = CountAnyOffset(stage, mb, Op::kBackwardWeight);
+    if (input == 0 && weight == 0) {
+      ExpectOnce(stage, mb, Op::kBackward);
+      return;
+    }
+    if (whole > 0) {
+      Error("micro-batch " + std::to_string(mb) + " of stage " + std::to_string(stage) +
+            " has both a whole backward " + Name(stage, mb, Op::kBackward) +
+            " and a split one (I/W)");
+      return;
+    }
+    ExpectOnce(stage, mb, Op::kBackwardInput);
+    ExpectOnce(stage, mb, Op::kBackwardWeight);
+  }
+
+  // The action that ends (st, mb)'s backward on rank r: its W when the
+  // backward is split there, else its B.
+  Key BackwardEnd(int r, int st, int mb, int off) const {
+    const Key weight{st, mb, Op::kBackwardWeight, off};
+    return Pos(r, weight) >= 0 ? weight : Key{st, mb, Op::kBackward, off};
+  }
+  // Likewise the action that gives the input gradient: I or B.
+  Key InputGradient(int r, int st, int mb, int off) const {
+    const Key input{st, mb, Op::kBackwardInput, off};
+    return Pos(r, input) >= 0 ? input : Key{st, mb, Op::kBackward, off};
+  }
+
   void CheckCounts() {
     const Workload& w = s_.workload;
     for (int st = 0; st < s_.num_stages; ++st) {
       for (int mb = 0; mb < s_.num_microbatches; ++mb) {
         ExpectOnce(st, mb, Op::kForward);
-        ExpectOnce(st, mb, Op::kBackward);
+        ExpectBackward(st, mb);
         if (w.has_teacher) ExpectOnce(st, mb, Op::kTeacherForward);
         if (IsLossStage(st)) {
           // Covered by exactly one L: per micro-batch, or a whole-batch L on
@@ -285,7 +317,11 @@ class Checker {
             }
             break;
           }
-          case Op::kBackward: {
+          case Op::kBackwardWeight:
+            must_follow({st, mb, Op::kBackwardInput, off}, "its input-gradient action");
+            break;
+          case Op::kBackward:
+          case Op::kBackwardInput: {
             if (!must_follow({st, mb, Op::kForward, off}, "its forward")) break;
             bool loss_here = IsLossStage(st);
             bool grad_from_next = st < last && !s_.workload.local_losses;
@@ -295,6 +331,7 @@ class Checker {
             }
             if (grad_from_next) {
               ok = ok || any_before({{st + 1, mb, Op::kBackward, off},
+                                     {st + 1, mb, Op::kBackwardInput, off},
                                      {st, mb, Op::kRecvGradient, off}});
             }
             if (!ok) {
@@ -328,7 +365,7 @@ class Checker {
           case Op::kOptimizerStep:
           case Op::kAllReduceGradients: {
             for (int m : s_.MicrobatchesOf(st, r)) {
-              must_follow({st, m, Op::kBackward, off}, "the backward");
+              must_follow(BackwardEnd(r, st, m, off), "the backward");
             }
             if (a.op == Op::kOptimizerStep && s_.placement[st].size() > 1 &&
                 !s_.workload.independent_replicas) {
@@ -347,7 +384,7 @@ class Checker {
             must_follow({st, mb, Op::kTeacherForward, off}, "the teacher forward it sends");
             break;
           case Op::kSendGradient:
-            must_follow({st, mb, Op::kBackward, off}, "the backward it sends");
+            must_follow(InputGradient(r, st, mb, off), "the backward it sends");
             break;
           default:
             break;

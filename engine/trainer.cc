@@ -666,7 +666,10 @@ class Trainer::Impl {
   int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
   void RecordTrace(bool on) { executor_->set_record_trace(on); }
-  TraceRun TakeTrace() { return {config_.scheduler, executor_->schedule(), executor_->TakeTrace()}; }
+  TraceRun TakeTrace() {
+    return {config_.scheduler, executor_->schedule(), executor_->TakeTrace(),
+            executor_->TakeMemoryPeaks()};
+  }
   int64_t train_set_size() const { return data_->size(); }
   double bytes_sent_per_step_per_device() const {
     if (steps_ == 0) return 0;

@@ -38,13 +38,16 @@ namespace {
 
 constexpr double kUnknown = std::numeric_limits<double>::infinity();
 
+enum class Mode { kTSPipe, kOneFOneB, kZeroBubble };
+
 class TSPipeScheduler : public Scheduler {
  public:
-  explicit TSPipeScheduler(bool one_f_one_b = false) : one_f_one_b_(one_f_one_b) {}
+  explicit TSPipeScheduler(Mode mode = Mode::kTSPipe)
+      : one_f_one_b_(mode == Mode::kOneFOneB), split_(mode == Mode::kZeroBubble) {}
   int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
 
   Schedule Build(const SchedulerOptions& o) const override {
-    const std::string name = one_f_one_b_ ? "tspipe_1f1b" : "tspipe";
+    const std::string name = one_f_one_b_ ? "tspipe_1f1b" : split_ ? "tspipe_zb" : "tspipe";
     CheckOneStagePerDevice(name, o);
     if (o.workload.local_losses) {
       throw std::invalid_argument(
@@ -56,6 +59,10 @@ class TSPipeScheduler : public Scheduler {
           "whole mini-batch at once (use tspipe)");
     }
     const int n = o.num_stages, m = o.num_microbatches, last = n - 1;
+    // Per-micro-batch losses let the last stage start backwards before the
+    // last forward: 1F1B needs them, zero bubble takes them when the loss
+    // allows (otherwise one whole-batch loss, as tspipe).
+    const bool per_mb_loss = one_f_one_b_ || (split_ && !o.workload.full_batch_loss);
     const bool teacher = o.workload.has_teacher;
     const CostModel& c = o.costs;
     const double msg = c.message;
@@ -74,25 +81,30 @@ class TSPipeScheduler : public Scheduler {
     constexpr int kIterations = 4, kTemplate = 2;
     using Times = std::vector<std::vector<double>>;  // [stage][micro-batch]
     std::vector<Times> f_end(kIterations, Times(n, std::vector<double>(m, kUnknown)));
+    // b_end: when the gradient w.r.t. the stage's input is known (the end
+    // of B, or of I when the backward is split).
     std::vector<Times> t_end = f_end, b_end = f_end;
     // Loss ends per micro-batch (1F1B; tspipe's one whole-batch loss uses
     // entry 0).
     std::vector<std::vector<double>> loss_end(kIterations, std::vector<double>(m, kUnknown));
     struct RankState {
       int iteration = 0;
-      int next_f = 0, next_t = 0, next_b = 0, next_l = 0, done = 0;
+      int next_f = 0, next_t = 0, next_b = 0, next_l = 0, next_w = 0, done = 0;
       bool loss = false, opt = false, update = false;
       double clock = 0.0;
     };
     std::vector<RankState> rank(n);
     std::vector<int> per_iteration(n);
     for (int st = 0; st < n; ++st) {
-      per_iteration[st] = m * (teacher ? 3 : 2) + 1 + (st == last ? (one_f_one_b_ ? m : 1) : 0) +
+      per_iteration[st] = m * ((teacher ? 3 : 2) + (split_ ? 1 : 0)) + 1 +
+                          (st == last ? (per_mb_loss ? m : 1) : 0) +
                           (o.workload.teacher_updates ? 1 : 0);
       if (one_f_one_b_) s.stash_bound.push_back(Bound(n, st));
     }
 
-    enum Kind { kBackward, kLossKind, kForward, kOpt, kUpdate, kTeacher, kNone };
+    // In priority order. kBackward is B, or I when split; W and the
+    // teacher forwards are what fills bubbles.
+    enum Kind { kBackward, kLossKind, kForward, kOpt, kUpdate, kWeight, kTeacher, kNone };
     auto candidate = [&](int st, Kind* kind, double* start) {
       *kind = kNone;
       *start = kUnknown;
@@ -117,16 +129,17 @@ class TSPipeScheduler : public Scheduler {
       if (teacher && r.next_t < m) {
         offer(kTeacher, st == 0 ? 0.0 : t_end[i][st - 1][r.next_t] + msg);
       }
-      if (one_f_one_b_) {
+      if (per_mb_loss) {
         if (st == last && r.next_l < r.next_f) offer(kLossKind, r.clock);
       } else if (st == last && !r.loss && r.next_f == m) {
         offer(kLossKind, r.clock);
       }
-      if (r.next_b < m && r.next_b < r.next_f && (st != last || !one_f_one_b_ || r.next_b < r.next_l)) {
-        offer(kBackward, st == last ? loss_end[i][one_f_one_b_ ? r.next_b : 0]
+      if (r.next_b < m && r.next_b < r.next_f && (st != last || !per_mb_loss || r.next_b < r.next_l)) {
+        offer(kBackward, st == last ? loss_end[i][per_mb_loss ? r.next_b : 0]
                                     : b_end[i][st + 1][r.next_b] + msg);
       }
-      if (!r.opt && r.next_b == m) offer(kOpt, r.clock);
+      if (split_ && r.next_w < r.next_b) offer(kWeight, r.clock);
+      if (!r.opt && r.next_b == m && (!split_ || r.next_w == m)) offer(kOpt, r.clock);
       // The update of step b waits for every teacher forward of batch b+1 on
       // this stage, so that all of them see the same target version (b-1:
       // the delayed policy) rather than a mix.
@@ -170,14 +183,19 @@ class TSPipeScheduler : public Scheduler {
           break;
         case kBackward:
           a.microbatch = r.next_b++;
-          a.op = Op::kBackward;
+          a.op = split_ ? Op::kBackwardInput : Op::kBackward;
           b_end[i][st][a.microbatch] = r.clock = best_start + c.Cost(a);
+          break;
+        case kWeight:
+          a.microbatch = r.next_w++;
+          a.op = Op::kBackwardWeight;
+          r.clock = best_start + c.Cost(a);
           break;
         case kLossKind: {
           a.op = Op::kLoss;
-          const int k = one_f_one_b_ ? r.next_l++ : 0;
-          if (one_f_one_b_) a.microbatch = k;
-          r.loss = !one_f_one_b_ || r.next_l == m;
+          const int k = per_mb_loss ? r.next_l++ : 0;
+          if (per_mb_loss) a.microbatch = k;
+          r.loss = !per_mb_loss || r.next_l == m;
           loss_end[i][k] = r.clock = best_start + c.Cost(a);
           break;
         }
@@ -217,12 +235,17 @@ class TSPipeScheduler : public Scheduler {
   // Micro-batches stage `st` of `n` may hold for a backward (1F1B).
   static int Bound(int n, int st) { return std::min(n, n - st + 1); }
 
-  bool one_f_one_b_;
+  bool one_f_one_b_, split_;
 };
 
 class TSPipe1F1BScheduler : public TSPipeScheduler {
  public:
-  TSPipe1F1BScheduler() : TSPipeScheduler(/*one_f_one_b=*/true) {}
+  TSPipe1F1BScheduler() : TSPipeScheduler(Mode::kOneFOneB) {}
+};
+
+class TSPipeZeroBubbleScheduler : public TSPipeScheduler {
+ public:
+  TSPipeZeroBubbleScheduler() : TSPipeScheduler(Mode::kZeroBubble) {}
 };
 
 TSPIPE_REGISTER_SCHEDULER("tspipe",
@@ -234,6 +257,11 @@ TSPIPE_REGISTER_SCHEDULER("tspipe_1f1b",
                           "stage s holds at most min(N, N-s+1) micro-batches for any M; "
                           "next-batch teacher forwards fill the bubbles",
                           TSPipe1F1BScheduler);
+TSPIPE_REGISTER_SCHEDULER("tspipe_zb",
+                          "zero-bubble TSPipe: the student backward split into input-gradient "
+                          "(I) and weight-gradient (W) actions; W and next-batch teacher "
+                          "forwards fill the bubbles",
+                          TSPipeZeroBubbleScheduler);
 
 }  // namespace
 }  // namespace tspipe

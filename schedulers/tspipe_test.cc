@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "core/file_util.h"
 #include "core/scheduler.h"
@@ -189,6 +190,150 @@ TEST(TSPipe1F1BTest, ValidatorRefusesAScheduleOverItsDeclaredBound) {
       << v.ToString();
   s.stash_bound = {4, 4};
   EXPECT_TRUE(Validate(s).ok()) << Validate(s).ToString();
+}
+
+}  // namespace
+}  // namespace tspipe
+
+namespace tspipe {
+namespace {
+
+// Every (stage, micro-batch) has an I and a W and no whole backward.
+void ExpectSplit(const Schedule& s) {
+  int inputs = 0, weights = 0;
+  for (const auto& rank : s.ranks) {
+    for (const Action& a : rank) {
+      EXPECT_NE(a.op, Op::kBackward) << ToString(a);
+      inputs += a.op == Op::kBackwardInput;
+      weights += a.op == Op::kBackwardWeight;
+    }
+  }
+  EXPECT_EQ(inputs, s.num_stages * s.num_microbatches);
+  EXPECT_EQ(weights, s.num_stages * s.num_microbatches);
+}
+
+TEST(TSPipeZeroBubbleTest, ValidForAnyStagesAndMicrobatches) {
+  for (int n = 1; n <= 6; ++n) {
+    for (int m = 1; m <= 8; ++m) {
+      for (bool updates : {false, true}) {
+        for (bool whole_batch : {false, true}) {
+          SchedulerOptions o = KdOptions(n, m);
+          o.workload.teacher_updates = updates;
+          o.workload.full_batch_loss = whole_batch;
+          Schedule s = BuildSchedule("tspipe_zb", o);  // Throws if invalid.
+          ExpectSplit(s);
+          EXPECT_FALSE(SimulateSteadyState(s, o.costs).deadlocked);
+        }
+      }
+    }
+  }
+}
+
+TEST(TSPipeZeroBubbleTest, MatchesHandDerivedGolden) {
+  Schedule golden;
+  std::string error;
+  ASSERT_TRUE(FromCsv(ReadFile("tests/golden/tspipe_zb_s2_m2.csv"), &golden, &error)) << error;
+  ASSERT_TRUE(Validate(golden).ok()) << Validate(golden).ToString();
+  Schedule built = BuildSchedule("tspipe_zb", KdOptions(2, 2));
+  ASSERT_EQ(built.num_ranks(), 2);
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(Joined(built.ranks[r]), Joined(golden.ranks[r])) << r;
+  SteadyState steady = SimulateSteadyState(built, CostModel{});
+  EXPECT_DOUBLE_EQ(steady.period, 8.0);
+  EXPECT_DOUBLE_EQ(steady.bubble_fraction, 0.0);
+}
+
+// Worked by hand for N = 2, M = 1 (F = T = 1, B = 2 or I = W = 1). tspipe:
+// stage 0 runs F0 (0-1) and T0+1 (1-2), stage 1 F0 (1-2) and B0 (2-4),
+// stage 0 B0 (4-6), then the next F0: a period of 6 for 4 units of work
+// per rank, bubble 1 - 8/12 = 1/3. tspipe_zb: stage 1's I0 ends at 3, so
+// stage 0 runs I0 (3-4) and W0 (4-5) and the next F0 at 5, while stage 1
+// does W0 (3-4) and T0+1 (4-5): period 5, bubble 1 - 8/10 = 1/5.
+TEST(TSPipeZeroBubbleTest, HandWorkedBubbleAtTwoStagesOneMicrobatch) {
+  SchedulerOptions o = KdOptions(2, 1);
+  SteadyState ts = SimulateSteadyState(BuildSchedule("tspipe", o), o.costs);
+  SteadyState zb = SimulateSteadyState(BuildSchedule("tspipe_zb", o), o.costs);
+  EXPECT_DOUBLE_EQ(ts.period, 6.0);
+  EXPECT_NEAR(ts.bubble_fraction, 1.0 / 3, 1e-12);
+  EXPECT_DOUBLE_EQ(zb.period, 5.0);
+  EXPECT_NEAR(zb.bubble_fraction, 0.2, 1e-12);
+}
+
+// The targets, with F = T = 1 and the backward split into unit
+// halves, for a momentum teacher (the harder case: updates wait for the
+// look-ahead teacher forwards): steady bubble <= 0.02 at N = 4, M = 6
+// (tspipe: 0.111) and <= 0.05 at N = 16, M = 15 (tspipe: 0.333).
+TEST(TSPipeZeroBubbleTest, MeetsTheSimulatedBubbleTargets) {
+  for (auto [n, m, target] : {std::tuple{4, 6, 0.02}, std::tuple{16, 15, 0.05}}) {
+    SchedulerOptions o = KdOptions(n, m);
+    o.workload.teacher_updates = true;
+    SteadyState zb = SimulateSteadyState(BuildSchedule("tspipe_zb", o), o.costs);
+    SteadyState ts = SimulateSteadyState(BuildSchedule("tspipe", o), o.costs);
+    EXPECT_LE(zb.bubble_fraction, target) << "n=" << n << " m=" << m;
+    EXPECT_GT(ts.bubble_fraction, zb.bubble_fraction + 0.05) << "n=" << n << " m=" << m;
+  }
+}
+
+// What keeping the graph until the W costs: PeakStashes counts a
+// micro-batch until its W, and its weight count those between I and W.
+TEST(TSPipeZeroBubbleTest, StashCountsUntilTheWeightGradient) {
+  SchedulerOptions o = KdOptions(4, 6);
+  StashPeaks zb = PeakStashes(BuildSchedule("tspipe_zb", o));
+  StashPeaks ts = PeakStashes(BuildSchedule("tspipe", o));
+  for (int st = 0; st < 4; ++st) {
+    EXPECT_EQ(zb.student[st], ts.student[st]) << st;  // All M, as tspipe.
+    EXPECT_GE(zb.weight[st], 1) << st;
+    EXPECT_EQ(ts.weight[st], 0) << st;
+  }
+}
+
+// Schedules with the split backward out of order, or in both forms.
+TEST(TSPipeZeroBubbleTest, ValidatorRefusesMisorderedOrDoubledSplits) {
+  const Schedule built = BuildSchedule("tspipe_zb", KdOptions(2, 2));
+  auto find = [](const std::vector<Action>& list, const std::string& text) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (ToString(list[i]) == text) return i;
+    }
+    ADD_FAILURE() << text << " not found";
+    return size_t{0};
+  };
+  // W before its I.
+  Schedule s = built;
+  auto& r0 = s.ranks[0];
+  std::swap(r0[find(r0, "0I0")], r0[find(r0, "0W0")]);
+  ValidationResult v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.ToString().find("0W0 at step 7 runs before its input-gradient action 0I0"),
+            std::string::npos)
+      << v.ToString();
+  // A whole backward besides the split one.
+  s = built;
+  s.ranks[1].insert(s.ranks[1].begin() + find(s.ranks[1], "1W1"), Action{1, 1, Op::kBackward});
+  v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.ToString().find("micro-batch 1 of stage 1 has both a whole backward 1B1 and a split "
+                              "one"),
+            std::string::npos)
+      << v.ToString();
+  // A W missing.
+  s = built;
+  s.ranks[1].erase(s.ranks[1].begin() + find(s.ranks[1], "1W0"));
+  v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.ToString().find("missing action 1W0"), std::string::npos) << v.ToString();
+  // Sending the input gradient before the I computed it.
+  s = built;
+  auto& r1 = s.ranks[1];
+  std::swap(r1[find(r1, "1I0")], r1[find(r1, "1SG0>0")]);
+  v = Validate(s);
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.ToString().find("runs before the backward it sends 1I0"), std::string::npos)
+      << v.ToString();
+}
+
+TEST(TSPipeZeroBubbleTest, RefusesBlockwiseWorkloads) {
+  SchedulerOptions o = KdOptions(2, 2);
+  o.workload.local_losses = true;
+  EXPECT_THROW(BuildSchedule("tspipe_zb", o), std::invalid_argument);
 }
 
 }  // namespace

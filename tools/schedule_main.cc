@@ -5,6 +5,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <stdexcept>
@@ -33,7 +34,19 @@ DEFINE_bool(blockwise, false,
 DEFINE_double(forward_cost, 1.0, "Simulated cost of a student forward.");
 DEFINE_double(teacher_cost, 1.0, "Simulated cost of a teacher forward.");
 DEFINE_double(backward_cost, 2.0, "Simulated cost of a backward.");
+DEFINE_double(backward_input_cost, -1,
+              "Simulated cost of the input-gradient half of a split backward (I); "
+              "negative: half of --backward_cost.");
+DEFINE_double(backward_weight_cost, -1,
+              "Simulated cost of the weight-gradient half of a split backward (W); "
+              "negative: half of --backward_cost.");
 DEFINE_double(message_cost, 0.0, "Simulated latency of one message.");
+DEFINE_string(student_stash_bytes, "",
+              "Bytes one micro-batch's student forward keeps for its backward, per stage "
+              "(comma-separated; a benchmark's trace measures them): stats then give each "
+              "stage's stash peak in bytes.");
+DEFINE_string(teacher_output_bytes, "",
+              "Bytes of one micro-batch's teacher output, per stage (comma-separated).");
 DEFINE_string(svg, "", "If set, also write an SVG timeline to this path.");
 DEFINE_string(load_csv, "", "Validate and simulate this CSV schedule instead.");
 
@@ -67,7 +80,17 @@ int main(int argc, char** argv) {
     tspipe::RequireNumber("teacher_cost", FLAGS_teacher_cost, 0);
     tspipe::RequireNumber("backward_cost", FLAGS_backward_cost, 0);
     tspipe::RequireNumber("message_cost", FLAGS_message_cost, 0);
+    if (FLAGS_backward_input_cost >= 0 || !std::isfinite(FLAGS_backward_input_cost)) {
+      tspipe::RequireNumber("backward_input_cost", FLAGS_backward_input_cost, 0);
+    }
+    if (FLAGS_backward_weight_cost >= 0 || !std::isfinite(FLAGS_backward_weight_cost)) {
+      tspipe::RequireNumber("backward_weight_cost", FLAGS_backward_weight_cost, 0);
+    }
     tspipe::RequireWritable("svg", FLAGS_svg);
+    const std::vector<double> student_bytes =
+        tspipe::ParseNumbers("student_stash_bytes", FLAGS_student_stash_bytes, 0);
+    const std::vector<double> teacher_bytes =
+        tspipe::ParseNumbers("teacher_output_bytes", FLAGS_teacher_output_bytes, 0);
     tspipe::Schedule schedule;
     if (!FLAGS_load_csv.empty()) {
       std::string error;
@@ -93,6 +116,8 @@ int main(int argc, char** argv) {
       options.costs.forward = FLAGS_forward_cost;
       options.costs.teacher_forward = FLAGS_teacher_cost;
       options.costs.backward = FLAGS_backward_cost;
+      options.costs.backward_input = FLAGS_backward_input_cost;
+      options.costs.backward_weight = FLAGS_backward_weight_cost;
       options.costs.message = FLAGS_message_cost;
       schedule = tspipe::BuildSchedule(FLAGS_scheduler, options);
     }
@@ -100,6 +125,8 @@ int main(int argc, char** argv) {
     costs.forward = FLAGS_forward_cost;
     costs.teacher_forward = FLAGS_teacher_cost;
     costs.backward = FLAGS_backward_cost;
+    costs.backward_input = FLAGS_backward_input_cost;
+    costs.backward_weight = FLAGS_backward_weight_cost;
     costs.message = FLAGS_message_cost;
     tspipe::SimulationResult sim = tspipe::Simulate(schedule, costs);
     if (FLAGS_format == "grid") {
@@ -107,7 +134,7 @@ int main(int argc, char** argv) {
     } else if (FLAGS_format == "csv") {
       std::cout << tspipe::ToCsv(schedule);
     } else if (FLAGS_format == "stats") {
-      std::cout << tspipe::FormatStats(schedule, sim, costs);
+      std::cout << tspipe::FormatStats(schedule, sim, costs, student_bytes, teacher_bytes);
       // Whether an in-order transport (NCCL) could run it.
       const std::string order = tspipe::CheckMessageOrder(schedule);
       std::cout << "message_order=" << (order.empty() ? "matched" : "mismatched: " + order)
