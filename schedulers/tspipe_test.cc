@@ -330,6 +330,32 @@ TEST(TSPipeZeroBubbleTest, ValidatorRefusesMisorderedOrDoubledSplits) {
       << v.ToString();
 }
 
+// Whatever the stage costs, tspipe_zb is planned no slower than tspipe
+// (one of its variants is tspipe's order with each B written as I, W).
+TEST(TSPipeZeroBubbleTest, NeverSlowerThanTspipeOnUnevenCosts) {
+  uint32_t seed = 12345;
+  auto uniform = [&](double lo, double hi) {
+    seed = seed * 1664525u + 1013904223u;
+    return lo + (hi - lo) * (seed >> 8) / double(1u << 24);
+  };
+  for (int n = 2; n <= 4; ++n) {
+    for (int m : {2, 3, 5, 8}) {
+      for (int trial = 0; trial < 4; ++trial) {
+        SchedulerOptions o = KdOptions(n, m);
+        o.workload.teacher_updates = trial % 2 == 1;
+        for (int st = 0; st < n; ++st) {
+          o.costs.forward_per_stage.push_back(uniform(0.5, 2));
+          o.costs.backward_per_stage.push_back(uniform(1, 4));
+          o.costs.teacher_forward_per_stage.push_back(uniform(0.5, 4));
+        }
+        const double zb = SimulateSteadyState(BuildSchedule("tspipe_zb", o), o.costs).period;
+        const double ts = SimulateSteadyState(BuildSchedule("tspipe", o), o.costs).period;
+        EXPECT_LE(zb, ts + 1e-9) << "n=" << n << " m=" << m << " trial " << trial;
+      }
+    }
+  }
+}
+
 TEST(TSPipeZeroBubbleTest, RefusesBlockwiseWorkloads) {
   SchedulerOptions o = KdOptions(2, 2);
   o.workload.local_losses = true;
