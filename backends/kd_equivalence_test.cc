@@ -129,9 +129,10 @@ INSTANTIATE_TEST_SUITE_P(
                       // 1F1B memory: per-micro-batch losses, M > N.
                       Case{"tspipe_1f1b", {3, 2}, {5, 3}, 4},
                       Case{"tspipe_1f1b", {2, 1, 1, 1}, {1, 3, 2, 2}, 4},
-                      // Zero bubble: the backward split into I and W.
+                      // Zero bubble: the backward split into I and W, each W
+                      // deferred past later I's in both (unit-cost plans).
                       Case{"tspipe_zb", {3, 2}, {5, 3}, 4},
-                      Case{"tspipe_zb", {2, 1, 1, 1}, {1, 3, 2, 2}, 4},
+                      Case{"tspipe_zb", {2, 1, 1, 1}, {1, 3, 2, 2}, 8},
                       Case{"sequential", {3, 2}, {6, 2}, 4},
                       // Data parallel: 2 and 4 replicas, and 3 replicas with
                       // unequal shares (2, 1, 1 micro-batches).

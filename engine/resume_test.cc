@@ -107,6 +107,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Byol("gpipe", 2, "sync"), Byol("tspipe", 2, "tspipe_delayed"),
                       Byol("tspipe", 4, "tspipe_delayed"),
                       Byol("tspipe_1f1b", 2, "tspipe_delayed"), Byol("dp", 2, ""),
+                      Kd("tspipe_zb", 2), Byol("tspipe_zb", 2, "tspipe_delayed"),
                       Case{"blockwise", "pipebd", 2, "", kBlockwise, "adamw"},
                       Case{"blockwise", "sequential", 1, "", kBlockwise, "sgd"},
                       Case{"codistill", "sequential", 1, "", kCodistill, "sgd"},
