@@ -495,6 +495,9 @@ class Trainer::Impl {
       eo.transport = transport_any_;
       for (int r = 0; r < devices_; ++r) local_ranks_.push_back(r);
     }
+    // A c10d world's transport serves every trainer of the process in
+    // turn: count only this one's traffic.
+    for (int r : local_ranks_) sent_before_ += transport_any_->bytes_sent(r);
     eo.update_policy = config.update_policy;
     // Each model's device per stage (its replica's rank), for parameterless
     // stages.
@@ -675,7 +678,7 @@ class Trainer::Impl {
     if (steps_ == 0) return 0;
     int64_t bytes = 0;
     for (int r : local_ranks_) bytes += transport_any_->bytes_sent(r);
-    return static_cast<double>(bytes) / steps_ / local_ranks_.size();
+    return static_cast<double>(bytes - sent_before_) / steps_ / local_ranks_.size();
   }
   double simulated_bubble() const { return bubble_; }
   int64_t tokens_trained() const { return tokens_; }
@@ -938,6 +941,7 @@ class Trainer::Impl {
   std::shared_ptr<C10dTransport> transport_;
   double bubble_ = 0;
   int stash_peak_ = 0;  // PeakStashes' most student micro-batches on a stage.
+  int64_t sent_before_ = 0;  // Bytes the transport had sent before this trainer.
 };
 
 Trainer::Trainer(const TrainConfig& config) : impl_(std::make_unique<Impl>(config)) {}
