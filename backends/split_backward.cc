@@ -63,6 +63,12 @@ SplitBackward::SplitBackward(std::vector<torch::Tensor> outputs,
   s.outputs = std::move(outputs);
   s.output_grads = std::move(output_grads);
   s.inputs = inputs;
+  // An input computed in this graph would have its grad_fn reached (and
+  // not run) by the input pass, so a boundary node there would record
+  // nothing: the executor's inputs are leaves, and so must these be.
+  for (const torch::Tensor& t : s.inputs) {
+    TORCH_CHECK(t.is_leaf(), "split backward: stage inputs must be leaves of the graph");
+  }
 
   // The graph, with each node's parents (the nodes whose gradient flows
   // into it): the autograd graph only links towards the inputs.
@@ -197,11 +203,20 @@ std::vector<torch::Tensor> SplitBackward::InputGradients() {
   State& s = *state_;
   TORCH_CHECK(!s.input_done, "split backward: the input gradients were already computed");
   s.input_done = true;
-  if (s.inputs.empty() || s.outputs.empty()) {
-    return std::vector<torch::Tensor>(s.inputs.size());
+  std::vector<torch::Tensor> grads(s.inputs.size());
+  if (!s.inputs.empty() && !s.outputs.empty()) {
+    grads = torch::autograd::grad(s.outputs, s.inputs, s.output_grads, /*retain_graph=*/true,
+                                  /*create_graph=*/false, /*allow_unused=*/true);
   }
-  return torch::autograd::grad(s.outputs, s.inputs, s.output_grads, /*retain_graph=*/true,
-                               /*create_graph=*/false, /*allow_unused=*/true);
+  if (s.fallback.empty()) {
+    // Only the boundary nodes (and what hangs below them) matter to the
+    // weight pass: the output gradient and the part of the graph above
+    // them go now rather than at the W.
+    s.outputs.clear();
+    s.output_grads.clear();
+    s.inputs.clear();
+  }
+  return grads;
 }
 
 void SplitBackward::AccumulateWeightGradients() {
@@ -210,6 +225,14 @@ void SplitBackward::AccumulateWeightGradients() {
   TORCH_CHECK(!s.weight_done, "split backward: the weight gradients were already accumulated");
   s.weight_done = true;
   torch::autograd::Engine& engine = torch::autograd::Engine::get_default_engine();
+  // The fallback first: it may run nodes the groups' passes run too, so it
+  // keeps the graph.
+  if (!s.fallback.empty() && !s.outputs.empty()) {
+    torch::autograd::edge_list roots;
+    for (const torch::Tensor& t : s.outputs) roots.push_back(torch::autograd::impl::gradient_edge(t));
+    engine.execute(roots, s.output_grads, /*keep_graph=*/true, /*create_graph=*/false,
+                   /*accumulate_grad=*/true, s.fallback);
+  }
   for (const State::Group& g : s.groups) {
     torch::autograd::edge_list roots;
     variable_list grads;
@@ -223,14 +246,11 @@ void SplitBackward::AccumulateWeightGradients() {
     // No gradient reached the group: as in a whole backward, its
     // parameters get none.
     if (roots.empty()) continue;
-    engine.execute(roots, grads, /*keep_graph=*/true, /*create_graph=*/false,
+    // No node runs in two groups' passes (a node on both would be a
+    // boundary node of both, which merges them), so each pass frees what
+    // it has used as it goes, as a whole backward does.
+    engine.execute(roots, grads, /*keep_graph=*/false, /*create_graph=*/false,
                    /*accumulate_grad=*/true, g.params);
-  }
-  if (!s.fallback.empty() && !s.outputs.empty()) {
-    torch::autograd::edge_list roots;
-    for (const torch::Tensor& t : s.outputs) roots.push_back(torch::autograd::impl::gradient_edge(t));
-    engine.execute(roots, s.output_grads, /*keep_graph=*/true, /*create_graph=*/false,
-                   /*accumulate_grad=*/true, s.fallback);
   }
   // Dropping the outputs and the boundary nodes frees the graph (and the
   // activations it saved).

@@ -155,6 +155,36 @@ TEST_F(SplitBackwardTest, TiedWeightFallsBack) {
   EXPECT_EQ(boundary, 1);
 }
 
+// One weight on two parallel branches: two boundary nodes in one group,
+// so the weight pass starts from several roots at once.
+TEST_F(SplitBackwardTest, WeightOnParallelBranches) {
+  torch::Tensor w = torch::randn({4, 4}, torch::kFloat64).requires_grad_(true);
+  torch::Tensor x = torch::randn({3, 4}, torch::kFloat64);
+  Forward f = [&](const torch::Tensor& in) {
+    return std::vector<torch::Tensor>{torch::tanh(in.matmul(w)) + torch::sin(in * 2).matmul(w)};
+  };
+  int boundary = 0, fallback = 0;
+  ExpectSame(Whole(f, x, {w}, true), Split(f, x, {w}, true, &boundary, &fallback));
+  EXPECT_EQ(boundary, 1);
+  EXPECT_EQ(fallback, 0);
+}
+
+// A boundary node whose recorded gradient is partly undefined: half of a
+// linear layer's output is never used.
+TEST_F(SplitBackwardTest, PartlyUnusedOutput) {
+  torch::nn::Linear lin(4, 6);
+  lin->to(torch::kFloat64);
+  torch::Tensor x = torch::randn({3, 4}, torch::kFloat64);
+  Forward f = [&](const torch::Tensor& in) {
+    std::vector<torch::Tensor> parts = lin->forward(in).chunk(2, 1);
+    return std::vector<torch::Tensor>{parts[0] * 3};
+  };
+  int boundary = 0, fallback = 0;
+  ExpectSame(Whole(f, x, lin->parameters(), true),
+             Split(f, x, lin->parameters(), true, &boundary, &fallback));
+  EXPECT_EQ(boundary, 2);
+}
+
 // The first stage: its input is data, so there is no input pass and the
 // weight pass is the whole backward.
 TEST_F(SplitBackwardTest, NoInputGradient) {
@@ -179,6 +209,11 @@ TEST_F(SplitBackwardTest, PassesRunInOrderOnce) {
   EXPECT_THROW(split.InputGradients(), c10::Error);
   split.AccumulateWeightGradients();
   EXPECT_THROW(split.AccumulateWeightGradients(), c10::Error);
+  // Inputs computed inside the graph are refused.
+  torch::Tensor inner = lin->forward(x);
+  EXPECT_THROW(SplitBackward({lin->forward(inner)}, {torch::ones_like(inner)}, {inner},
+                             lin->parameters()),
+               c10::Error);
 }
 
 }  // namespace

@@ -24,7 +24,12 @@ double CostModel::Cost(const Action& a) const {
       const std::vector<double>& v = input ? backward_input_per_stage : backward_weight_per_stage;
       const double scalar = input ? backward_input : backward_weight;
       if (a.stage < static_cast<int>(v.size())) return v[a.stage];
-      return scalar >= 0 ? scalar : 0.5 * pick(backward_per_stage, backward);
+      if (scalar >= 0) return scalar;
+      // Stage 0's input is data: its I computes nothing and its W is the
+      // whole backward (backends/split_backward).
+      const double whole = pick(backward_per_stage, backward);
+      if (a.stage == 0) return input ? 0.0 : whole;
+      return 0.5 * whole;
     }
     case Op::kLoss: return loss;
     case Op::kOptimizerStep: return optimizer_step;

@@ -18,9 +18,9 @@ struct CostModel {
   double forward = 1.0;
   double teacher_forward = 1.0;
   double backward = 2.0;
-  // The two halves of a split backward (I, W). Negative: half of the
-  // stage's B each, so that models that only know whole backwards (the
-  // profiler's) split them evenly.
+  // The two halves of a split backward (I, W). Negative: what the
+  // executor does with a whole backward's cost B (the profiler's): half
+  // each, except on stage 0, whose input is data: I = 0 and W = B.
   double backward_input = -1.0;
   double backward_weight = -1.0;
   double loss = 0.0;

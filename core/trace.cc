@@ -196,8 +196,9 @@ TraceSummary SummarizeTrace(const TraceRun& run) {
   c.forward = Median(by_op[Op::kForward]);
   c.teacher_forward = Median(by_op[Op::kTeacherForward]);
   c.backward = Median(by_op[Op::kBackward]);
-  c.backward_input = Median(by_op[Op::kBackwardInput]);
-  c.backward_weight = Median(by_op[Op::kBackwardWeight]);
+  // Without split backwards recorded, the halves stay "half of B".
+  if (!by_op[Op::kBackwardInput].empty()) c.backward_input = Median(by_op[Op::kBackwardInput]);
+  if (!by_op[Op::kBackwardWeight].empty()) c.backward_weight = Median(by_op[Op::kBackwardWeight]);
   c.loss = Median(by_op[Op::kLoss]);
   c.optimizer_step = Median(by_op[Op::kOptimizerStep]);
   c.teacher_update = Median(by_op[Op::kTeacherUpdate]);
@@ -215,8 +216,10 @@ TraceSummary SummarizeTrace(const TraceRun& run) {
   c.forward_per_stage = per_stage(Op::kForward, c.forward);
   c.teacher_forward_per_stage = per_stage(Op::kTeacherForward, c.teacher_forward);
   c.backward_per_stage = per_stage(Op::kBackward, c.backward);
-  c.backward_input_per_stage = per_stage(Op::kBackwardInput, c.backward_input);
-  c.backward_weight_per_stage = per_stage(Op::kBackwardWeight, c.backward_weight);
+  if (!by_op[Op::kBackwardInput].empty()) {
+    c.backward_input_per_stage = per_stage(Op::kBackwardInput, c.backward_input);
+    c.backward_weight_per_stage = per_stage(Op::kBackwardWeight, c.backward_weight);
+  }
   const SteadyState predicted = SimulateSteadyState(run.schedule, c);
   if (!predicted.deadlocked) {
     out.predicted_period_us = predicted.period;
