@@ -6,7 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if (( $# == 0 )); then
-  set -- //core/... //schedulers/... //backends:executor_test //backends:kd_equivalence_test
+  set -- //core/... //schedulers/... //backends:executor_test //backends:kd_equivalence_test \
+    //backends:split_backward_test
 fi
 # The suppressions need an absolute path, which .bazelrc cannot spell.
 exec "${root}/tools/bazel" test --config=asan \
