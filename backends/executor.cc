@@ -662,6 +662,25 @@ class Executor::Impl {
     }
   }
 
+  static bool Differentiates(const torch::Tensor& t) { return t.defined() && t.requires_grad(); }
+
+  // One gradient per stage input from `got`, the gradients of the inputs
+  // that require one, in order: zeros where none reached an input,
+  // undefined for inputs without gradients (masks, indices).
+  static Activation PerInput(const Activation& inputs, const std::vector<torch::Tensor>& got) {
+    Activation out;
+    size_t j = 0;
+    for (const torch::Tensor& t : inputs) {
+      if (!Differentiates(t)) {
+        out.push_back(torch::Tensor());
+        continue;
+      }
+      const torch::Tensor& g = got.at(j++);
+      out.push_back(g.defined() ? g : torch::zeros_like(t));
+    }
+    return out;
+  }
+
   // Hands d loss / d inputs of micro-batch k (one entry per stage input,
   // undefined for those without a gradient) to the previous stage: here,
   // or through the stage's SG.
@@ -680,15 +699,11 @@ class Executor::Impl {
     std::vector<torch::Tensor> tensors, grads;
     Differentiable(slot, k, &tensors, &grads);
     if (!tensors.empty()) torch::autograd::backward(tensors, grads);
-    Activation input_grads;
+    std::vector<torch::Tensor> got;
     for (const torch::Tensor& t : slot.inputs[k]) {
-      if (t.defined() && t.requires_grad()) {
-        input_grads.push_back(t.grad().defined() ? t.grad() : torch::zeros_like(t));
-      } else {
-        input_grads.push_back(torch::Tensor());
-      }
+      if (Differentiates(t)) got.push_back(t.grad());
     }
-    PassInputGradients(rank, a, std::move(input_grads));
+    PassInputGradients(rank, a, PerInput(slot.inputs[k], got));
     slot.outputs[k].clear();
     slot.output_grads[k].clear();
     slot.inputs[k].clear();
@@ -703,24 +718,12 @@ class Executor::Impl {
     // Stage 0's inputs are data: no input pass, the W does it all.
     const bool wants_inputs = a.stage > 0 && !schedule_.workload.local_losses;
     for (const torch::Tensor& t : slot.inputs[k]) {
-      if (wants_inputs && t.defined() && t.requires_grad()) wrt.push_back(t);
+      if (wants_inputs && Differentiates(t)) wrt.push_back(t);
     }
     auto split = std::make_unique<SplitBackward>(std::move(tensors), std::move(grads), wrt,
                                                  slot.student->parameters());
     std::vector<torch::Tensor> got = split->InputGradients();
-    if (wants_inputs) {
-      Activation input_grads;
-      size_t j = 0;
-      for (const torch::Tensor& t : slot.inputs[k]) {
-        if (t.defined() && t.requires_grad()) {
-          const torch::Tensor& g = got[j++];
-          input_grads.push_back(g.defined() ? g : torch::zeros_like(t));
-        } else {
-          input_grads.push_back(torch::Tensor());
-        }
-      }
-      PassInputGradients(rank, a, std::move(input_grads));
-    }
+    if (wants_inputs) PassInputGradients(rank, a, PerInput(slot.inputs[k], got));
     slot.split[k] = std::move(split);
     slot.outputs[k].clear();
     slot.output_grads[k].clear();

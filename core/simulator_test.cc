@@ -109,26 +109,29 @@ TEST(PeakStashesTest, GpipeHoldsEveryMicrobatch) {
   }
 }
 
+// One stage on one rank, two micro-batches, from compact actions.
+Schedule OneStage(const std::vector<std::string>& text, bool teacher) {
+  Schedule s;
+  s.scheduler = "hand";
+  s.num_stages = 1;
+  s.num_microbatches = 2;
+  s.workload.has_teacher = teacher;
+  s.placement = {{0}};
+  s.ranks.resize(1);
+  for (const std::string& t : text) {
+    Action a;
+    std::string error;
+    EXPECT_TRUE(ParseAction(t, &a, &error)) << error;
+    s.ranks[0].push_back(a);
+  }
+  return s;
+}
+
 // One rank, one stage, two micro-batches, worked by hand. The look-ahead
 // teacher forwards (+1) of the previous iteration are held at the start;
 // run before the loss, the next batch's outputs sit on top of this one's.
 TEST(PeakStashesTest, LookAheadTeacherOutputsCountOnTop) {
-  auto build = [](const std::vector<std::string>& text) {
-    Schedule s;
-    s.scheduler = "hand";
-    s.num_stages = 1;
-    s.num_microbatches = 2;
-    s.workload.has_teacher = true;
-    s.placement = {{0}};
-    s.ranks.resize(1);
-    for (const std::string& t : text) {
-      Action a;
-      std::string error;
-      EXPECT_TRUE(ParseAction(t, &a, &error)) << error;
-      s.ranks[0].push_back(a);
-    }
-    return s;
-  };
+  auto build = [](const std::vector<std::string>& text) { return OneStage(text, true); };
   // Student: F0 F1 -> 2 held; L; B1 B0 -> 0. Teacher: 2 carried, L uses
   // them (0), then the next batch's two (2).
   StashPeaks after = PeakStashes(build({"0F0", "0F1", "0L", "0B1", "0B0", "0T0+1", "0T1+1", "0O"}));
@@ -171,18 +174,8 @@ TEST(PeakStashesTest, BytesAreCountsTimesMeasuredSizes) {
 // A split backward keeps the micro-batch until its W; `weight` counts
 // those between their I and W.
 TEST(PeakStashesTest, SplitBackwardHoldsUntilTheWeightGradient) {
-  Schedule s;
-  s.scheduler = "hand";
-  s.num_stages = 1;
-  s.num_microbatches = 2;
-  s.placement = {{0}};
-  s.ranks.resize(1);
-  for (const std::string t : {"0F0", "0F1", "0L", "0I0", "0I1", "0W0", "0W1", "0O"}) {
-    Action a;
-    std::string error;
-    ASSERT_TRUE(ParseAction(t, &a, &error)) << error;
-    s.ranks[0].push_back(a);
-  }
+  const Schedule s =
+      OneStage({"0F0", "0F1", "0L", "0I0", "0I1", "0W0", "0W1", "0O"}, /*teacher=*/false);
   ASSERT_TRUE(Validate(s).ok()) << Validate(s).ToString();
   const StashPeaks p = PeakStashes(s);
   EXPECT_EQ(p.student, std::vector<int>{2});
