@@ -26,6 +26,7 @@ DEFINE_int32(eval_samples, 0, "Evaluate on the first N test images (0 = all 1000
 DEFINE_string(report, "", "If set, also write the result table (Markdown) to this file.");
 
 int main(int argc, char** argv) {
+  tspipe::RestartForHostMemoryUnlessDisabled(argc, argv);
   gflags::SetUsageMessage(
       "Pre-trains BYOL on Fashion-MNIST under each scheduler:policy and reports linear "
       "evaluation accuracy against a random encoder.\n" +
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("byol");
     const std::string export_path = tspipe::ExportFlag();
-    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::ApplyProcessFlags();
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      tspipe::UserPath(FLAGS_report));
     for (const std::string& run : tspipe::SplitList(FLAGS_runs)) {

@@ -61,6 +61,7 @@ double SimulatedRate(const tspipe::TrainConfig& config, const tspipe::BlockCosts
 }  // namespace
 
 int main(int argc, char** argv) {
+  tspipe::RestartForHostMemoryUnlessDisabled(argc, argv);
   gflags::SetUsageMessage(
       "Codistills models on Fashion-MNIST and compares their accuracy and traffic with data "
       "parallelism and with one model alone.\n" +
@@ -80,7 +81,7 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig codistill = tspipe::ConfigFromFlags("codistill");
     const std::string export_path = tspipe::ExportFlag();
-    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::ApplyProcessFlags();
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      tspipe::UserPath(FLAGS_report));
     tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);

@@ -88,6 +88,7 @@ void Measure(tspipe::Trainer& t, Row* row) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tspipe::RestartForHostMemoryUnlessDisabled(argc, argv);
   gflags::SetUsageMessage(
       "Fits a masked-LM head on the pretrained teacher, distils the teacher into a half-depth "
       "student under each scheduler, and compares held-out masked-token accuracy and "
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("distilbert");
     const std::string export_path = tspipe::ExportFlag();
-    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::ApplyProcessFlags();
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      UserPath(FLAGS_report));
     tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);

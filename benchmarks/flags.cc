@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "backends/host_malloc.h"
 #include "benchmarks/cli.h"
 
 #include "core/options.h"
@@ -46,6 +47,12 @@ DEFINE_string(data_dir, "",
               "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist).");
 DEFINE_int32(threads_per_device, 1,
              "Intra-op threads per device (rank). On CPU a device is a core.");
+// Read by the mains from argv before anything else (see
+// RestartKeepingFreedHostMemory); defined here so that gflags accepts it.
+DEFINE_bool(keep_host_memory, true,
+            "Restart with glibc malloc keeping 256 MiB of freed memory per heap "
+            "(GLIBC_TUNABLES=glibc.malloc.top_pad): no page faults per step for CPU tensors. "
+            "false, or any glibc.malloc tunable of your own: malloc as configured.");
 DEFINE_int32(log_every, 20, "Log step, loss, samples/s and ETA every N steps (0: never).");
 DEFINE_string(device, "cpu",
               "cpu, cuda (rank r on cuda:r; under --backend=c10d local rank i on cuda:i, over "
@@ -141,6 +148,23 @@ std::string ExportFlag() {
   const std::string path = UserPath(FLAGS_export);
   RequireWritable("export", path);
   return path;
+}
+
+void RestartForHostMemoryUnlessDisabled(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    for (const std::string prefix : {"--", "-"}) {
+      if (a == prefix + "nokeep_host_memory" || a == prefix + "keep_host_memory=false" ||
+          a == prefix + "keep_host_memory=0" || a == prefix + "keep_host_memory=no") {
+        return;
+      }
+    }
+  }
+  RestartKeepingFreedHostMemory(argv);
+}
+
+void ApplyProcessFlags() {
+  SetIntraOpThreads(FLAGS_threads_per_device);
 }
 
 TrainConfig ConfigFromFlags(const std::string& algorithm) {

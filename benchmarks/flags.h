@@ -33,6 +33,7 @@ DECLARE_string(weight_decay_schedule);
 DECLARE_int32(seed);
 DECLARE_string(data_dir);
 DECLARE_int32(threads_per_device);
+DECLARE_bool(keep_host_memory);
 DECLARE_int32(log_every);
 DECLARE_string(device);
 DECLARE_string(checkpoint_dir);
@@ -56,6 +57,15 @@ CheckpointSettings CheckpointFlags();
 // written) and resolved against the user's directory; "" when not set.
 // ConfigFromFlags checks it too.
 std::string ExportFlag();
+
+// The process settings the flags ask for: --threads_per_device intra-op
+// threads and --keep_host_memory. Call once, early in main.
+void ApplyProcessFlags();
+
+// --keep_host_memory (default true), read from argv before gflags parses
+// it, since the restart must come before anything allocates: restarts the
+// process with malloc keeping freed host memory (RestartKeepingFreedHostMemory).
+void RestartForHostMemoryUnlessDisabled(int argc, char** argv);
 
 // The usage text's part about `algorithm`: its options with defaults and
 // help, so that --help lists them.

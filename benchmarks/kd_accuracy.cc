@@ -58,6 +58,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tspipe::RestartForHostMemoryUnlessDisabled(argc, argv);
   gflags::SetUsageMessage(
       "Trains (or loads) a Fashion-MNIST teacher, distils it into a student under each "
       "scheduler, and compares test accuracy with a student trained without a teacher.\n" +
@@ -73,7 +74,7 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("kd");
     const std::string export_path = tspipe::ExportFlag();
-    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::ApplyProcessFlags();
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      UserPath(FLAGS_report));
     tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);

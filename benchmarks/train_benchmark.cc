@@ -306,6 +306,7 @@ bool AddBenchmarkDefaults(int argc, char** argv, std::vector<char*>* args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tspipe::RestartForHostMemoryUnlessDisabled(argc, argv);
   // --help lists the options of the algorithm asked for (or this binary's).
   std::string algorithm = FLAGS_algorithm;
   for (int i = 1; i < argc; ++i) {
@@ -355,7 +356,7 @@ int main(int argc, char** argv) {
                                   ": only with --backend=local (a c10d process holds only its "
                                   "own stages)");
     }
-    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
+    tspipe::ApplyProcessFlags();
     tspipe::RequireAtLeast("steps", FLAGS_steps, 0);
     tspipe::RequireAtLeast("steps_per_iteration", FLAGS_steps_per_iteration, 1);
     tspipe::RequireAtLeast("balance_trials", FLAGS_balance_trials, 1);
