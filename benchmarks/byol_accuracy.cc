@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig base = tspipe::ConfigFromFlags("byol");
     const std::string export_path = tspipe::ExportFlag();
-    tspipe::ApplyProcessFlags();
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      tspipe::UserPath(FLAGS_report));
     for (const std::string& run : tspipe::SplitList(FLAGS_runs)) {

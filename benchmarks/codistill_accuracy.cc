@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   try {
     tspipe::TrainConfig codistill = tspipe::ConfigFromFlags("codistill");
     const std::string export_path = tspipe::ExportFlag();
-    tspipe::ApplyProcessFlags();
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAccuracyRunFlags(FLAGS_steps, FLAGS_train_samples, FLAGS_eval_samples,
                                      tspipe::UserPath(FLAGS_report));
     tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);

@@ -163,10 +163,6 @@ void RestartForHostMemoryUnlessDisabled(int argc, char** argv) {
   RestartKeepingFreedHostMemory(argv);
 }
 
-void ApplyProcessFlags() {
-  SetIntraOpThreads(FLAGS_threads_per_device);
-}
-
 TrainConfig ConfigFromFlags(const std::string& algorithm) {
   // Every shared flag is checked here, before any work, so that a bad value
   // gets one line naming it rather than a LibTorch error later.

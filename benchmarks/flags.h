@@ -58,10 +58,6 @@ CheckpointSettings CheckpointFlags();
 // ConfigFromFlags checks it too.
 std::string ExportFlag();
 
-// The process settings the flags ask for: --threads_per_device intra-op
-// threads and --keep_host_memory. Call once, early in main.
-void ApplyProcessFlags();
-
 // --keep_host_memory (default true), read from argv before gflags parses
 // it, since the restart must come before anything allocates: restarts the
 // process with malloc keeping freed host memory (RestartKeepingFreedHostMemory).

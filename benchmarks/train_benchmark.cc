@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
                                   ": only with --backend=local (a c10d process holds only its "
                                   "own stages)");
     }
-    tspipe::ApplyProcessFlags();
+    tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
     tspipe::RequireAtLeast("steps", FLAGS_steps, 0);
     tspipe::RequireAtLeast("steps_per_iteration", FLAGS_steps_per_iteration, 1);
     tspipe::RequireAtLeast("balance_trials", FLAGS_balance_trials, 1);
