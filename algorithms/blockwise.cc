@@ -1,6 +1,6 @@
 #include "algorithms/blockwise.h"
 
-#include "algorithms/image_data.h"
+#include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
 #include "models/resnet.h"
 
@@ -8,10 +8,9 @@ namespace tspipe {
 
 Workload BlockwiseDistillation::workload() const {
   Workload w;
-  w.has_teacher = true;
+  w.teacher = TeacherKind::kFrozen;
   w.local_losses = true;
   w.blockwise = true;
-  w.full_batch_loss = false;  // Per-sample terms: exact under any micro-batching.
   return w;
 }
 
@@ -28,7 +27,7 @@ torch::Tensor SoftCrossEntropy(const torch::Tensor& s, const torch::Tensor& t) {
               .mean();
 }
 
-torch::Tensor BlockwiseDistillation::Loss(const LossInputs& in) {
+torch::Tensor BlockwiseDistillation::Loss(const LossInputs& in) const {
   TORCH_CHECK(in.student && !in.student->empty(), "blockwise distillation needs the student output");
   TORCH_CHECK(in.teacher && !in.teacher->empty(), "blockwise distillation needs the teacher output");
   const torch::Tensor& s = (*in.student)[0];
@@ -40,7 +39,7 @@ namespace {
 
 // A frozen ResNet teacher and a student mirroring it block for block
 // (MakeBlockwiseStudent); every block pair is a stage.
-class BlockwiseRecipe : public Recipe {
+class BlockwiseRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
     return ResNetShapeOptions("teacher_", "teacher (the student mirrors it block for block)",
@@ -65,13 +64,8 @@ class BlockwiseRecipe : public Recipe {
     return m;
   }
   CutRule cut_rule() const override { return {CutRule::Kind::kOnePerBlock, 0}; }
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
-  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
-    return MakeImageData(r, {});
-  }
-  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
-  // The blocks trained apart still form one network end to end.
-  Metrics Evaluate(const EvalContext& c) const override { return {{"top1", TestTop1(c)}}; }
+  // Evaluation (ImageRecipe's top-1): the blocks trained apart still form
+  // one network end to end.
 
  private:
   ResNetOptions teacher_;

@@ -20,10 +20,9 @@ class BlockwiseDistillation : public Algorithm {
  public:
   std::string name() const override { return "blockwise"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override { return TeacherKind::kFrozen; }
   // (*student)[0]: the student block's output; (*teacher)[0]: the teacher
   // block's output (logits on the last stage). Labels are unused.
-  torch::Tensor Loss(const LossInputs& inputs) override;
+  torch::Tensor Loss(const LossInputs& inputs) const override;
 };
 
 // The two losses, for tests and loops outside the executor: the mean

@@ -3,7 +3,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "algorithms/image_data.h"
+#include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
 #include "models/resnet.h"
 
@@ -27,14 +27,13 @@ torch::Tensor ByolLoss(const torch::Tensor& p1, const torch::Tensor& p2, const t
 
 Workload Byol::workload() const {
   Workload w;
-  w.has_teacher = true;
-  w.teacher_updates = true;
+  w.teacher = TeacherKind::kMomentum;
   // A mean of per-sample terms: splitting the batch (data parallel) is exact.
   w.full_batch_loss = false;
   return w;
 }
 
-torch::Tensor Byol::Loss(const LossInputs& in) {
+torch::Tensor Byol::Loss(const LossInputs& in) const {
   TORCH_CHECK(in.student != nullptr && in.student->size() == 2,
               "byol needs two views from the online network");
   TORCH_CHECK(in.teacher != nullptr && in.teacher->size() == 2,
@@ -46,8 +45,10 @@ namespace {
 
 // BYOL on two augmented views of 28x28 images: a ResNet encoder with
 // projector and predictor, its EMA target cut like it.
-class ByolRecipe : public Recipe {
+class ByolRecipe : public ImageRecipe {
  public:
+  ByolRecipe() : ImageRecipe(/*views=*/2) {}
+
   std::vector<OptionSpec> Options() const override {
     std::vector<OptionSpec> o = ResNetShapeOptions("", "encoder", {16, 32, 64}, {1, 1, 1});
     o.push_back(IntOption("hidden", 256, "projector and predictor hidden width").AtLeast(1));
@@ -88,13 +89,6 @@ class ByolRecipe : public Recipe {
     auto online = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.student);
     CopyState(*MakeMomentumTarget(torch::nn::Sequential(online)), *m.teacher);
   }
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
-  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
-    ImageDataOptions o;
-    o.views = 2;
-    return MakeImageData(r, o);
-  }
-  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 2); }
   Metrics Evaluate(const EvalContext& c) const override {
     return {{"linear_top1", LinearProbeTop1(c, ByolEncoderBlocks(shape_))}};
   }

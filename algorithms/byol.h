@@ -39,7 +39,7 @@ class Byol : public MomentumTeacherAlgorithm {
   std::string name() const override { return "byol"; }
   Workload workload() const override;
   // (*student) = {p1, p2}, (*teacher) = {z1, z2}; targets are unused.
-  torch::Tensor Loss(const LossInputs& inputs) override;
+  torch::Tensor Loss(const LossInputs& inputs) const override;
   double Momentum(int step) const override { return ByolMomentum(options_, step); }
   void SetTrainingLength(int total_steps) override { options_.total_steps = total_steps; }
 

@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "algorithms/augment.h"
+#include "data/augment.h"
 #include "algorithms/byol.h"
 #include "algorithms/momentum.h"
 #include "algorithms/mocov3.h"

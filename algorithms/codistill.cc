@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "algorithms/image_data.h"
+#include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
 #include "models/resnet.h"
 
@@ -10,9 +10,9 @@ namespace tspipe {
 
 Workload Codistillation::workload() const {
   Workload w;
-  w.has_teacher = true;
-  w.teacher_updates = true;  // The exchanges (ExchangesAt says when).
-  w.full_batch_loss = false;  // Per-sample terms.
+  // Stale copies of the other models; their TeacherUpdate is the exchange
+  // (ExchangesAt says when). Per-sample terms.
+  w.teacher = TeacherKind::kPeers;
   return w;
 }
 
@@ -40,7 +40,7 @@ torch::Tensor CodistillLoss(const torch::Tensor& logits, const std::vector<torch
   return loss + alpha / static_cast<double>(peers.size()) * distill;
 }
 
-torch::Tensor Codistillation::Loss(const LossInputs& in) {
+torch::Tensor Codistillation::Loss(const LossInputs& in) const {
   TORCH_CHECK(in.student && !in.student->empty(), "codistillation needs the model's logits");
   TORCH_CHECK(in.teacher && static_cast<int>(in.teacher->size()) == options_.models - 1,
               "codistillation needs the logits of ", options_.models - 1, " peers");
@@ -52,7 +52,7 @@ torch::Tensor Codistillation::Loss(const LossInputs& in) {
 namespace {
 
 // n ResNets on 28x28 images, each on its own share of every mini-batch.
-class CodistillRecipe : public Recipe {
+class CodistillRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
     std::vector<OptionSpec> o = ResNetShapeOptions("", "every model's", {16, 32, 64}, {1, 1, 1});
@@ -92,11 +92,6 @@ class CodistillRecipe : public Recipe {
   }
   // Each model's copies of its peers are cut like the model.
   CutRule cut_rule() const override { return {CutRule::Kind::kShared, 0}; }
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
-  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
-    return MakeImageData(r, {});
-  }
-  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
   // Each model's test accuracy, their mean, and the ensemble's (averaged
   // softmax).
   Metrics Evaluate(const EvalContext& c) const override {

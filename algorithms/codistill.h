@@ -49,10 +49,9 @@ class Codistillation : public Algorithm {
   explicit Codistillation(const CodistillOptions& options) : options_(options) {}
   std::string name() const override { return "codistill"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override { return TeacherKind::kPeers; }
   // (*student)[0]: this model's logits; (*teacher): one peer's logits per
   // other model; (*targets)[0]: labels.
-  torch::Tensor Loss(const LossInputs& inputs) override;
+  torch::Tensor Loss(const LossInputs& inputs) const override;
   bool ExchangesAt(int step) const override { return step % options_.exchange_every == 0; }
   const CodistillOptions& options() const { return options_; }
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/image_data.h"
+#include "data/image_data.h"
 #include "core/update_policy.h"
 #include "engine/trainer.h"
 #include "models/resnet.h"

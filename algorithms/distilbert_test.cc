@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/text_data.h"
-#include "core/safetensors.h"
+#include "data/text_data.h"
+#include "io/safetensors.h"
 #include "engine/trainer.h"
 #include "models/bert.h"
 
@@ -204,7 +204,7 @@ TEST(DistilBertTest, LossUnitsCountTokens) {
   DistilBertLossOptions alone;
   alone.alpha_ce = alone.alpha_cos = 0;
   EXPECT_EQ(DistilBertLoss(alone).LossUnits(b, 0), (std::vector<double>{3}));
-  EXPECT_EQ(DistilBertLoss(alone).teacher_kind(), TeacherKind::kNone);
+  EXPECT_EQ(DistilBertLoss(alone).workload().teacher, TeacherKind::kNone);
   alone.alpha_mlm = 0;
   EXPECT_THROW(DistilBertLoss{alone}, std::invalid_argument);
 }

@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "algorithms/image_data.h"
+#include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
 #include "models/resnet.h"
 
@@ -21,8 +21,7 @@ KnowledgeDistillation::KnowledgeDistillation(const KdOptions& options) : options
 
 Workload KnowledgeDistillation::workload() const {
   Workload w;
-  w.has_teacher = true;
-  w.full_batch_loss = false;  // Per-sample terms: exact under any micro-batching.
+  w.teacher = TeacherKind::kFrozen;  // Per-sample terms: exact under any micro-batching.
   return w;
 }
 
@@ -38,7 +37,7 @@ torch::Tensor KdLoss(const torch::Tensor& s, const torch::Tensor& t, const torch
   return ce + o.lambda * scale * kl;
 }
 
-torch::Tensor KnowledgeDistillation::Loss(const LossInputs& in) {
+torch::Tensor KnowledgeDistillation::Loss(const LossInputs& in) const {
   TORCH_CHECK(in.student && !in.student->empty(), "KD needs student logits");
   TORCH_CHECK(in.teacher && !in.teacher->empty(), "KD needs teacher logits");
   TORCH_CHECK(in.targets && !in.targets->empty(), "KD needs labels");
@@ -49,7 +48,7 @@ namespace {
 
 // A larger ResNet teacher distilled into a smaller ResNet student, each cut
 // with its own balance, on 28x28 images.
-class KdRecipe : public Recipe {
+class KdRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
     std::vector<OptionSpec> o = ResNetShapeOptions("", "student", {16, 32, 64}, {1, 1, 1});
@@ -86,12 +85,6 @@ class KdRecipe : public Recipe {
     m.teacher_shape = DescribeShape(teacher_);
     return m;
   }
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
-  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
-    return MakeImageData(r, {});
-  }
-  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
-  Metrics Evaluate(const EvalContext& c) const override { return {{"top1", TestTop1(c)}}; }
 
  private:
   ResNetOptions student_, teacher_;

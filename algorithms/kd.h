@@ -27,10 +27,9 @@ class KnowledgeDistillation : public Algorithm {
 
   std::string name() const override { return "kd"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override { return TeacherKind::kFrozen; }
   // (*student)[0]: student logits; (*teacher)[0]: teacher logits;
   // (*targets)[0]: labels.
-  torch::Tensor Loss(const LossInputs& inputs) override;
+  torch::Tensor Loss(const LossInputs& inputs) const override;
 
   const KdOptions& options() const { return options_; }
 

@@ -3,7 +3,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "algorithms/image_data.h"
+#include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
 #include "models/vit.h"
 
@@ -25,13 +25,12 @@ torch::Tensor MocoV3Loss(const torch::Tensor& q1, const torch::Tensor& q2,
 
 Workload MocoV3::workload() const {
   Workload w;
-  w.has_teacher = true;
-  w.teacher_updates = true;
+  w.teacher = TeacherKind::kMomentum;
   w.full_batch_loss = true;  // Negatives span the whole mini-batch.
   return w;
 }
 
-torch::Tensor MocoV3::Loss(const LossInputs& in) {
+torch::Tensor MocoV3::Loss(const LossInputs& in) const {
   TORCH_CHECK(in.student != nullptr && in.student->size() == 2,
               "mocov3 needs two views from the query encoder");
   TORCH_CHECK(in.teacher != nullptr && in.teacher->size() == 2,
@@ -44,8 +43,10 @@ namespace {
 
 // MoCo v3 on two augmented views of 28x28 images: a ViT query encoder with
 // projector and predictor, its EMA key encoder cut like it.
-class MocoV3Recipe : public Recipe {
+class MocoV3Recipe : public ImageRecipe {
  public:
+  MocoV3Recipe() : ImageRecipe(/*views=*/2) {}
+
   std::vector<OptionSpec> Options() const override {
     const VitOptions v;
     const MocoV3Options m;
@@ -101,13 +102,6 @@ class MocoV3Recipe : public Recipe {
     auto online = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.student);
     CopyState(*MakeMomentumTarget(torch::nn::Sequential(online)), *m.teacher);
   }
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
-  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
-    ImageDataOptions o;
-    o.views = 2;
-    return MakeImageData(r, o);
-  }
-  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 2); }
   Metrics Evaluate(const EvalContext& c) const override {
     return {{"linear_top1", LinearProbeTop1(c, MocoEncoderBlocks(shape_))}};
   }

@@ -33,7 +33,7 @@ class MocoV3 : public MomentumTeacherAlgorithm {
   std::string name() const override { return "mocov3"; }
   Workload workload() const override;
   // (*student) = {q1, q2}, (*teacher) = {k1, k2}.
-  torch::Tensor Loss(const LossInputs& inputs) override;
+  torch::Tensor Loss(const LossInputs& inputs) const override;
   double Momentum(int step) const override {
     return CosineMomentum(options_.base_momentum, step, options_.total_steps);
   }

@@ -34,7 +34,6 @@ torch::nn::Sequential MakeMomentumTarget(const torch::nn::Sequential& online);
 // as both papers run it).
 class MomentumTeacherAlgorithm : public Algorithm {
  public:
-  TeacherKind teacher_kind() const override { return TeacherKind::kMomentum; }
   bool TeacherInTrainMode() const override { return true; }
   void UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step) override;
   // m_k after optimizer step `step`.

@@ -1,6 +1,6 @@
 #include "algorithms/supervised.h"
 
-#include "algorithms/image_data.h"
+#include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
 #include "models/resnet.h"
 
@@ -8,11 +8,11 @@ namespace tspipe {
 
 Workload SupervisedAlgorithm::workload() const {
   Workload w;
-  w.full_batch_loss = false;  // Per-sample loss: any micro-batching is exact.
+  // No teacher; a per-sample loss: any micro-batching is exact.
   return w;
 }
 
-torch::Tensor SupervisedAlgorithm::Loss(const LossInputs& in) {
+torch::Tensor SupervisedAlgorithm::Loss(const LossInputs& in) const {
   TORCH_CHECK(in.student && !in.student->empty(), "supervised loss needs student logits");
   TORCH_CHECK(in.targets && !in.targets->empty(), "supervised loss needs labels");
   return torch::nn::functional::cross_entropy((*in.student)[0], (*in.targets)[0]);
@@ -22,7 +22,7 @@ namespace {
 
 // A ResNet trained on labels, on 28x28 images (kd_accuracy trains its
 // teacher with it).
-class SupervisedRecipe : public Recipe {
+class SupervisedRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
     return ResNetShapeOptions("", "the", {16, 32, 64}, {1, 1, 1});
@@ -39,12 +39,6 @@ class SupervisedRecipe : public Recipe {
     m.student_shape = DescribeShape(shape_);
     return m;
   }
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
-  std::unique_ptr<BatchSource> MakeData(const DataRequest& r) const override {
-    return MakeImageData(r, {});
-  }
-  Activation ExampleInput(int64_t samples) const override { return ImageExample(samples, 0); }
-  Metrics Evaluate(const EvalContext& c) const override { return {{"top1", TestTop1(c)}}; }
 
  private:
   ResNetOptions shape_;

@@ -12,10 +12,9 @@ class SupervisedAlgorithm : public Algorithm {
  public:
   std::string name() const override { return "supervised"; }
   Workload workload() const override;
-  TeacherKind teacher_kind() const override { return TeacherKind::kNone; }
   // Mean cross-entropy of student logits (*student)[0] against labels
   // (*targets)[0].
-  torch::Tensor Loss(const LossInputs& inputs) override;
+  torch::Tensor Loss(const LossInputs& inputs) const override;
 };
 
 }  // namespace tspipe

@@ -205,7 +205,7 @@ TEST(PipeBdScheduleTest, RefusesWhatItCannotRun) {
   }
   so.num_devices = 2;
   so.workload = Workload{};
-  so.workload.has_teacher = true;
+  so.workload.teacher = TeacherKind::kFrozen;
   try {
     BuildSchedule("pipebd", so);
     FAIL();

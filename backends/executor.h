@@ -11,16 +11,20 @@
 //   T   teacher_outputs[b][k] = teacher(...)       (no_grad; +1: batch b+1)
 //   L   output_grads[k] = d(sum_t w_t mean_t)/d outputs[k], w_t = units of
 //       term t in these samples / units of term t in the mini-batch
-//       (Algorithm::LossTerms, LossUnits)
+//       (Algorithm::LossTerms, LossUnits; backends/loss_weights.h)
 //   B   accumulate parameter grads; input_grads[k] = d/d inputs[k]
+//   I   input_grads[k] = d/d inputs[k]; the graph waits for W
+//   W   accumulate parameter grads of micro-batch k; frees its graph
 //   SA/RA, ST/RT, SG/RG  send/receive outputs, teacher outputs, input grads
 //   AR  start the all-reduce of the stage's gradients over its replicas
+//   TG  sum tied copies' gradients with the peer rank (backends/grad_sync.h)
+//   GN  scale the replica's gradients to its global-norm clip
 //   O   wait for AR, optimizer step, zero the gradients (the only place)
-//   (after a rank's last B, SG or AR: sum tied gradients, clip by the global
-//   norm; backends/grad_sync.h)
 //   U   teacher <- Algorithm::UpdateTeacher(student); with independent
 //       replicas, at Algorithm::ExchangesAt steps: all-gather the stage's
 //       StageState over its replicas, LoadPeerCopies into the teacher
+// The handlers live by family in executor_compute.cc, executor_loss.cc and
+// executor_comm.cc (backends/executor_impl.h).
 #ifndef TSPIPE_BACKENDS_EXECUTOR_H_
 #define TSPIPE_BACKENDS_EXECUTOR_H_
 
@@ -76,10 +80,12 @@ struct ExecutorOptions {
   std::string update_policy;
   // Parameters two stages hold copies of (indices into the stages'
   // parameters()): their gradients are summed before every step, so the
-  // copies stay equal. Replicas have the same ties.
+  // copies stay equal. Replicas have the same ties. The schedule must have
+  // been built for them (Workload::tied_stages = TiedStages(these)).
   std::vector<TiedGradient> tied_gradients;
   // > 0: every model's gradients are scaled so that their 2-norm over all
-  // its stages is at most this (torch.nn.utils.clip_grad_norm_).
+  // its stages is at most this (torch.nn.utils.clip_grad_norm_); the
+  // schedule must have been built with Workload::clip_gradients.
   double clip_grad_norm = 0;
   // Record when every action starts and ends on every local rank (see
   // TakeTrace); Executor::set_record_trace changes it between runs.

@@ -3,9 +3,11 @@
 // Keys of a torch archive may not contain dots, so tensors are stored by
 // position ("p3", "b0"), with the names kept beside them for messages;
 // teacher data is flattened into one int64 index tensor plus its tensors.
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 
+#include "backends/executor_impl.h"
 #include "backends/stage_slot.h"
 
 namespace tspipe {
@@ -194,6 +196,47 @@ void LoadSlot(const std::string& bytes, const torch::Device& device, bool with_t
     for (int64_t i = 0; i < r[pos + 1]; ++i) list.push_back(static_cast<int>(r[pos + 2 + i]));
     pos += 2 + r[pos + 1];
   }
+}
+
+Executor::SavedState Executor::Impl::SaveState() const {
+  Executor::SavedState state;
+  state.steps_done = steps_done_;
+  state.lookahead_ready = lookahead_ready_;
+  for (int r : local_ranks_) {
+    for (const auto& [s, slot] : slots_[r]) {
+      state.stages[{r, s}] = SaveSlot(slot, steps_done_, TeacherChanges());
+    }
+  }
+  return state;
+}
+
+void Executor::Impl::LoadState(const Executor::SavedState& state) {
+  auto describe = [](const std::vector<std::pair<int, int>>& where) {
+    std::string out;
+    for (const auto& [r, s] : where) {
+      out += (out.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " stage " +
+             std::to_string(s);
+    }
+    return out.empty() ? std::string("none") : out;
+  };
+  std::vector<std::pair<int, int>> mine, saved;
+  for (int r : local_ranks_) {
+    for (const auto& entry : slots_[r]) mine.emplace_back(r, entry.first);
+  }
+  for (const auto& entry : state.stages) saved.push_back(entry.first);
+  std::sort(mine.begin(), mine.end());
+  if (mine != saved) {
+    throw std::invalid_argument("the saved state holds " + describe(saved) +
+                                "; this executor runs " + describe(mine));
+  }
+  for (int r : local_ranks_) {
+    for (auto& [s, slot] : slots_[r]) {
+      LoadSlot(state.stages.at({r, s}), devices_[r], TeacherChanges(),
+               "rank " + std::to_string(r) + " stage " + std::to_string(s), &slot);
+    }
+  }
+  steps_done_ = state.steps_done;
+  lookahead_ready_ = state.lookahead_ready;
 }
 
 }  // namespace tspipe

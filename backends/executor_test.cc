@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/supervised.h"
+#include "backends/grad_sync.h"
+#include "backends/transport.h"
 #include "core/message.h"
 #include "core/scheduler.h"
 #include "models/resnet.h"
@@ -131,7 +133,7 @@ INSTANTIATE_TEST_SUITE_P(Schedulers, EquivalenceTest,
                                   std::to_string(info.param.microbatches);
                          });
 
-TEST(LocalExecutorTest, LossMatchesReferenceLoss) {
+TEST(ExecutorTest, LossMatchesReferenceLoss) {
   at::set_num_threads(1);
   torch::manual_seed(3);
   torch::nn::Sequential model = MakeResNet(SmallResNet());
@@ -155,13 +157,13 @@ TEST(LocalExecutorTest, LossMatchesReferenceLoss) {
 // An algorithm whose loss fails on the second step.
 class FailingAlgorithm : public SupervisedAlgorithm {
  public:
-  torch::Tensor Loss(const LossInputs& in) override {
+  torch::Tensor Loss(const LossInputs& in) const override {
     if (in.step == 2) throw std::runtime_error("loss exploded");
     return SupervisedAlgorithm::Loss(in);
   }
 };
 
-TEST(LocalExecutorTest, AFailingRankStopsEveryRankWithANamedError) {
+TEST(ExecutorTest, AFailingRankStopsEveryRankWithANamedError) {
   at::set_num_threads(1);
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
@@ -186,7 +188,7 @@ TEST(LocalExecutorTest, AFailingRankStopsEveryRankWithANamedError) {
   EXPECT_EQ(executor.steps_done(), 1);
 }
 
-TEST(LocalExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
+TEST(ExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
@@ -209,7 +211,7 @@ TEST(LocalExecutorTest, RefusesInvalidScheduleAndMismatchedStages) {
   }
 }
 
-TEST(LocalExecutorTest, MicrobatchesMustDivideTheBatch) {
+TEST(ExecutorTest, MicrobatchesMustDivideTheBatch) {
   torch::nn::Sequential model = MakeResNet(SmallResNet());
   BlockList blocks = BlocksFromSequential(model);
   SupervisedAlgorithm algorithm;
@@ -229,89 +231,55 @@ TEST(LocalExecutorTest, MicrobatchesMustDivideTheBatch) {
 namespace tspipe {
 namespace {
 
-// Actions from their compact forms, one rank per list.
-Schedule HandMade(int stages, const std::vector<std::vector<std::string>>& ranks,
-                  std::vector<std::vector<int>> placement) {
-  Schedule s;
-  s.scheduler = "hand-made";
-  s.num_stages = stages;
-  s.num_microbatches = 1;
-  s.workload.local_losses = true;
-  s.placement = std::move(placement);
-  for (const auto& list : ranks) {
-    s.ranks.emplace_back();
-    for (const std::string& text : list) {
-      Action a;
-      std::string error;
-      EXPECT_TRUE(ParseAction(text, &a, &error)) << error;
-      s.ranks.back().push_back(a);
-    }
-  }
-  return s;
-}
-
-// The sync points sit after each rank's last backward, and the pipelines'
-// own schedules pass the deadlock check with every rank in one group.
-TEST(GradientSyncTest, PipelinesSyncAfterTheirLastBackward) {
-  for (const std::string name : {"gpipe", "tspipe", "tspipe_1f1b", "tspipe_zb"}) {
-    SchedulerOptions so;
-    so.num_stages = 4;
-    so.num_microbatches = 6;
-    so.workload.has_teacher = true;
-    so.workload.full_batch_loss = false;  // tspipe_1f1b's losses are per micro-batch.
-    const Schedule s = BuildSchedule(name, so);
-    GradientSync sync(s, {{0, 0, 3, 0}}, 1.0);
-    for (int r = 0; r < s.num_ranks(); ++r) {
-      const auto& list = s.ranks[r];
-      int last = -1;
-      for (int i = 0; i < static_cast<int>(list.size()); ++i) {
-        const Op op = list[i].op;
-        if (op == Op::kBackward || op == Op::kBackwardInput || op == Op::kBackwardWeight ||
-            op == Op::kSendGradient) {
-          last = i;
-        }
-      }
-      EXPECT_EQ(sync.point(r), last + 1) << name << " rank " << r;
-    }
-  }
-}
-
-// Rank 0 sends its output only after its backward (local losses need no
-// gradient from rank 1), so without a sync nothing waits; with one, rank 0
-// would wait at its sync point for rank 1, which waits for that send.
-TEST(GradientSyncTest, RefusesAScheduleThatWouldDeadlock) {
-  const Schedule s = HandMade(2,
-                              {{"0F0", "0L", "0B0", "0SA0>1", "0O"},
-                               {"1RA0<0", "1F0", "1L", "1B0", "1O"}},
-                              {{0}, {1}});
-  EXPECT_NO_THROW(GradientSync(s, {}, 0.0));  // Nothing to sync: no check.
+// The executor runs the tied sums and clipping the schedule carries (TG, GN:
+// core/lowering.h); options that ask for others are refused, naming them.
+TEST(GradientSyncTest, RefusesAScheduleBuiltForOtherTiesOrClipping) {
+  SchedulerOptions so;
+  so.num_stages = 4;
+  so.num_microbatches = 2;
+  const Schedule plain = BuildSchedule("gpipe", so);
   try {
-    GradientSync sync(s, {}, 1.0);
-    FAIL() << "accepted a schedule that deadlocks at the sync";
+    GradientSync sync(plain, {{0, 0, 3, 0}}, 0.0);
+    FAIL() << "accepted ties the schedule never sums";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("would deadlock"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("rank 1 waits at 1RA0<0"), std::string::npos) << e.what();
-  }
-  // Sending before the backward is fine.
-  const Schedule ok = HandMade(2,
-                               {{"0F0", "0SA0>1", "0L", "0B0", "0O"},
-                                {"1RA0<0", "1F0", "1L", "1B0", "1O"}},
-                               {{0}, {1}});
-  EXPECT_NO_THROW(GradientSync(ok, {{0, 0, 1, 0}}, 1.0));
-}
-
-TEST(GradientSyncTest, RefusesAStepBeforeTheRanksLastBackward) {
-  const Schedule s = HandMade(2, {{"0F0", "1F0", "0L", "1L", "1B0", "1O", "0B0", "0O"}},
-                              {{0}, {0}});
-  try {
-    GradientSync sync(s, {}, 1.0);
-    FAIL() << "accepted an optimizer step before a backward of the same rank";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("(1O) before its last backward (0B0)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("sums tied gradients of stages none, but the model ties "
+                                         "stages 0-3"),
+              std::string::npos)
         << e.what();
   }
-  EXPECT_THROW(GradientSync(s, {{0, 0, 2, 0}}, 0.0), std::invalid_argument);  // No stage 2.
-  EXPECT_THROW(GradientSync(s, {}, -1.0), std::invalid_argument);
+  EXPECT_THROW(GradientSync(plain, {}, 1.0), std::invalid_argument);  // No GN.
+  so.workload.tied_stages = {{0, 3}};
+  so.workload.clip_gradients = true;
+  const Schedule synced = BuildSchedule("gpipe", so);
+  EXPECT_NO_THROW(GradientSync(synced, {{0, 0, 3, 0}}, 1.0));
+  EXPECT_THROW(GradientSync(synced, {{0, 0, 3, 0}}, 0.0), std::invalid_argument);  // A GN.
+  EXPECT_THROW(GradientSync(synced, {{0, 0, 4, 0}}, 1.0), std::invalid_argument);  // No stage 4.
+  EXPECT_THROW(GradientSync(synced, {{0, 0, 3, 0}}, -1.0), std::invalid_argument);
+}
+
+// A collective that times out names what it is: the checkpoint barrier is
+// not "tied gradients" (collectives once shared negative stage numbers).
+TEST(TransportTest, ACollectiveThatTimesOutNamesItself) {
+  std::shared_ptr<Transport> transport = MakeLocalTransport(2, {});
+  std::atomic<bool> abort{false};
+  std::vector<torch::Tensor> sum{torch::ones({1})};
+  auto message = [&](const CollectiveId& id) {
+    try {
+      transport->AllReduce(0, {0, 1}, id, &sum, std::chrono::milliseconds(10), abort);
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message({CollectiveId::Kind::kCheckpointBarrier, 0, 7}),
+            "timed out after 10 ms in the checkpoint barrier (every process's file written) with "
+            "1 of 2 members arrived");
+  EXPECT_EQ(message({CollectiveId::Kind::kGradients, 2, 4}),
+            "timed out after 10 ms in the gradient all-reduce of stage 2 of training step 5 with "
+            "1 of 2 members arrived");
+  EXPECT_EQ(message({CollectiveId::Kind::kTiedGradients, 0, 0}),
+            "timed out after 10 ms in the sum of tied gradients of training step 1 with 1 of 2 "
+            "members arrived");
 }
 
 }  // namespace
@@ -341,7 +309,7 @@ TEST(ExecutorTraceTest, RecordsEveryActionInOrderAndCausally) {
   size_t expected = 0;
   for (const auto& list : schedule.ranks) expected += list.size() * steps;
   ASSERT_EQ(events.size(), expected);
-  std::map<MessageId, double> sent;
+  std::map<Message, double> sent;
   std::vector<const TraceEvent*> last(schedule.num_ranks(), nullptr);
   for (const TraceEvent& e : events) {
     ASSERT_EQ(e.kind, TraceEvent::Kind::kAction);

@@ -1,14 +1,16 @@
 // Gradients that need more than one stage's view before the optimizer
-// steps, finished once per step on every rank at one point of its action
-// list (after its last backward):
-// - tied parameters: one parameter of the model's math that two stages hold
-//   a copy of (BERT's decoder and word embeddings, on the first and last
-//   stage). Both copies get the sum of their gradients, so they take the
-//   same optimizer step and stay equal, as Megatron keeps its embeddings;
-// - clipping by the global gradient norm (torch.nn.utils.clip_grad_norm_):
+// steps, run by the TG and GN actions that AddGradientSync (core/lowering.h)
+// puts after each rank's last backward:
+// - tied parameters (TG): one parameter of the model's math that two stages
+//   hold a copy of (BERT's decoder and word embeddings, on the first and
+//   last stage). Both copies get the sum of their gradients, so they take
+//   the same optimizer step and stay equal, as Megatron keeps its
+//   embeddings;
+// - clipping by the global gradient norm (GN; torch.nn.utils.clip_grad_norm_):
 //   the 2-norm over every stage of a model, tied copies counted once.
-// Across ranks both are all-reduces over the Transport; the constructor
-// refuses a schedule in which waiting at those points could deadlock.
+// Across ranks both are all-reduces over the Transport. Where they run, and
+// that waiting there cannot deadlock, is the schedule's business: the
+// validator and the simulator check them like any other action.
 #ifndef TSPIPE_BACKENDS_GRAD_SYNC_H_
 #define TSPIPE_BACKENDS_GRAD_SYNC_H_
 
@@ -16,11 +18,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "backends/transport.h"
+#include "core/message.h"
 #include "core/partition.h"
 #include "core/schedule.h"
 
@@ -35,41 +38,38 @@ struct TiedGradient {
   int second_index = 0;
 };
 
+// The stage pairs (a <= b, each once, ascending) of `ties`: what
+// Workload::tied_stages says of them.
+std::vector<std::pair<int, int>> TiedStages(const std::vector<TiedGradient>& ties);
+
 class GradientSync {
  public:
   // `clip_norm` > 0 turns clipping on. Throws std::invalid_argument naming
-  // the problem: a tie outside the schedule's stages, stages of a tie with
-  // different replica counts, a rank whose stages belong to different
-  // replicas or that steps one stage before another's backward, or a
-  // schedule that would deadlock waiting at the sync points.
+  // the problem: a tie outside the schedule's stages, a clipping norm that
+  // is not a finite number >= 0, or a schedule built for other ties or
+  // without clipping (its Workload::tied_stages and clip_gradients, and so
+  // its TG and GN actions, must be these).
   GradientSync(const Schedule& schedule, std::vector<TiedGradient> ties, double clip_norm);
 
-  bool active() const { return !ties_.empty() || clip_norm_ > 0; }
-  // Index into schedule.ranks[rank] before which Finish runs (its size:
-  // after the last action); -1 when the rank has nothing to do.
-  int point(int rank) const { return points_.at(rank); }
   // Checks that each tie's copies exist and have one shape.
   void CheckStages(const std::vector<Stage>& student) const;
 
-  // Sums the tied gradients and scales every gradient of the rank's
-  // `stages` (stage -> module, all of one replica) by the clipping factor.
-  // `batch` (the absolute mini-batch) identifies the collectives. Throws
-  // like Transport::AllReduce.
-  void Finish(int rank, int64_t batch, const std::map<int, StageImpl*>& stages,
-              Transport& transport, std::chrono::milliseconds timeout,
-              const std::atomic<bool>& abort) const;
+  // TG: sums the gradients of the ties between `rank`'s stages (stage ->
+  // module, final gradients) and `peer`'s (kNoPeer: both copies here).
+  // Throws like Transport::AllReduce.
+  void SumTied(int rank, int peer, const std::map<int, StageImpl*>& stages,
+               const CollectiveId& id, Transport& transport, std::chrono::milliseconds timeout,
+               const std::atomic<bool>& abort) const;
+  // GN: scales every gradient of the rank's stages (all of one replica) by
+  // the clipping factor of the replica's global norm.
+  void Clip(int rank, const std::map<int, StageImpl*>& stages, const CollectiveId& id,
+            Transport& transport, std::chrono::milliseconds timeout,
+            const std::atomic<bool>& abort) const;
 
  private:
-  // Collective ids below the loss all-reduce's -1 (see c10d_transport).
-  int CollectiveId(int index, int replica) const;
-
-  std::vector<std::vector<int>> placement_;
+  Schedule schedule_;  // Placement and workload only (no actions).
   std::vector<TiedGradient> ties_;
   double clip_norm_;
-  std::vector<int> points_;
-  // The replica index of each rank's stages (-1: none).
-  std::vector<int> replica_;
-  int max_replicas_ = 1;
 };
 
 }  // namespace tspipe

@@ -1,21 +1,16 @@
-// The in-process transport: ranks are threads of one process.
+// The in-process transport (ranks are threads of one process) and the
+// bucket helpers every transport uses.
 #include <algorithm>
 #include <condition_variable>
-#include <tuple>
 #include <map>
 #include <mutex>
+#include <tuple>
+#include <vector>
 
 #include "backends/transport.h"
 #include "core/microbatch.h"
 
 namespace tspipe {
-std::string Describe(const MessageKey& k) {
-  static const char* kNames[] = {"activation", "teacher activation", "gradient"};
-  return std::string(kNames[static_cast<int>(k.channel)]) + " of stage " +
-         std::to_string(k.stage) + ", micro-batch " + std::to_string(k.microbatch) +
-         ", mini-batch " + std::to_string(k.batch + 1);
-}
-
 namespace {
 
 // One rank's incoming messages. Take() waits with a deadline and gives up
@@ -62,7 +57,7 @@ class Mailbox {
   std::map<MessageKey, Activation> messages_;
 };
 
-// Members of a group deposit their tensors under (kind, stage, mini-batch)
+// Members of a group deposit their tensors under (kind, collective, group)
 // and each waits until the whole group has arrived; each then gets every
 // deposit, in member order (so an all-reduce sums bitwise alike
 // everywhere). Deposits are shared, not copied: callers write results into
@@ -71,12 +66,13 @@ class Collector {
  public:
   enum class Kind { kAllReduce, kAllGather };
 
-  std::vector<std::vector<torch::Tensor>> Collect(Kind kind, int member, int group_size,
-                                                  int stage, int64_t batch,
+  std::vector<std::vector<torch::Tensor>> Collect(Kind kind, const std::vector<int>& group,
+                                                  int member, const CollectiveId& id,
                                                   const std::vector<torch::Tensor>& tensors,
                                                   std::chrono::milliseconds timeout,
                                                   const std::atomic<bool>& abort) {
-    const std::tuple<Kind, int, int64_t> key{kind, stage, batch};
+    const int group_size = static_cast<int>(group.size());
+    const Key key{kind, id, group};
     std::unique_lock<std::mutex> lock(mu_);
     Entry& e = entries_[key];
     if (e.parts.empty()) e.parts.resize(group_size);
@@ -86,13 +82,9 @@ class Collector {
     bool ready = cv_.wait_for(lock, timeout, [&] { return abort.load() || e.arrived == group_size; });
     if (abort.load()) throw AbortedError();
     if (!ready) {
-      throw std::runtime_error(
-          "timed out after " + std::to_string(timeout.count()) + " ms in the " +
-          (kind == Kind::kAllGather ? "parameter exchange of stage " + std::to_string(stage)
-           : stage < -1         ? std::string("all-reduce of tied gradients or the clipping norm")
-                                : "gradient all-reduce of stage " + std::to_string(stage)) +
-          " with " + std::to_string(e.arrived) + " of " +
-          std::to_string(group_size) + " members arrived");
+      throw std::runtime_error("timed out after " + std::to_string(timeout.count()) + " ms in " +
+                               Describe(id) + " with " + std::to_string(e.arrived) + " of " +
+                               std::to_string(group_size) + " members arrived");
     }
     std::vector<std::vector<torch::Tensor>> out = e.parts;
     if (++e.left == group_size) entries_.erase(key);
@@ -119,8 +111,9 @@ class Collector {
   };
   std::mutex mu_;
   std::condition_variable cv_;
+  using Key = std::tuple<Kind, CollectiveId, std::vector<int>>;
   // std::map: references to entries stay valid while others are inserted.
-  std::map<std::tuple<Kind, int, int64_t>, Entry> entries_;
+  std::map<Key, Entry> entries_;
 };
 
 int IndexIn(const std::vector<int>& group, int rank) {
@@ -148,18 +141,14 @@ class LocalTransport : public Transport {
   }
 
   void Send(int from, int to, const MessageKey& key, Activation value) override {
-    CountSent(from, PayloadBytes(value));
     boxes_.at(to)->Put(key, ToDevice(value, devices_.at(to)));
   }
 
-  void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
+  void AllReduce(int rank, const std::vector<int>& group, const CollectiveId& id,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
                  const std::atomic<bool>& abort) override {
-    const int p = static_cast<int>(group.size());
-    CountSent(rank, 2 * (p - 1) * PayloadBytes(*tensors) / p);
-    std::vector<std::vector<torch::Tensor>> parts =
-        collector_.Collect(Collector::Kind::kAllReduce, IndexIn(group, rank), p, stage, batch,
-                           *tensors, timeout, abort);
+    std::vector<std::vector<torch::Tensor>> parts = collector_.Collect(
+        Collector::Kind::kAllReduce, group, IndexIn(group, rank), id, *tensors, timeout, abort);
     for (size_t i = 0; i < tensors->size(); ++i) {
       torch::Tensor sum;
       for (const auto& part : parts) {
@@ -171,14 +160,16 @@ class LocalTransport : public Transport {
   }
 
   std::vector<std::vector<torch::Tensor>> AllGather(int rank, const std::vector<int>& group,
-                                                    int stage, int64_t batch,
+                                                    const CollectiveId& id,
                                                     const std::vector<torch::Tensor>& tensors,
                                                     std::chrono::milliseconds timeout,
                                                     const std::atomic<bool>& abort) override {
-    const int p = static_cast<int>(group.size());
-    CountSent(rank, (p - 1) * PayloadBytes(tensors));
+    // Deposit copies: the tensors are a stage's live parameters, which the
+    // depositing rank may step again before a slower member has read them.
+    std::vector<torch::Tensor> mine;
+    for (const torch::Tensor& t : tensors) mine.push_back(t.detach().clone());
     std::vector<std::vector<torch::Tensor>> parts = collector_.Collect(
-        Collector::Kind::kAllGather, IndexIn(group, rank), p, stage, batch, tensors, timeout, abort);
+        Collector::Kind::kAllGather, group, IndexIn(group, rank), id, mine, timeout, abort);
     for (auto& part : parts) {
       for (torch::Tensor& t : part) t = t.to(devices_.at(rank), /*non_blocking=*/false, /*copy=*/true);
     }
@@ -211,19 +202,32 @@ int64_t PayloadBytes(const std::vector<torch::Tensor>& tensors) {
   return bytes;
 }
 
-int64_t Transport::bytes_sent(int rank) const {
-  std::lock_guard<std::mutex> lock(traffic_mu_);
-  auto it = traffic_.find(rank);
-  return it == traffic_.end() ? 0 : it->second;
+torch::Tensor Flatten(const std::vector<torch::Tensor>& tensors, torch::Dtype dtype,
+                      const torch::Device& device) {
+  if (tensors.empty()) return torch::empty({0}, torch::TensorOptions().dtype(dtype).device(device));
+  std::vector<torch::Tensor> flat;
+  flat.reserve(tensors.size());
+  for (const torch::Tensor& t : tensors) flat.push_back(t.detach().reshape({-1}).to(device, dtype));
+  return torch::cat(flat);
 }
 
-void Transport::CountSent(int rank, int64_t bytes) {
-  std::lock_guard<std::mutex> lock(traffic_mu_);
-  traffic_[rank] += bytes;
+std::vector<torch::Tensor> Unflatten(const torch::Tensor& bucket,
+                                     const std::vector<torch::Tensor>& like) {
+  std::vector<torch::Tensor> out;
+  out.reserve(like.size());
+  int64_t offset = 0;
+  for (const torch::Tensor& t : like) {
+    out.push_back(bucket.slice(0, offset, offset + t.numel())
+                      .view(t.sizes())
+                      .to(t.scalar_type(), /*non_blocking=*/false, /*copy=*/true));
+    offset += t.numel();
+  }
+  return out;
 }
 
 std::shared_ptr<Transport> MakeLocalTransport(int num_ranks, std::vector<torch::Device> devices) {
-  return std::make_shared<LocalTransport>(num_ranks, std::move(devices));
+  return std::make_shared<MeteredTransport>(
+      std::make_shared<LocalTransport>(num_ranks, std::move(devices)));
 }
 
 }  // namespace tspipe

@@ -19,7 +19,7 @@ log="${tmp}/log.txt"
 unset BUILD_WORKING_DIRECTORY
 bin="$(cd "$(dirname "${bin}")" && pwd)/$(basename "${bin}")"
 
-# Flags that every training binary shares (benchmarks/flags.cc).
+# Flags that every training binary shares (cli/flags.cc).
 shared=(
   "--batch_size=-3|batch_size|-3"
   "--batch_size=0|batch_size|0"

@@ -11,10 +11,13 @@
 #include <cstdio>
 #include <sstream>
 
-#include "benchmarks/cli.h"
-#include "benchmarks/flags.h"
+#include "cli/cli.h"
+#include "cli/flags.h"
+#include "cli/help.h"
+#include "cli/result_table.h"
 #include "core/balance.h"
-#include "core/file_util.h"
+#include "io/file_util.h"
+#include "engine/planning.h"
 #include "engine/trainer.h"
 
 DEFINE_string(runs, "gpipe:sync,tspipe:tspipe_delayed",
@@ -32,6 +35,7 @@ int main(int argc, char** argv) {
       "evaluation accuracy against a random encoder.\n" +
       tspipe::AlgorithmUsage("byol"));
   tspipe::SetFlagDefaults({{"batch_size", "128"}, {"log_every", "50"}, {"weight_decay", "1e-4"}});
+  tspipe::HandleHelpFlags(argc, argv, {"benchmarks/byol_accuracy.cc", "cli/"});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
@@ -59,10 +63,11 @@ int main(int argc, char** argv) {
     base.data = "fashion_mnist";
     base.train_samples = FLAGS_train_samples;
     base.total_steps = FLAGS_steps;
+    // One cut for every run (planned for tspipe when automatic): the runs
+    // differ only in scheduler and policy; the random encoder is evaluated
+    // as placed by tspipe (it trains nothing, so any scheduler gives it).
+    base.scheduler = "tspipe";
     if (FLAGS_balance == "auto") {
-      // One cut for every run (planned for tspipe): the runs differ only in
-      // scheduler and policy.
-      base.scheduler = "tspipe";
       tspipe::BalancePlan plan = tspipe::PlanBalance(base);
       tspipe::ApplyPlan(plan, &base);
       LOG(INFO) << "auto balance (online, target): " << tspipe::DescribePlan(plan);
@@ -100,20 +105,16 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::ostringstream table;
-  table << "| run | scheduler | policy | steps | linear eval accuracy | train seconds |\n"
-           "|---|---|---|---|---|---|\n";
-  std::printf("\n%-15s %-11s %-15s %6s %15s %9s\n", "run", "scheduler", "policy", "steps",
-              "linear_accuracy", "seconds");
+  tspipe::ResultTable table({{"run", "run"},
+                             {"scheduler", "scheduler"},
+                             {"policy", "policy"},
+                             {"steps", "steps"},
+                             {"linear_accuracy", "linear eval accuracy"},
+                             {"seconds", "train seconds"}});
   for (const Row& r : rows) {
-    std::printf("%-15s %-11s %-15s %6d %15.4f %9.1f\n", r.run.c_str(), r.scheduler.c_str(),
-                r.policy.c_str(), r.steps, r.accuracy, r.seconds);
-    table << "| " << r.run << " | " << r.scheduler << " | " << r.policy << " | " << r.steps
-          << " | " << r.accuracy << " | " << r.seconds << " |\n";
+    table.AddRow({r.run, r.scheduler, r.policy, std::to_string(r.steps),
+                  tspipe::Fixed(r.accuracy, 4), tspipe::Fixed(r.seconds, 1)});
   }
-  std::fflush(stdout);
-  if (!FLAGS_report.empty()) {
-    tspipe::WriteFileAtomically(tspipe::UserPath(FLAGS_report), table.str());
-  }
+  table.Emit(FLAGS_report.empty() ? "" : tspipe::UserPath(FLAGS_report));
   return 0;
 }

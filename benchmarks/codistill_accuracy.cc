@@ -19,9 +19,13 @@
 #include <string>
 #include <vector>
 
-#include "benchmarks/cli.h"
-#include "benchmarks/flags.h"
-#include "core/file_util.h"
+#include "cli/cli.h"
+#include "cli/flags.h"
+#include "cli/help.h"
+#include "cli/result_table.h"
+#include "io/file_util.h"
+#include "engine/catalog.h"
+#include "engine/planning.h"
 #include "engine/trainer.h"
 
 DEFINE_int32(steps, 470, "Optimizer steps per run (470 x 128 = 1 epoch).");
@@ -72,6 +76,7 @@ int main(int argc, char** argv) {
                            {"stages", "1"},
                            {"microbatches", "2"},
                            {"balance", "even"}});
+  tspipe::HandleHelpFlags(argc, argv, {"benchmarks/codistill_accuracy.cc", "cli/"});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
@@ -163,16 +168,20 @@ int main(int argc, char** argv) {
     tspipe::ApplyPlan(tspipe::PlanBalances(codistill_sim, c_costs, 1, 0).front(), &codistill_sim);
     const double dp_bytes = d.bytes_sent_per_step_per_device();
     const double c_bytes = c.bytes_sent_per_step_per_device();
-    links << "| link ms/MB | dp samples/s | codistill samples/s | codistill / dp |\n"
-             "|---|---|---|---|\n";
-    std::printf("\n%-12s %14s %20s %16s\n", "link_ms/MB", "dp_samples/s", "codistill_samples/s",
-                "codistill/dp");
+    tspipe::ResultTable link_table({{"link_ms/MB", "link ms/MB"},
+                                    {"dp_samples/s", "dp samples/s"},
+                                    {"codistill_samples/s", "codistill samples/s"},
+                                    {"codistill/dp", "codistill / dp"}});
     for (const double link : link_costs) {
       const double rd = SimulatedRate(dp_sim, dp_costs, dp_bytes, false, link);
       const double rc = SimulatedRate(codistill_sim, c_costs, c_bytes, true, link);
-      std::printf("%-12g %14.1f %20.1f %16.3f\n", link, rd, rc, rc / rd);
-      links << "| " << link << " | " << rd << " | " << rc << " | " << rc / rd << " |\n";
+      std::ostringstream cost;
+      cost << link;
+      link_table.AddRow({cost.str(), tspipe::Fixed(rd, 1), tspipe::Fixed(rc, 1),
+                         tspipe::Fixed(rc / rd, 3)});
     }
+    link_table.Emit("");
+    links << link_table.Markdown();
     // Where the two meet: bisection on the link cost.
     double lo = 0, hi = 1e4;
     auto faster = [&](double link) {
@@ -197,20 +206,16 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::ostringstream table;
-  table << "| run | detail | steps | test accuracy | KB sent/step/device | train seconds |\n"
-           "|---|---|---|---|---|---|\n";
-  std::printf("\n%-24s %-36s %6s %13s %16s %9s\n", "run", "detail", "steps", "test_accuracy",
-              "KB/step/device", "seconds");
+  tspipe::ResultTable table({{"run", "run"},
+                             {"detail", "detail"},
+                             {"steps", "steps"},
+                             {"test_accuracy", "test accuracy"},
+                             {"KB/step/device", "KB sent/step/device"},
+                             {"seconds", "train seconds"}});
   for (const Row& r : rows) {
-    std::printf("%-24s %-36s %6d %13.4f %16.1f %9.1f\n", r.run.c_str(), r.detail.c_str(),
-                FLAGS_steps, r.accuracy, r.kb_per_step, r.seconds);
-    table << "| " << r.run << " | " << r.detail << " | " << FLAGS_steps << " | " << r.accuracy
-          << " | " << r.kb_per_step << " | " << r.seconds << " |\n";
+    table.AddRow({r.run, r.detail, std::to_string(FLAGS_steps), tspipe::Fixed(r.accuracy, 4),
+                  tspipe::Fixed(r.kb_per_step, 1), tspipe::Fixed(r.seconds, 1)});
   }
-  std::fflush(stdout);
-  if (!FLAGS_report.empty()) {
-    tspipe::WriteFileAtomically(tspipe::UserPath(FLAGS_report), table.str() + "\n" + links.str());
-  }
+  table.Emit(FLAGS_report.empty() ? "" : tspipe::UserPath(FLAGS_report), "\n" + links.str());
   return 0;
 }

@@ -27,9 +27,12 @@
 #include <memory>
 #include <sstream>
 
-#include "benchmarks/cli.h"
-#include "benchmarks/flags.h"
-#include "core/file_util.h"
+#include "cli/cli.h"
+#include "cli/flags.h"
+#include "cli/help.h"
+#include "cli/result_table.h"
+#include "io/file_util.h"
+#include "engine/catalog.h"
 #include "engine/trainer.h"
 
 DEFINE_string(scheduler, "tspipe,sequential",
@@ -109,6 +112,7 @@ int main(int argc, char** argv) {
                            {"clip_grad_norm", "5"},
                            {"balance", "even"},
                            {"algorithm_options", "max_length=64"}});
+  tspipe::HandleHelpFlags(argc, argv, {"benchmarks/distilbert_accuracy.cc", "cli/"});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
@@ -243,21 +247,19 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::ostringstream table;
-  table << "| run | scheduler | steps | masked-token accuracy | perplexity | max param diff vs "
-           "sequential | train seconds |\n|---|---|---|---|---|---|---|\n";
-  std::printf("\n%-24s %-11s %6s %9s %11s %22s %9s\n", "run", "scheduler", "steps", "masked_acc",
-              "perplexity", "max_param_diff_vs_seq", "seconds");
+  tspipe::ResultTable table({{"run", "run"},
+                             {"scheduler", "scheduler"},
+                             {"steps", "steps"},
+                             {"masked_acc", "masked-token accuracy"},
+                             {"perplexity", "perplexity"},
+                             {"max_param_diff_vs_seq", "max param diff vs sequential"},
+                             {"seconds", "train seconds"}});
   for (const Row& r : rows) {
-    std::printf("%-24s %-11s %6d %9.4f %11.2f %22s %9.1f\n", r.run.c_str(), r.scheduler.c_str(),
-                r.steps, r.accuracy, r.perplexity, r.diff.c_str(), r.seconds);
-    table << "| " << r.run << " | " << r.scheduler << " | " << r.steps << " | " << r.accuracy
-          << " | " << r.perplexity << " | " << r.diff << " | " << r.seconds << " |\n";
+    table.AddRow({r.run, r.scheduler, std::to_string(r.steps), tspipe::Fixed(r.accuracy, 4),
+                  tspipe::Fixed(r.perplexity, 2), r.diff, tspipe::Fixed(r.seconds, 1)});
   }
-  std::fflush(stdout);
-  if (!FLAGS_report.empty()) {
-    tspipe::WriteFileAtomically(UserPath(FLAGS_report), table.str());
-    LOG(INFO) << "wrote " << UserPath(FLAGS_report);
-  }
+  const std::string report = FLAGS_report.empty() ? "" : UserPath(FLAGS_report);
+  table.Emit(report);
+  if (!report.empty()) LOG(INFO) << "wrote " << report;
   return 0;
 }

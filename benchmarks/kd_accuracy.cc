@@ -19,10 +19,14 @@
 #include <map>
 #include <sstream>
 
-#include "benchmarks/cli.h"
-#include "benchmarks/flags.h"
+#include "cli/cli.h"
+#include "cli/flags.h"
+#include "cli/help.h"
+#include "cli/result_table.h"
 #include "core/balance.h"
-#include "core/file_util.h"
+#include "io/file_util.h"
+#include "engine/catalog.h"
+#include "engine/planning.h"
 #include "engine/trainer.h"
 
 DEFINE_string(scheduler, "tspipe,sequential",
@@ -64,6 +68,7 @@ int main(int argc, char** argv) {
       "scheduler, and compares test accuracy with a student trained without a teacher.\n" +
       tspipe::AlgorithmUsage("kd"));
   tspipe::SetFlagDefaults({{"batch_size", "128"}, {"log_every", "50"}, {"weight_decay", "5e-4"}});
+  tspipe::HandleHelpFlags(argc, argv, {"benchmarks/kd_accuracy.cc", "cli/"});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
@@ -195,21 +200,18 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::ostringstream table;
-  table << "| run | scheduler | steps | test accuracy | max param diff vs sequential kd | "
-           "train seconds |\n|---|---|---|---|---|---|\n";
-  std::printf("\n%-24s %-11s %6s %13s %26s %9s\n", "run", "scheduler", "steps", "test_accuracy",
-              "max_param_diff_vs_seq_kd", "seconds");
+  tspipe::ResultTable table({{"run", "run"},
+                             {"scheduler", "scheduler"},
+                             {"steps", "steps"},
+                             {"test_accuracy", "test accuracy"},
+                             {"max_param_diff_vs_seq_kd", "max param diff vs sequential kd"},
+                             {"seconds", "train seconds"}});
   for (const Row& r : rows) {
-    std::printf("%-24s %-11s %6d %13.4f %26s %9.1f\n", r.run.c_str(), r.scheduler.c_str(),
-                r.steps, r.accuracy, r.diff.c_str(), r.seconds);
-    table << "| " << r.run << " | " << r.scheduler << " | " << r.steps << " | " << r.accuracy
-          << " | " << r.diff << " | " << r.seconds << " |\n";
+    table.AddRow({r.run, r.scheduler, std::to_string(r.steps), tspipe::Fixed(r.accuracy, 4),
+                  r.diff, tspipe::Fixed(r.seconds, 1)});
   }
-  std::fflush(stdout);
-  if (!FLAGS_report.empty()) {
-    tspipe::WriteFileAtomically(UserPath(FLAGS_report), table.str());
-    LOG(INFO) << "wrote " << UserPath(FLAGS_report);
-  }
+  const std::string report = FLAGS_report.empty() ? "" : UserPath(FLAGS_report);
+  table.Emit(report);
+  if (!report.empty()) LOG(INFO) << "wrote " << report;
   return 0;
 }

@@ -23,12 +23,14 @@
 #include <string>
 #include <vector>
 
-#include "benchmarks/cli.h"
-#include "benchmarks/flags.h"
-#include "benchmarks/report.h"
-#include "core/file_util.h"
+#include "cli/cli.h"
+#include "cli/flags.h"
+#include "cli/help.h"
+#include "cli/report.h"
+#include "io/file_util.h"
 #include "core/trace.h"
-#include "core/update_policy.h"
+#include "engine/catalog.h"
+#include "engine/planning.h"
 #include "engine/progress.h"
 #include "engine/trainer.h"
 
@@ -277,32 +279,6 @@ void AutoBalance(const tspipe::BlockCosts& costs, tspipe::TrainConfig* config) {
   LOG(INFO) << n << ": auto balance " << tspipe::DescribePlan(plans[chosen]);
 }
 
-// Google Benchmark's defaults for this noisy machine class: each scheduler
-// runs 5 repetitions in random interleaved order and the table reports each
-// one's median. Not under c10d, where every rank must run the same sequence
-// of iterations. Returns whether the run is a c10d rank.
-bool AddBenchmarkDefaults(int argc, char** argv, std::vector<char*>* args) {
-  // Launched as a rank (tools/launch, torchrun) counts as c10d too.
-  bool c10d = std::getenv("WORLD_SIZE") != nullptr;
-  bool repetitions = false, interleaving = false, min_time = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const std::string next = i + 1 < argc ? argv[i + 1] : "";
-    c10d |= a == "--backend=c10d" || a == "-backend=c10d" ||
-            ((a == "--backend" || a == "-backend") && next == "c10d");
-    repetitions |= a.rfind("--benchmark_repetitions", 0) == 0;
-    interleaving |= a.rfind("--benchmark_enable_random_interleaving", 0) == 0;
-    min_time |= a.rfind("--benchmark_min_time", 0) == 0;
-  }
-  static char kRepetitions[] = "--benchmark_repetitions=5";
-  static char kInterleave[] = "--benchmark_enable_random_interleaving=true";
-  static char kMinTime[] = "--benchmark_min_time=1";
-  if (!c10d && !repetitions) args->push_back(kRepetitions);
-  if (!c10d && !interleaving) args->push_back(kInterleave);
-  if (!c10d && !min_time) args->push_back(kMinTime);
-  return c10d && interleaving;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -324,15 +300,16 @@ int main(int argc, char** argv) {
                   "(--benchmark_min_time=...) are accepted too.\nAlgorithms (--algorithm):\n") +
       tspipe::DescribeRecipes() + "\n" + options_help + "\nSchedulers (--scheduler):\n" +
       tspipe::DescribeSchedulers());
+  // Before Google Benchmark, which would print only its own flags.
+  tspipe::HandleHelpFlags(argc, argv, {"benchmarks/train_benchmark.cc", "cli/"});
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-help" || arg == "--helpfull") {
-      // Before Google Benchmark, which would print only its own flags.
+    if (arg == "--helpfull" || arg == "-helpfull") {
       gflags::ParseCommandLineFlags(&argc, &argv, true);  // Prints and exits.
     }
   }
   std::vector<char*> args(argv, argv + argc);
-  const bool interleaved_c10d = AddBenchmarkDefaults(argc, argv, &args);
+  const bool interleaved_c10d = tspipe::AddBenchmarkDefaults(argc, argv, &args);
   args.push_back(nullptr);
   argc = static_cast<int>(args.size()) - 1;
   argv = args.data();
@@ -378,19 +355,8 @@ int main(int argc, char** argv) {
       throw std::invalid_argument("--trace_overhead compares recording with not recording; it "
                                   "needs --record (the default)");
     }
-    const std::vector<std::string> sets = tspipe::RecipeDataSets(FLAGS_algorithm);
-    if (FLAGS_data != "synthetic" && std::find(sets.begin(), sets.end(), FLAGS_data) == sets.end()) {
-      std::string choices = "synthetic";
-      for (const std::string& d : sets) choices += ", " + d;
-      throw std::invalid_argument("--data=" + FLAGS_data + ": " + FLAGS_algorithm +
-                                  " trains on " + choices);
-    }
-    const auto& policies = tspipe::UpdatePolicyRegistry::Global();
-    if (!FLAGS_policy.empty() && !policies.Contains(FLAGS_policy)) {
-      std::string choices;
-      for (const std::string& p : policies.Names()) choices += (choices.empty() ? "" : ", ") + p;
-      throw std::invalid_argument("--policy=" + FLAGS_policy + ": use " + choices);
-    }
+    tspipe::RequireDataSet("data", FLAGS_algorithm, FLAGS_data);
+    tspipe::RequirePolicy("policy", FLAGS_policy);
     if (FLAGS_scheduler != "all") tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
     if (FLAGS_backend == "c10d") {
       base.world =
@@ -478,7 +444,8 @@ int main(int argc, char** argv) {
   tspipe::Results results;
   tspipe::ComparisonReporter reporter(&results);
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  tspipe::PrintComparison(results, names);
+  // The one-device baseline the ideal scales (README's "fraction of ideal").
+  tspipe::PrintComparison(results, names, "sequential");
   if (!FLAGS_plot.empty()) {
     const std::string title = FLAGS_algorithm + " throughput (samples/s), " +
                               std::to_string(FLAGS_stages) + " stages, " +

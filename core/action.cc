@@ -30,6 +30,8 @@ constexpr std::array<OpInfo, kNumOps> kOps = {{
     {Op::kTeacherUpdate, "U", "teacher_update"},
     {Op::kBackwardInput, "I", "backward_input"},
     {Op::kBackwardWeight, "W", "backward_weight"},
+    {Op::kSumTiedGradients, "TG", "sum_tied_gradients"},
+    {Op::kClipGradients, "GN", "clip_gradients"},
 }};
 
 bool ParseInt(std::string_view text, size_t* pos, int* value) {
@@ -68,9 +70,12 @@ bool IsSend(Op op) {
          op == Op::kSendGradient;
 }
 
-bool IsCompute(Op op) {
-  return !IsCommunication(op) && op != Op::kAllReduceGradients;
+bool IsCollective(Op op) {
+  return op == Op::kAllReduceGradients || op == Op::kSumTiedGradients ||
+         op == Op::kClipGradients;
 }
+
+bool IsCompute(Op op) { return !IsCommunication(op) && !IsCollective(op); }
 
 bool GivesInputGradient(Op op) { return op == Op::kBackward || op == Op::kBackwardInput; }
 bool EndsBackward(Op op) { return op == Op::kBackward || op == Op::kBackwardWeight; }
@@ -94,7 +99,7 @@ std::string ToString(const Action& a) {
   if (a.batch_offset > 0) s += "+" + std::to_string(a.batch_offset);
   if (a.batch_offset < 0) s += "-" + std::to_string(-a.batch_offset);
   if (a.peer != kNoPeer) {
-    s += IsSend(a.op) ? ">" : "<";
+    s += a.op == Op::kSumTiedGradients ? "~" : IsSend(a.op) ? ">" : "<";
     s += std::to_string(a.peer);
   }
   return s;
@@ -126,7 +131,11 @@ bool ParseAction(std::string_view text, Action* action, std::string* error) {
     if (!ParseInt(text, &pos, &a.batch_offset)) return fail("expected a batch offset");
     if (negative) a.batch_offset = -a.batch_offset;
   }
-  if (pos < text.size() && (text[pos] == '>' || text[pos] == '<')) {
+  if (pos < text.size() && text[pos] == '~') {
+    if (a.op != Op::kSumTiedGradients) return fail("only TG has a '~peer'");
+    ++pos;
+    if (!ParseInt(text, &pos, &a.peer)) return fail("expected a peer rank");
+  } else if (pos < text.size() && (text[pos] == '>' || text[pos] == '<')) {
     if (!IsCommunication(a.op)) return fail("only send/recv ops have a peer");
     bool is_send_arrow = text[pos] == '>';
     if (is_send_arrow != IsSend(a.op)) return fail("'>' marks sends, '<' receives");

@@ -45,10 +45,28 @@ enum class Op : uint8_t {
                          //      kept for the W.
   kBackwardWeight,       // "W": gradient w.r.t. the stage's parameters,
                          //      accumulated; frees the graph.
+  // Gradients that need more than one stage's view before the optimizer
+  // steps; inserted by AddGradientSync (core/lowering.h) after the rank's
+  // last backward, before its optimizer steps.
+  kSumTiedGradients,     // "TG": sum the gradients of the parameters this
+                         //       rank's stages share with rank `peer`'s
+                         //       (Workload::tied_stages: one parameter two
+                         //       stages hold a copy of), so both copies take
+                         //       the same step. A collective of the two
+                         //       ranks: must pair with TG~this rank on the
+                         //       peer. Without a peer (both copies here) a
+                         //       local sum.
+  kClipGradients,        // "GN": scale the gradients of the rank's model
+                         //       replica so that their 2-norm over all its
+                         //       stages is at most the clipping norm
+                         //       (Workload::clip_gradients): an all-reduce
+                         //       of one number that every rank holding a
+                         //       stage of the replica joins.
 };
-inline constexpr int kNumOps = static_cast<int>(Op::kBackwardWeight) + 1;
+inline constexpr int kNumOps = static_cast<int>(Op::kClipGradients) + 1;
 
-// Micro-batch index of actions that concern a whole mini-batch (L, O, U, AR).
+// Micro-batch index of actions that concern a whole mini-batch (L, O, U, AR,
+// TG, GN).
 inline constexpr int kAllMicrobatches = -1;
 // Peer of an action that is not communication.
 inline constexpr int kNoPeer = -1;
@@ -72,8 +90,10 @@ struct Action {
 
 std::string_view OpCode(Op op);   // "F", "SA", ...
 std::string_view OpName(Op op);   // "forward", "send_activation", ...
-bool IsCommunication(Op op);      // SA, RA, ST, RT, SG, RG.
+bool IsCommunication(Op op);      // SA, RA, ST, RT, SG, RG: point to point.
 bool IsSend(Op op);
+// AR, TG, GN: reductions over a group of ranks (CollectiveOf names them).
+bool IsCollective(Op op);
 bool IsCompute(Op op);            // F, T, B, I, W, L, O, U: ops that occupy a device.
 // B or I: the action after which the gradient w.r.t. the stage's input is
 // known (what sends it, or what the previous stage's backward waits on).
@@ -84,9 +104,9 @@ bool EndsBackward(Op op);
 // The op that a send/recv must be paired with (SA <-> RA, ...).
 Op PairedOp(Op op);
 
-// Compact form: <stage><code>[<microbatch>][+<offset>|-<offset>][>peer|<peer]
+// Compact form: <stage><code>[<microbatch>][+<offset>|-<offset>][>peer|<peer|~peer]
 // e.g. "1F3", "3L", "0O", "1T2+1", "0SA3>1" (send to rank 1), "1RA3<0"
-// (receive from rank 0).
+// (receive from rank 0), "0TG~3" (sum tied gradients with rank 3).
 std::string ToString(const Action& action);
 
 // Parses the compact form. Returns false and fills *error (naming the text)

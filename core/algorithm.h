@@ -48,26 +48,28 @@ class Algorithm {
  public:
   virtual ~Algorithm() = default;
   virtual std::string name() const = 0;
+  // What the schedule must provide, the teacher included (the one
+  // statement of whether there is one and how it changes:
+  // Workload::teacher). Every flag defaults to the least demanding choice.
   virtual Workload workload() const = 0;
-  virtual TeacherKind teacher_kind() const = 0;
   // A scalar loss averaged over the samples in `inputs`: for losses that
-  // are per-sample means. Runs on the loss stage's thread and device; must
-  // not keep references to the inputs. Losses that average over something
-  // else override LossTerms and LossUnits instead; the default refuses.
-  virtual torch::Tensor Loss(const LossInputs& inputs);
+  // are per-sample means. Runs on the loss stage's thread and device,
+  // concurrently on several rank threads (replicas, loss stages): const,
+  // and must not keep references to the inputs. Losses that average over
+  // something else override LossTerms and LossUnits instead; the default
+  // refuses.
+  virtual torch::Tensor Loss(const LossInputs& inputs) const;
   // The loss as terms (see LossTerm), summed with the weights above. The
   // default is {Loss(inputs), inputs.samples}: one per-sample mean.
-  virtual std::vector<LossTerm> LossTerms(const LossInputs& inputs);
+  virtual std::vector<LossTerm> LossTerms(const LossInputs& inputs) const;
   // Units of each term of LossTerms in one micro-batch (its size() samples
   // by default), known before any forward runs: what the executor divides
   // by. `stage` as in LossInputs. Must match what LossTerms counts (the
-  // executor checks). Loss, LossTerms and LossUnits run concurrently on
-  // several rank threads (replicas, loss stages): they must not mutate
-  // shared state.
+  // executor checks). Runs concurrently like Loss.
   virtual std::vector<double> LossUnits(const Batch& microbatch, int stage) const;
   // Updates teacher stage `stage` from the student stage after optimizer
   // step `step` (TeacherUpdate action). Only called when
-  // workload().teacher_updates; the default refuses.
+  // workload().teacher_updates(); the default refuses.
   virtual void UpdateTeacher(int stage, StageImpl& student, StageImpl& teacher, int step);
   // Whether the teacher runs in train mode (batch statistics in batch norm),
   // as momentum targets do in BYOL and MoCo; a pre-trained teacher runs in

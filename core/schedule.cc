@@ -41,96 +41,6 @@ std::vector<int> Schedule::MicrobatchesOf(int stage, int rank) const {
   return mbs;
 }
 
-namespace {
-
-// Rank of the replica of `stage` that runs micro-batch `mb`: replicas take
-// contiguous shares (ReplicaShare), so groups of any sizes pair up, e.g. a
-// Pipe-BD stage on one device feeding the next stage replicated on two.
-int OwnerRank(const Schedule& s, int stage, int mb) {
-  const auto& group = s.placement[stage];
-  for (int i = 0; i < static_cast<int>(group.size()); ++i) {
-    int begin, end;
-    ReplicaShare(s.num_microbatches, static_cast<int>(group.size()), i, &begin, &end);
-    if (mb >= begin && mb < end) return group[i];
-  }
-  throw std::invalid_argument("LowerCommunication: no replica of stage " + std::to_string(stage) +
-                              " runs micro-batch " + std::to_string(mb));
-}
-
-}  // namespace
-
-void LowerCommunication(Schedule* schedule) {
-  Schedule& s = *schedule;
-  const int last = s.num_stages - 1;
-  const bool grads_flow = !s.workload.local_losses;
-  // Blockwise: the student reads the teacher's activations; its own do not
-  // travel.
-  auto travels = [&](Op op) { return op == Op::kTeacherForward || !s.workload.blockwise; };
-  // Receives are inserted in front of their consumer; collect them per rank
-  // keyed by the consumer action, in the order the consumers appear.
-  std::vector<std::vector<Action>> lowered(s.ranks.size());
-  // Pending receives for each rank: consumer (stage, mb, op, offset) -> recv.
-  using Key = std::tuple<int, int, Op, int>;
-  std::vector<std::map<Key, std::vector<Action>>> recv_before(s.ranks.size());
-
-  for (int rank = 0; rank < s.num_ranks(); ++rank) {
-    for (const Action& a : s.ranks[rank]) {
-      if (IsCommunication(a.op)) {
-        throw std::invalid_argument("LowerCommunication: input already has " +
-                                    ToString(a));
-      }
-      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last &&
-          travels(a.op)) {
-        int peer = OwnerRank(s, a.stage + 1, a.microbatch);
-        if (peer != rank) {
-          Op consumer = a.op;
-          Op recv = a.op == Op::kForward ? Op::kRecvActivation
-                                         : Op::kRecvTeacherActivation;
-          recv_before[peer][{a.stage + 1, a.microbatch, consumer, a.batch_offset}]
-              .push_back({a.stage + 1, a.microbatch, recv, a.batch_offset, rank});
-        }
-      }
-      // The consumer of a gradient is the previous stage's B or I, keyed
-      // as B (see the lookup below).
-      if (GivesInputGradient(a.op) && a.stage > 0 && grads_flow) {
-        int peer = OwnerRank(s, a.stage - 1, a.microbatch);
-        if (peer != rank) {
-          recv_before[peer][{a.stage - 1, a.microbatch, Op::kBackward, a.batch_offset}]
-              .push_back({a.stage - 1, a.microbatch, Op::kRecvGradient,
-                          a.batch_offset, rank});
-        }
-      }
-    }
-  }
-  for (int rank = 0; rank < s.num_ranks(); ++rank) {
-    for (const Action& a : s.ranks[rank]) {
-      const Op consumer = a.op == Op::kBackwardInput ? Op::kBackward : a.op;
-      auto it = recv_before[rank].find({a.stage, a.microbatch, consumer, a.batch_offset});
-      if (it != recv_before[rank].end()) {
-        for (const Action& r : it->second) lowered[rank].push_back(r);
-      }
-      lowered[rank].push_back(a);
-      if ((a.op == Op::kForward || a.op == Op::kTeacherForward) && a.stage < last &&
-          travels(a.op)) {
-        int peer = OwnerRank(s, a.stage + 1, a.microbatch);
-        if (peer != rank) {
-          Op send = a.op == Op::kForward ? Op::kSendActivation
-                                         : Op::kSendTeacherActivation;
-          lowered[rank].push_back({a.stage, a.microbatch, send, a.batch_offset, peer});
-        }
-      }
-      if (GivesInputGradient(a.op) && a.stage > 0 && grads_flow) {
-        int peer = OwnerRank(s, a.stage - 1, a.microbatch);
-        if (peer != rank) {
-          lowered[rank].push_back(
-              {a.stage, a.microbatch, Op::kSendGradient, a.batch_offset, peer});
-        }
-      }
-    }
-  }
-  s.ranks = std::move(lowered);
-}
-
 Schedule TeacherPrologue(const Schedule& s) {
   Schedule p = s;
   bool any = false;
@@ -165,7 +75,7 @@ Schedule ReplicateModels(const Schedule& one, int n) {
           "; use sequential (one device per model), gpipe or tspipe");
     }
   }
-  if (!one.workload.has_teacher || !one.workload.teacher_updates) {
+  if (!one.workload.teacher_updates()) {
     throw std::invalid_argument(
         "models that teach each other need a teacher updated from the others (the exchange)");
   }
@@ -176,6 +86,7 @@ Schedule ReplicateModels(const Schedule& one, int n) {
   s.num_microbatches = n * m;
   s.workload = one.workload;
   s.workload.independent_replicas = true;
+  s.workload.teacher = TeacherKind::kPeers;
   s.placement.resize(one.num_stages);
   for (int g = 0; g < n; ++g) {
     for (int st = 0; st < one.num_stages; ++st) {
@@ -213,12 +124,19 @@ std::string ToCsv(const Schedule& s) {
   out << "# scheduler=" << s.scheduler << "\n";
   out << "# stages=" << s.num_stages << "\n";
   out << "# microbatches=" << s.num_microbatches << "\n";
-  out << "# workload=" << (s.workload.has_teacher ? "teacher" : "no_teacher")
-      << (s.workload.teacher_updates ? ",teacher_updates" : "")
-      << (s.workload.local_losses ? ",local_losses" : "")
-      << (s.workload.blockwise ? ",blockwise" : "")
-      << (s.workload.full_batch_loss ? ",full_batch_loss" : "")
-      << (s.workload.independent_replicas ? ",independent_replicas" : "") << "\n";
+  const Workload& w = s.workload;
+  out << "# workload=" << (w.has_teacher() ? "teacher" : "no_teacher")
+      << (w.teacher_updates() ? ",teacher_updates" : "") << (w.local_losses ? ",local_losses" : "")
+      << (w.blockwise ? ",blockwise" : "") << (w.full_batch_loss ? ",full_batch_loss" : "")
+      << (w.independent_replicas ? ",independent_replicas" : "")
+      << (w.clip_gradients ? ",clip_gradients" : "");
+  if (!w.tied_stages.empty()) {
+    out << ",tied=";
+    for (size_t i = 0; i < w.tied_stages.size(); ++i) {
+      out << (i ? ";" : "") << w.tied_stages[i].first << "-" << w.tied_stages[i].second;
+    }
+  }
+  out << "\n";
   out << "# placement=" << FormatPlacement(s) << "\n";
   for (int r = 0; r < s.num_ranks(); ++r) {
     out << r;
@@ -286,17 +204,36 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
       } else if (key == "workload") {
         has_workload = true;
         s.workload = Workload{};
-        s.workload.full_batch_loss = false;
+        bool teacher = false, updates = false;
         for (const std::string& w : Split(value, ',')) {
-          if (w == "teacher") s.workload.has_teacher = true;
-          else if (w == "no_teacher") s.workload.has_teacher = false;
-          else if (w == "teacher_updates") s.workload.teacher_updates = true;
+          if (w == "teacher") teacher = true;
+          else if (w == "no_teacher") teacher = false;
+          else if (w == "teacher_updates") updates = true;
           else if (w == "local_losses") s.workload.local_losses = true;
           else if (w == "blockwise") s.workload.blockwise = true;
           else if (w == "full_batch_loss") s.workload.full_batch_loss = true;
           else if (w == "independent_replicas") s.workload.independent_replicas = true;
-          else return fail("unknown workload flag '" + w + "'");
+          else if (w == "clip_gradients") s.workload.clip_gradients = true;
+          else if (w.rfind("tied=", 0) == 0) {
+            for (const std::string& pair : Split(w.substr(5), ';')) {
+              const size_t dash = pair.find('-');
+              int a = 0, b = 0;
+              if (dash == std::string::npos || !ToInt(pair.substr(0, dash), &a) ||
+                  !ToInt(pair.substr(dash + 1), &b)) {
+                return fail("bad tied stage pair '" + pair + "' (expected a-b)");
+              }
+              s.workload.tied_stages.emplace_back(a, b);
+            }
+          } else {
+            return fail("unknown workload flag '" + w + "'");
+          }
         }
+        // The CSV names how the teacher behaves in the schedule; separate
+        // models' teachers are their peers.
+        s.workload.teacher = !teacher ? TeacherKind::kNone
+                             : !updates ? TeacherKind::kFrozen
+                             : s.workload.independent_replicas ? TeacherKind::kPeers
+                                                               : TeacherKind::kMomentum;
       } else if (key == "placement") {
         for (const std::string& group : Split(value, ';')) {
           std::vector<int> ranks;

@@ -4,20 +4,42 @@
 #define TSPIPE_CORE_SCHEDULE_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/action.h"
 
 namespace tspipe {
 
+// The teacher of a teacher-student algorithm: the one statement of whether
+// there is one and how it changes (Workload::teacher).
+enum class TeacherKind {
+  kNone,      // Supervised training: no teacher.
+  kFrozen,    // A pre-trained teacher that never changes (KD, DistilBERT,
+              // blockwise distillation): every version is version 0.
+  kMomentum,  // target_k = m * target_{k-1} + (1 - m) * online_k (BYOL, MoCo).
+  kPeers,     // Stale copies of the other models, replaced by theirs at the
+              // exchange steps (codistillation): teacher_k = peers_k when an
+              // exchange follows step k, else teacher_{k-1}.
+};
+
+// Whether the teacher changes during training, so that which version a
+// teacher forward sees matters (momentum targets, peer copies), and every
+// stage needs a TeacherUpdate action.
+inline bool IsVersioned(TeacherKind kind) {
+  return kind == TeacherKind::kMomentum || kind == TeacherKind::kPeers;
+}
+
 // What the training algorithm needs from a schedule, independent of how it is
-// scheduled. Filled from the algorithm; schedulers and the validator read it.
+// scheduled. Filled from the algorithm (and, for tied parameters and
+// clipping, from the cut); schedulers, lowering passes and the validator
+// read it. Every flag defaults to the least demanding choice.
 struct Workload {
-  // A teacher runs forward passes (KD, BYOL, MoCo). It never runs backward.
-  bool has_teacher = false;
-  // The teacher is updated from the student each step (BYOL/MoCo EMA), so
-  // every stage needs a TeacherUpdate action.
-  bool teacher_updates = false;
+  // The teacher, if any: it runs forward passes only (KD, BYOL, MoCo);
+  // a versioned one is updated after each step (TeacherUpdate actions).
+  TeacherKind teacher = TeacherKind::kNone;
+  bool has_teacher() const { return teacher != TeacherKind::kNone; }
+  bool teacher_updates() const { return IsVersioned(teacher); }
   // Every stage has its own loss and no gradient crosses stage boundaries
   // (Pipe-BD blockwise distillation). Otherwise only the last stage has a
   // loss and gradients flow backwards through all stages.
@@ -25,20 +47,29 @@ struct Workload {
   // Blockwise distillation (DNA, Pipe-BD): student stage s reads the
   // teacher's input of stage s (the teacher's output of stage s-1, or the
   // batch) instead of the student's own stage s-1, and is trained to match
-  // the teacher's output of stage s. Needs has_teacher and local_losses; no
+  // the teacher's output of stage s. Needs a teacher and local_losses; no
   // student activation or gradient crosses a stage boundary, only the
   // teacher's activations do.
   bool blockwise = false;
   // The loss needs the whole mini-batch at once (MoCo negatives, batch
-  // statistics). When false a scheduler may compute per-micro-batch losses.
-  bool full_batch_loss = true;
+  // statistics): schedulers that split the mini-batch's loss (dp, per
+  // micro-batch losses) refuse it. False: per-sample (or per-unit) terms,
+  // exact under any split.
+  bool full_batch_loss = false;
   // The replicas of a stage are separate models (codistillation; see
   // ReplicateModels): each trains its own parameters on its own share of
   // the micro-batches, with no gradient all-reduce, its loss a mean over its
   // own share; its teacher holds stale copies of the other models, which the
   // stage's TeacherUpdate refreshes by an exchange among the replicas. Needs
-  // has_teacher and teacher_updates.
+  // a versioned teacher.
   bool independent_replicas = false;
+  // Stage pairs (a <= b) holding copies of one parameter (BERT's decoder
+  // and word embeddings): AddGradientSync inserts the TG actions that sum
+  // their gradients before the optimizer steps.
+  std::vector<std::pair<int, int>> tied_stages;
+  // Gradients are clipped by their global norm over a model's stages: a GN
+  // action on every rank before its optimizer steps.
+  bool clip_gradients = false;
 };
 
 struct Schedule {
@@ -73,11 +104,7 @@ struct Schedule {
 // [begin, end). Earlier replicas get one more when n % replicas != 0.
 void ReplicaShare(int n, int replicas, int replica, int* begin, int* end);
 
-// Inserts send/recv actions for every stage boundary that crosses ranks:
-// SA after the producing F on the sender, RA just before the consuming F on
-// the receiver (likewise ST/RT for T, SG/RG for B when gradients flow).
-// The input must contain compute actions only.
-void LowerCommunication(Schedule* schedule);
+// Lowering passes (communication, gradient reduction and sync): core/lowering.h.
 
 // The teacher forwards a schedule runs one mini-batch ahead (batch_offset
 // +1, with their ST/RT), re-labelled offset 0 and kept in order: what must run
@@ -92,7 +119,8 @@ Schedule TeacherPrologue(const Schedule& schedule);
 // trains on the g-th share of every mini-batch. Sets
 // workload.independent_replicas. Throws std::invalid_argument when n < 2,
 // the schedule already replicates a stage (dp, Pipe-BD groups) or its
-// workload has no teacher updates (the exchanges).
+// workload has no versioned teacher (the exchanges). The copy's teacher is
+// TeacherKind::kPeers.
 Schedule ReplicateModels(const Schedule& one_model, int n);
 
 // The ranks of each stage, "0;0;1|2" (stage 2 replicated on ranks 1 and 2):

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/file_util.h"
+#include "io/file_util.h"
 #include "core/scheduler.h"
 #include "core/validator.h"
 
@@ -20,8 +20,7 @@ TEST(ScheduleTest, CsvRoundTrip) {
   SchedulerOptions o;
   o.num_stages = 3;
   o.num_microbatches = 4;
-  o.workload.has_teacher = true;
-  o.workload.teacher_updates = true;
+  o.workload.teacher = TeacherKind::kMomentum;
   Schedule s = BuildSchedule("gpipe", o);
   Schedule back;
   std::string error;
@@ -29,8 +28,7 @@ TEST(ScheduleTest, CsvRoundTrip) {
   EXPECT_EQ(back.scheduler, "gpipe");
   EXPECT_EQ(back.num_stages, 3);
   EXPECT_EQ(back.num_microbatches, 4);
-  EXPECT_TRUE(back.workload.has_teacher);
-  EXPECT_TRUE(back.workload.teacher_updates);
+  EXPECT_EQ(back.workload.teacher, TeacherKind::kMomentum);
   EXPECT_EQ(back.placement, s.placement);
   EXPECT_EQ(back.ranks, s.ranks);
 }
@@ -95,9 +93,7 @@ namespace {
 
 Workload PeerWorkload() {
   Workload w;
-  w.has_teacher = true;
-  w.teacher_updates = true;
-  w.full_batch_loss = false;
+  w.teacher = TeacherKind::kMomentum;
   return w;
 }
 
@@ -136,7 +132,7 @@ TEST(ReplicateModelsTest, RefusesReplicatedStagesAndTeachersThatNeverChange) {
   o.workload = PeerWorkload();
   EXPECT_THROW(ReplicateModels(BuildSchedule("dp", o), 2), std::invalid_argument);
   EXPECT_THROW(ReplicateModels(BuildSchedule("gpipe", o), 1), std::invalid_argument);
-  o.workload.teacher_updates = false;
+  o.workload.teacher = TeacherKind::kFrozen;
   EXPECT_THROW(ReplicateModels(BuildSchedule("gpipe", o), 2), std::invalid_argument);
 }
 

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "core/lowering.h"
 #include "core/validator.h"
 
 namespace tspipe {
@@ -35,6 +36,9 @@ Schedule BuildSchedule(const std::string& name, const SchedulerOptions& options)
   std::unique_ptr<Scheduler> scheduler = SchedulerRegistry::Global().Create(name);
   Schedule schedule = scheduler->Build(options);
   schedule.scheduler = name;
+  // What the algorithm and the cut need, whatever the scheduler copied.
+  schedule.workload = options.workload;
+  Lower(&schedule);
   ValidationResult v = Validate(schedule);
   if (!v.ok()) {
     throw std::logic_error("scheduler '" + name + "' produced an invalid schedule:\n" +

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "core/lowering.h"
 #include "core/message.h"
 
 namespace tspipe {
@@ -35,6 +36,8 @@ double CostModel::Cost(const Action& a) const {
     case Op::kOptimizerStep: return optimizer_step;
     case Op::kTeacherUpdate: return teacher_update;
     case Op::kAllReduceGradients: return all_reduce;
+    case Op::kSumTiedGradients:
+    case Op::kClipGradients: return gradient_sync;
     default: return 0.0;
   }
 }
@@ -58,16 +61,46 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
   for (int r = 0; r < n; ++r) result.timings[r].resize(s.ranks[r].size());
   std::vector<size_t> pc(n, 0);
   std::vector<double> clock(n, 0.0);
-  std::map<MessageId, double> arrived;  // message -> arrival time
-  // The k-th all-reduce of stage s, keyed (s, k): when each replica
-  // started it and, once all have, when it ends.
+  std::map<Message, double> arrived;  // message -> arrival time
+  // A collective by (what it is, its group, which occurrence): when each
+  // member joined it and, once all have, when it ends.
   struct Collective {
     std::map<int, double> joined;
     double end = -1;
   };
-  std::map<std::pair<int, int>, Collective> collective;
-  // Per rank and stage: all-reduces started, optimizer steps taken.
-  std::vector<std::map<int, int>> issued(n), stepped(n);
+  using Instance = std::tuple<CollectiveId, std::vector<int>, int>;
+  std::map<Instance, Collective> collective;
+  // Per rank: how often it has joined each (collective, group) so far.
+  std::vector<std::map<std::pair<CollectiveId, std::vector<int>>, int>> joins(n);
+  // Per rank, stage and batch offset (iteration, when unrolled): optimizer
+  // steps taken.
+  std::vector<std::map<std::pair<int, int>, int>> stepped(n);
+  // Joins `r` to the collective `a` names over `group`; returns it.
+  auto join = [&](int r, const Action& a, std::vector<int> group) -> Collective& {
+    std::sort(group.begin(), group.end());
+    const CollectiveId id = CollectiveOf(a, 0);
+    const int k = joins[r][{id, group}]++;
+    Collective& c = collective[{id, group, k}];
+    c.joined[r] = clock[r];
+    if (c.joined.size() == group.size()) {
+      double start = 0;
+      for (const auto& [m, time] : c.joined) start = std::max(start, time);
+      c.end = start + costs.Cost(a);
+    }
+    return c;
+  };
+  // The k-th all-reduce of `stage` in the iteration `offset` names, which
+  // the stage's k-th optimizer step there waits for.
+  auto gradients = [&](int stage, int offset, int k) -> const Collective* {
+    const Action ar{stage, kAllMicrobatches, Op::kAllReduceGradients, offset};
+    std::vector<int> group = s.placement[stage];
+    std::sort(group.begin(), group.end());
+    auto it = collective.find({CollectiveOf(ar, 0), group, k});
+    return it == collective.end() ? nullptr : &it->second;
+  };
+  // Pending blocking collectives: a rank waits at one until every member
+  // has joined (it joins once).
+  std::vector<bool> waiting(n, false);
 
   bool progress = true;
   while (progress) {
@@ -88,22 +121,36 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
           // As the executor runs it: the collective starts once every
           // replica has started it and travels while each goes on
           // computing; only the stage's optimizer step waits for it.
-          Collective& c = collective[{a.stage, issued[r][a.stage]++}];
-          c.joined[r] = clock[r];
-          const auto& group = s.placement[a.stage];
-          if (c.joined.size() == group.size()) {
-            double start = 0;
-            for (const auto& [m, time] : c.joined) start = std::max(start, time);
-            c.end = start + costs.Cost(a);
-          }
+          join(r, a, s.placement[a.stage]);
           t.start = t.end = clock[r];
+        } else if (a.op == Op::kSumTiedGradients || a.op == Op::kClipGradients) {
+          // Blocking: the rank goes on once every member has joined.
+          std::vector<int> group;
+          if (a.op == Op::kClipGradients) {
+            group = ReplicaRanks(s, s.ReplicaIndex(a.stage, r));
+          } else {
+            group = {r};
+            if (a.peer != kNoPeer) group.push_back(a.peer);
+          }
+          if (!waiting[r]) {
+            join(r, a, group);
+            waiting[r] = true;
+            t.start = clock[r];
+          }
+          std::sort(group.begin(), group.end());
+          const Collective& c =
+              collective[{CollectiveOf(a, 0), group, joins[r][{CollectiveOf(a, 0), group}] - 1}];
+          if (c.end < 0) break;  // Not every member there yet.
+          waiting[r] = false;
+          t.end = clock[r] = std::max(clock[r], c.end);
         } else if (a.op == Op::kOptimizerStep && s.placement[a.stage].size() > 1 &&
                    !s.workload.independent_replicas) {
-          auto it = collective.find({a.stage, stepped[r][a.stage]});
-          if (it == collective.end() || it->second.end < 0) break;  // Not every replica there.
-          ++stepped[r][a.stage];
+          int& k = stepped[r][{a.stage, a.batch_offset}];
+          const Collective* sums = gradients(a.stage, a.batch_offset, k);
+          if (sums == nullptr || sums->end < 0) break;  // Not every replica there.
+          ++k;
           double c = costs.Cost(a);
-          t.start = std::max(clock[r], it->second.end);
+          t.start = std::max(clock[r], sums->end);
           t.end = clock[r] = t.start + c;
           result.busy[r] += c;
         } else {
@@ -126,7 +173,8 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
              << ToString(a)
              << (a.op == Op::kOptimizerStep
                      ? " (not every replica of the stage starts its gradient all-reduce)"
-                     : " (its matching send never runs)")
+                 : IsCollective(a.op) ? " (not every member of the collective reaches it)"
+                                      : " (its matching send never runs)")
              << "\n";
     }
     result.makespan = std::max(result.makespan, clock[r]);
@@ -212,7 +260,7 @@ StashPeaks PeakStashes(const Schedule& s) {
           if (loss_stage[a.stage]) ++teacher[a.stage];
           break;
         case Op::kLoss:
-          if (s.workload.has_teacher) {
+          if (s.workload.has_teacher()) {
             const int used = a.microbatch == kAllMicrobatches
                                  ? static_cast<int>(s.MicrobatchesOf(a.stage, rank).size())
                                  : 1;

@@ -1,5 +1,6 @@
 // Dry-runs a schedule: each rank executes its actions in order, a receive waits
-// for its matching send, an all-reduce waits for every replica. Turns per-op
+// for its matching send, a collective for every member of its group (AR
+// only at the stage's optimizer step). Turns per-op
 // costs into start/end times, makespan, bubble fraction and utilisation, and
 // finds deadlocks.
 #ifndef TSPIPE_CORE_SIMULATOR_H_
@@ -30,6 +31,9 @@ struct CostModel {
   // runs beside their computation, and the stage's optimizer step waits for
   // its end (as the executor overlaps it); it occupies no rank.
   double all_reduce = 0.0;
+  // A TG or GN: every member waits until all have joined, then this long
+  // (the reduction of a few tensors).
+  double gradient_sync = 0.0;
   // Latency of one message; sends do not occupy the sender.
   double message = 0.0;
   std::vector<double> forward_per_stage;

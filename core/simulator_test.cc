@@ -86,13 +86,19 @@ TEST(SimulatorTest, AllReduceOverlapsComputationUntilTheOptimizerStep) {
   SchedulerOptions o;
   o.num_stages = 2;
   o.num_microbatches = 2;
-  o.workload.full_batch_loss = false;
   Schedule s = BuildSchedule("dp", o);
   CostModel c;
   c.all_reduce = 5;
   SimulationResult r = Simulate(s, c);
   ASSERT_FALSE(r.deadlocked) << r.deadlock_report;
   EXPECT_DOUBLE_EQ(r.makespan, 11.0) << ToCsv(s);
+  // Back to back, each iteration's steps wait for that iteration's
+  // all-reduces: a replica's next F0 starts when its O1 ends (11), so the
+  // period is 11 (the steady state once took every iteration's step for
+  // the first one's and deadlocked).
+  const SteadyState steady = SimulateSteadyState(s, c);
+  ASSERT_FALSE(steady.deadlocked);
+  EXPECT_DOUBLE_EQ(steady.period, 11.0);
 }
 
 // GPipe runs every forward before any backward: each stage holds all M
@@ -102,7 +108,7 @@ TEST(PeakStashesTest, GpipeHoldsEveryMicrobatch) {
     SchedulerOptions o;
     o.num_stages = 3;
     o.num_microbatches = m;
-    o.workload.has_teacher = true;
+    o.workload.teacher = TeacherKind::kFrozen;
     StashPeaks p = PeakStashes(BuildSchedule("gpipe", o));
     EXPECT_EQ(p.student, (std::vector<int>{m, m, m})) << m;
     EXPECT_EQ(p.teacher, (std::vector<int>{0, 0, m})) << m;
@@ -115,7 +121,7 @@ Schedule OneStage(const std::vector<std::string>& text, bool teacher) {
   s.scheduler = "hand";
   s.num_stages = 1;
   s.num_microbatches = 2;
-  s.workload.has_teacher = teacher;
+  s.workload.teacher = teacher ? TeacherKind::kFrozen : TeacherKind::kNone;
   s.placement = {{0}};
   s.ranks.resize(1);
   for (const std::string& t : text) {
@@ -158,7 +164,7 @@ TEST(PeakStashesTest, BytesAreCountsTimesMeasuredSizes) {
   SchedulerOptions o;
   o.num_stages = 3;
   o.num_microbatches = 2;
-  o.workload.has_teacher = true;
+  o.workload.teacher = TeacherKind::kFrozen;
   const Schedule s = BuildSchedule("gpipe", o);
   const std::vector<double> bytes = StashBytes(PeakStashes(s), {100, 200, 300}, {0, 0, 7});
   EXPECT_EQ(bytes, (std::vector<double>{200, 400, 614}));

@@ -313,12 +313,12 @@ void Algorithm::UpdateTeacher(int stage, StageImpl&, StageImpl&, int) {
                          std::to_string(stage) + " was asked for one");
 }
 
-torch::Tensor Algorithm::Loss(const LossInputs&) {
+torch::Tensor Algorithm::Loss(const LossInputs&) const {
   throw std::logic_error("algorithm '" + name() +
                          "' defines neither Loss nor LossTerms; it must override one");
 }
 
-std::vector<LossTerm> Algorithm::LossTerms(const LossInputs& inputs) {
+std::vector<LossTerm> Algorithm::LossTerms(const LossInputs& inputs) const {
   return {LossTerm{Loss(inputs), static_cast<double>(inputs.samples)}};
 }
 

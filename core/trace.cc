@@ -20,7 +20,7 @@ namespace {
 using nlohmann::json;
 
 bool IsComputeEvent(const TraceEvent& e) {
-  return e.kind != TraceEvent::Kind::kSync && IsCompute(e.action.op);
+  return IsCompute(e.action.op);
 }
 
 double Median(std::vector<double> v) {
@@ -48,12 +48,12 @@ std::vector<std::pair<size_t, size_t>> MatchMessages(const std::vector<TraceEven
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return events[a].start_us < events[b].start_us;
   });
-  std::map<MessageId, std::deque<size_t>> sends, recvs;
+  std::map<Message, std::deque<size_t>> sends, recvs;
   std::vector<std::pair<size_t, size_t>> flows;
   for (size_t i : order) {
     const TraceEvent& e = events[i];
-    if (e.kind == TraceEvent::Kind::kSync || !IsCommunication(e.action.op)) continue;
-    const MessageId key = MessageOf(e.action, e.rank, e.step);
+    if (!IsCommunication(e.action.op)) continue;
+    const Message key = MessageOf(e.action, e.rank, e.step);
     const bool send = IsSend(e.action.op);
     auto& other = send ? recvs[key] : sends[key];
     if (!other.empty()) {
@@ -67,8 +67,8 @@ std::vector<std::pair<size_t, size_t>> MatchMessages(const std::vector<TraceEven
 }
 
 std::string Category(const TraceEvent& e) {
-  if (e.kind == TraceEvent::Kind::kSync) return "sync";
   if (IsCommunication(e.action.op)) return "message";
+  if (IsCollective(e.action.op)) return "collective";
   return std::string(OpName(e.action.op));
 }
 
@@ -101,7 +101,7 @@ SimulationResult MeasuredResult(const TraceRun& run, int64_t first, int64_t last
 }  // namespace
 
 std::string EventName(const TraceEvent& e) {
-  return e.kind == TraceEvent::Kind::kSync ? "sync" : ToString(e.action);
+  return ToString(e.action);
 }
 
 std::string ChromeTraceJson(const std::vector<TraceRun>& runs) {

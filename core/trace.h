@@ -22,8 +22,6 @@ struct TraceEvent {
   enum class Kind : uint8_t {
     kAction,    // schedule.ranks[rank][index]
     kPrologue,  // TeacherPrologue(schedule).ranks[rank][index]
-    kSync,      // the gradient sync point (tied sums, clipping) before
-                // schedule.ranks[rank][index]; `action` is unused
   };
   Kind kind = Kind::kAction;
   int rank = 0;
@@ -54,7 +52,7 @@ struct TraceRun {
   std::map<std::string, int64_t> peak_bytes;
 };
 
-// "1F3", "0ST2+1>1", or "sync" for a sync point.
+// "1F3", "0ST2+1>1", "0TG~3".
 std::string EventName(const TraceEvent& event);
 
 // Chrome trace event format (what Perfetto's UI and chrome://tracing open):

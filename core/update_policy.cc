@@ -25,8 +25,9 @@ int DelayedTeacherPolicy::TeacherVersion(int batch, TeacherKind kind) const {
   return IsVersioned(kind) ? std::max(0, batch - 2) : 0;
 }
 
-std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy, TeacherKind kind) {
-  if (!IsVersioned(kind) || !schedule.workload.has_teacher) return "";
+std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy) {
+  const TeacherKind kind = schedule.workload.teacher;
+  if (!IsVersioned(kind)) return "";
   // Iteration b = 3 is far enough from the start for no version to clamp.
   const int b = 3;
   for (int r = 0; r < schedule.num_ranks(); ++r) {
@@ -51,9 +52,9 @@ std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy, Te
   return "";
 }
 
-std::string NaturalPolicy(const Schedule& schedule, TeacherKind kind) {
+std::string NaturalPolicy(const Schedule& schedule) {
   for (const char* name : {"sync", "tspipe_delayed"}) {
-    if (CheckPolicy(schedule, *UpdatePolicyRegistry::Global().Create(name), kind).empty()) {
+    if (CheckPolicy(schedule, *UpdatePolicyRegistry::Global().Create(name)).empty()) {
       return name;
     }
   }

@@ -15,21 +15,7 @@
 
 namespace tspipe {
 
-enum class TeacherKind {
-  kNone,      // Supervised training: no teacher.
-  kFrozen,    // A pre-trained teacher that never changes (KD, DistilBERT,
-              // blockwise distillation): every version is version 0.
-  kMomentum,  // target_k = m * target_{k-1} + (1 - m) * online_k (BYOL, MoCo).
-  kPeers,     // Stale copies of the other models, replaced by theirs at the
-              // exchange steps (codistillation): teacher_k = peers_k when an
-              // exchange follows step k, else teacher_{k-1}.
-};
-
-// Whether the teacher changes during training, so that which version a
-// teacher forward sees matters (momentum targets, peer copies).
-inline bool IsVersioned(TeacherKind kind) {
-  return kind == TeacherKind::kMomentum || kind == TeacherKind::kPeers;
-}
+// TeacherKind and IsVersioned: core/schedule.h.
 
 class UpdatePolicy {
  public:
@@ -72,12 +58,12 @@ using UpdatePolicyRegistry = Registry<UpdatePolicy>;
 // teacher forward of batch b + offset sees version b-1 if it runs before
 // its stage's TeacherUpdate and b after it. Returns "" when it does, else a
 // message naming the first action that sees another version. Frozen and
-// absent teachers satisfy every policy.
-std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy, TeacherKind kind);
+// absent teachers (schedule.workload.teacher) satisfy every policy.
+std::string CheckPolicy(const Schedule& schedule, const UpdatePolicy& policy);
 
 // The first registered policy `schedule` honours ("sync" before
 // "tspipe_delayed"), or "" if none.
-std::string NaturalPolicy(const Schedule& schedule, TeacherKind kind);
+std::string NaturalPolicy(const Schedule& schedule);
 
 }  // namespace tspipe
 

@@ -48,9 +48,7 @@ Schedule MomentumSchedule(const std::string& scheduler, int stages, int microbat
   SchedulerOptions o;
   o.num_stages = stages;
   o.num_microbatches = microbatches;
-  o.workload.has_teacher = true;
-  o.workload.teacher_updates = true;
-  o.workload.full_batch_loss = false;  // Lets dp split the batch.
+  o.workload.teacher = TeacherKind::kMomentum;
   return BuildSchedule(scheduler, o);
 }
 
@@ -65,23 +63,25 @@ TEST(CheckPolicyTest, SchedulersHonourTheirNaturalPolicy) {
       for (const char* name : {"gpipe", "sequential", "dp"}) {
         if (std::string(name) == "dp" && m < n) continue;
         Schedule s = MomentumSchedule(name, n, m);
-        EXPECT_EQ(CheckPolicy(s, sync, TeacherKind::kMomentum), "") << name << n << m;
-        EXPECT_NE(CheckPolicy(s, delayed, TeacherKind::kMomentum), "") << name << n << m;
-        EXPECT_EQ(NaturalPolicy(s, TeacherKind::kMomentum), "sync");
+        EXPECT_EQ(CheckPolicy(s, sync), "") << name << n << m;
+        EXPECT_NE(CheckPolicy(s, delayed), "") << name << n << m;
+        EXPECT_EQ(NaturalPolicy(s), "sync");
       }
       Schedule t = MomentumSchedule("tspipe", n, m);
-      EXPECT_EQ(CheckPolicy(t, delayed, TeacherKind::kMomentum), "") << "tspipe" << n << m;
-      EXPECT_NE(CheckPolicy(t, sync, TeacherKind::kMomentum), "");
-      EXPECT_EQ(NaturalPolicy(t, TeacherKind::kMomentum), "tspipe_delayed");
+      EXPECT_EQ(CheckPolicy(t, delayed), "") << "tspipe" << n << m;
+      EXPECT_NE(CheckPolicy(t, sync), "");
+      EXPECT_EQ(NaturalPolicy(t), "tspipe_delayed");
       // A frozen teacher has one version: any policy holds.
-      EXPECT_EQ(CheckPolicy(t, sync, TeacherKind::kFrozen), "");
+      Schedule frozen = t;
+      frozen.workload.teacher = TeacherKind::kFrozen;
+      EXPECT_EQ(CheckPolicy(frozen, sync), "");
     }
   }
 }
 
 TEST(CheckPolicyTest, NamesTheOffendingAction) {
   Schedule s = MomentumSchedule("gpipe", 2, 2);
-  EXPECT_EQ(CheckPolicy(s, DelayedTeacherPolicy(), TeacherKind::kMomentum),
+  EXPECT_EQ(CheckPolicy(s, DelayedTeacherPolicy()),
             "rank 0: 0T0 (teacher forward of batch b during step b) sees target version b-1, "
             "but policy 'tspipe_delayed' wants version b-2");
   // A teacher forward moved after the update sees the new version.
@@ -89,7 +89,7 @@ TEST(CheckPolicyTest, NamesTheOffendingAction) {
   Action t = r0.front();
   r0.erase(r0.begin());
   r0.push_back(t);
-  EXPECT_NE(CheckPolicy(s, SynchronousPolicy(), TeacherKind::kMomentum).find("sees target version b,"),
+  EXPECT_NE(CheckPolicy(s, SynchronousPolicy()).find("sees target version b,"),
             std::string::npos);
 }
 

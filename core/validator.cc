@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "core/simulator.h"
+#include "core/validator_cross_rank.h"
 
 namespace tspipe {
 
@@ -39,12 +40,20 @@ class Checker {
     if (!CheckStructure()) return std::move(result_);
     IndexPositions();
     CheckCounts();
+    CheckGradientSync(s_, &result_.errors);
     CheckOrder();
-    CheckPairing();
+    CheckPairing(s_, &result_.errors);
+    if (result_.ok()) {
+      const std::string order = CheckMessageOrder(s_);
+      if (!order.empty()) Error("messages posted out of order (NCCL matches in posting order): " + order);
+    }
     if (result_.ok()) {
       CostModel unit;
       SimulationResult sim = Simulate(s_, unit);
       if (sim.deadlocked) Error("deadlock:\n" + sim.deadlock_report);
+      // What runs once before the first iteration must complete too.
+      SimulationResult prologue = Simulate(TeacherPrologue(s_), unit);
+      if (prologue.deadlocked) Error("deadlock in the teacher prologue:\n" + prologue.deadlock_report);
     }
     if (result_.ok()) CheckStashBound();
     return std::move(result_);
@@ -73,13 +82,18 @@ class Checker {
   bool CheckStructure() {
     if (s_.num_stages <= 0) Error("schedule has no stages");
     if (s_.num_microbatches <= 0) Error("schedule has no micro-batches");
-    if (s_.workload.blockwise && !(s_.workload.has_teacher && s_.workload.local_losses)) {
+    if (s_.workload.blockwise && !(s_.workload.has_teacher() && s_.workload.local_losses)) {
       Error("a blockwise workload needs a teacher and local losses");
     }
-    if (s_.workload.independent_replicas &&
-        !(s_.workload.has_teacher && s_.workload.teacher_updates)) {
+    if (s_.workload.independent_replicas && !s_.workload.teacher_updates()) {
       Error("independent replicas (models teaching each other) need a teacher and teacher "
             "updates (the exchanges)");
+    }
+    for (const auto& [a, b] : s_.workload.tied_stages) {
+      if (a < 0 || b < 0 || a >= s_.num_stages || b >= s_.num_stages) {
+        Error("a tied parameter names stages " + std::to_string(a) + " and " +
+              std::to_string(b) + " of " + std::to_string(s_.num_stages));
+      }
     }
     if (static_cast<int>(s_.placement.size()) != s_.num_stages) {
       Error("placement covers " + std::to_string(s_.placement.size()) +
@@ -118,11 +132,16 @@ class Checker {
         if (per_mb && a.microbatch == kAllMicrobatches) {
           Error(where + " needs a micro-batch index");
         }
-        if (IsCommunication(a.op) && (a.peer < 0 || a.peer >= s_.num_ranks() || a.peer == r)) {
+        const bool tied = a.op == Op::kSumTiedGradients;
+        if ((IsCommunication(a.op) || (tied && a.peer != kNoPeer)) &&
+            (a.peer < 0 || a.peer >= s_.num_ranks() || a.peer == r)) {
           Error(where + " has invalid peer rank " + std::to_string(a.peer));
         }
-        if ((a.op == Op::kOptimizerStep || a.op == Op::kTeacherUpdate ||
-             a.op == Op::kAllReduceGradients) && a.microbatch != kAllMicrobatches) {
+        if (!IsCommunication(a.op) && !tied && a.peer != kNoPeer) {
+          Error(where + " has a peer, but only sends, receives and TG have one");
+        }
+        if ((a.op == Op::kOptimizerStep || a.op == Op::kTeacherUpdate || IsCollective(a.op)) &&
+            a.microbatch != kAllMicrobatches) {
           Error(where + " is per mini-batch and takes no micro-batch index");
         }
       }
@@ -215,7 +234,7 @@ class Checker {
       for (int mb = 0; mb < s_.num_microbatches; ++mb) {
         ExpectOnce(st, mb, Op::kForward);
         ExpectBackward(st, mb);
-        if (w.has_teacher) ExpectOnce(st, mb, Op::kTeacherForward);
+        if (w.has_teacher()) ExpectOnce(st, mb, Op::kTeacherForward);
         if (IsLossStage(st)) {
           // Covered by exactly one L: per micro-batch, or a whole-batch L on
           // the rank that ran the forward.
@@ -233,7 +252,7 @@ class Checker {
                   std::to_string(st));
           }
         }
-        if (!w.has_teacher && CountAnyOffset(st, mb, Op::kTeacherForward) > 0) {
+        if (!w.has_teacher() && CountAnyOffset(st, mb, Op::kTeacherForward) > 0) {
           Error("unexpected action " + Name(st, mb, Op::kTeacherForward) +
                 ": the workload has no teacher");
         }
@@ -259,13 +278,22 @@ class Checker {
           }
         };
         once_per_replica(Op::kOptimizerStep, true);
-        once_per_replica(Op::kTeacherUpdate, w.teacher_updates);
+        once_per_replica(Op::kTeacherUpdate, w.teacher_updates());
         // Replicas of one model sum their gradients; separate models do not.
-        if (s_.placement[st].size() > 1) {
-          once_per_replica(Op::kAllReduceGradients, !w.independent_replicas);
-        }
+        once_per_replica(Op::kAllReduceGradients,
+                         s_.placement[st].size() > 1 && !w.independent_replicas);
       }
     }
+  }
+
+  // Steps of the rank's TG and GN actions.
+  std::vector<long> SyncSteps(int r) const {
+    std::vector<long> out;
+    for (size_t i = 0; i < s_.ranks[r].size(); ++i) {
+      const Op op = s_.ranks[r][i].op;
+      if (op == Op::kSumTiedGradients || op == Op::kClipGradients) out.push_back(static_cast<long>(i));
+    }
+    return out;
   }
 
   // Step of `key` on `rank`, or -1.
@@ -347,7 +375,7 @@ class Checker {
             std::vector<int> mbs = mb == kAllMicrobatches ? s_.MicrobatchesOf(st, r)
                                                           : std::vector<int>{mb};
             for (int m : mbs) must_follow({st, m, Op::kForward, off}, "the forward");
-            if (s_.workload.has_teacher) {
+            if (s_.workload.has_teacher()) {
               for (int m : mbs) {
                 // The teacher output may come from this iteration (offset 0)
                 // or have been computed one iteration ahead (offset +1).
@@ -372,6 +400,38 @@ class Checker {
               must_follow({st, kAllMicrobatches, Op::kAllReduceGradients, off},
                           "the gradient all-reduce");
             }
+            if (a.op == Op::kOptimizerStep) {
+              for (long sync : SyncSteps(r)) {
+                if (sync > step) {
+                  Error(where + " runs before " + ToString(s_.ranks[r][sync]) +
+                        ": tied gradients and clipping need every gradient of the rank first");
+                  break;
+                }
+              }
+            }
+            break;
+          }
+          case Op::kSumTiedGradients:
+          case Op::kClipGradients: {
+            // Every gradient of the rank is final first: its backwards,
+            // and the all-reduces they start.
+            for (int stage : s_.StagesOnRank(r)) {
+              for (int m : s_.MicrobatchesOf(stage, r)) {
+                must_follow(BackwardEnd(r, stage, m, off), "the backward");
+              }
+              if (Pos(r, {stage, kAllMicrobatches, Op::kAllReduceGradients, off}) >= 0) {
+                must_follow({stage, kAllMicrobatches, Op::kAllReduceGradients, off},
+                            "the gradient all-reduce");
+              }
+            }
+            if (a.op == Op::kClipGradients) {
+              for (size_t j = i + 1; j < s_.ranks[r].size(); ++j) {
+                if (s_.ranks[r][j].op == Op::kSumTiedGradients) {
+                  Error(where + " runs before " + ToString(s_.ranks[r][j]) +
+                        ": the norm counts the tied gradients summed");
+                }
+              }
+            }
             break;
           }
           case Op::kTeacherUpdate:
@@ -393,45 +453,6 @@ class Checker {
     }
   }
 
-  void CheckPairing() {
-    // The partner a communication action needs on its peer rank.
-    for (int r = 0; r < s_.num_ranks(); ++r) {
-      for (const Action& a : s_.ranks[r]) {
-        if (!IsCommunication(a.op)) continue;
-        // Traffic the workload has no use for would overwrite what the
-        // executor computed: a blockwise student's input (set by the
-        // teacher forward), or a local loss's gradient.
-        const bool student_activation = a.op == Op::kSendActivation || a.op == Op::kRecvActivation;
-        const bool gradient = a.op == Op::kSendGradient || a.op == Op::kRecvGradient;
-        if ((student_activation && s_.workload.blockwise) ||
-            (gradient && s_.workload.local_losses)) {
-          Error("rank " + std::to_string(r) + ": " + ToString(a) + " is not allowed: " +
-                (gradient ? "with local losses no gradient crosses a stage boundary"
-                          : "a blockwise student reads the teacher's activations, not the "
-                            "previous student block's"));
-          continue;
-        }
-        Action partner = a;
-        partner.op = PairedOp(a.op);
-        partner.peer = r;
-        int dir = (a.op == Op::kSendGradient || a.op == Op::kRecvActivation ||
-                   a.op == Op::kRecvTeacherActivation) ? -1 : +1;
-        partner.stage = a.stage + dir;
-        bool found = false;
-        for (const Action& b : s_.ranks[a.peer]) {
-          if (b == partner) found = true;
-        }
-        if (!found) {
-          Error("rank " + std::to_string(r) + ": " + (IsSend(a.op) ? "send " : "receive ") +
-                ToString(a) + " has no matching " + (IsSend(a.op) ? "receive " : "send ") +
-                ToString(partner) + " on rank " + std::to_string(a.peer));
-        }
-      }
-    }
-    // A stage boundary that crosses ranks needs a receive in front of the
-    // consumer: covered by CheckOrder's input rule.
-  }
-
   const Schedule& s_;
   ValidationResult result_;
   std::vector<std::map<Key, size_t>> pos_;
@@ -440,46 +461,5 @@ class Checker {
 }  // namespace
 
 ValidationResult Validate(const Schedule& schedule) { return Checker(schedule).Run(); }
-
-std::string CheckMessageOrder(const Schedule& schedule) {
-  // A message by what the receiver names: (kind, receiving stage,
-  // micro-batch, batch offset), kind 0/1/2 for activation/teacher/gradient.
-  using Message = std::tuple<int, int, int, int>;
-  auto message = [](const Action& a) -> Message {
-    switch (a.op) {
-      case Op::kSendActivation: return {0, a.stage + 1, a.microbatch, a.batch_offset};
-      case Op::kRecvActivation: return {0, a.stage, a.microbatch, a.batch_offset};
-      case Op::kSendTeacherActivation: return {1, a.stage + 1, a.microbatch, a.batch_offset};
-      case Op::kRecvTeacherActivation: return {1, a.stage, a.microbatch, a.batch_offset};
-      case Op::kSendGradient: return {2, a.stage - 1, a.microbatch, a.batch_offset};
-      default: return {2, a.stage, a.microbatch, a.batch_offset};  // kRecvGradient.
-    }
-  };
-  // (from, to) -> the sender's and the receiver's sequences.
-  std::map<std::pair<int, int>, std::pair<std::vector<Action>, std::vector<Action>>> pairs;
-  for (int r = 0; r < schedule.num_ranks(); ++r) {
-    for (const Action& a : schedule.ranks[r]) {
-      if (!IsCommunication(a.op)) continue;
-      if (IsSend(a.op)) {
-        pairs[{r, a.peer}].first.push_back(a);
-      } else {
-        pairs[{a.peer, r}].second.push_back(a);
-      }
-    }
-  }
-  for (const auto& [ranks, seqs] : pairs) {
-    const auto& [sends, recvs] = seqs;
-    for (size_t i = 0; i < std::max(sends.size(), recvs.size()); ++i) {
-      if (i < sends.size() && i < recvs.size() && message(sends[i]) == message(recvs[i])) continue;
-      std::ostringstream out;
-      out << "rank " << ranks.first << "'s sends to rank " << ranks.second << " and rank "
-          << ranks.second << "'s receives from rank " << ranks.first << " differ at message "
-          << i + 1 << ": " << (i < sends.size() ? ToString(sends[i]) : "(none)") << " vs "
-          << (i < recvs.size() ? ToString(recvs[i]) : "(none)");
-      return out.str();
-    }
-  }
-  return "";
-}
 
 }  // namespace tspipe

@@ -13,7 +13,7 @@ Schedule Gpipe(int stages, int mbs, bool teacher = false) {
   SchedulerOptions o;
   o.num_stages = stages;
   o.num_microbatches = mbs;
-  o.workload.has_teacher = teacher;
+  o.workload.teacher = teacher ? TeacherKind::kFrozen : TeacherKind::kNone;
   return BuildSchedule("gpipe", o);
 }
 
@@ -30,13 +30,34 @@ bool Mentions(const ValidationResult& v, const std::string& text) {
   return v.ToString().find(text) != std::string::npos;
 }
 
+// Every registered scheduler, for every workload it accepts (BuildSchedule
+// validates too; this checks the validator itself accepts what comes out,
+// and that each scheduler builds for some of the shapes).
 TEST(ValidatorTest, AcceptsBuiltInSchedules) {
-  for (int p = 1; p <= 5; ++p) {
-    for (int m = 1; m <= 6; ++m) {
-      for (bool teacher : {false, true}) {
-        EXPECT_TRUE(Validate(Gpipe(p, m, teacher)).ok());
+  for (const std::string& name : SchedulerRegistry::Global().Names()) {
+    int built = 0;
+    for (int p = 1; p <= 5; ++p) {
+      for (int m = 1; m <= 6; ++m) {
+        for (int w = 0; w < 4; ++w) {
+          SchedulerOptions o;
+          o.num_stages = p;
+          o.num_microbatches = m;
+          o.workload.teacher = w == 0 ? TeacherKind::kNone
+                               : w == 2 ? TeacherKind::kMomentum
+                                        : TeacherKind::kFrozen;
+          o.workload.local_losses = o.workload.blockwise = w == 3;
+          Schedule s;
+          try {
+            s = BuildSchedule(name, o);
+          } catch (const std::invalid_argument&) {
+            continue;  // Options this scheduler refuses.
+          }
+          ++built;
+          EXPECT_TRUE(Validate(s).ok()) << name << " p=" << p << " m=" << m << " w=" << w;
+        }
       }
     }
+    EXPECT_GT(built, 10) << name;
   }
 }
 
@@ -120,8 +141,8 @@ Schedule PipeBd(int stages, int devices, int mbs) {
   o.num_stages = stages;
   o.num_microbatches = mbs;
   o.num_devices = devices;
-  o.workload.has_teacher = o.workload.local_losses = o.workload.blockwise = true;
-  o.workload.full_batch_loss = false;
+  o.workload.teacher = TeacherKind::kFrozen;
+  o.workload.local_losses = o.workload.blockwise = true;
   return BuildSchedule("pipebd", o);
 }
 
@@ -169,7 +190,7 @@ TEST(ValidatorTest, RejectsABlockwiseStudentBeforeItsTeacher) {
   ASSERT_FALSE(v.ok());
   EXPECT_TRUE(Mentions(v, "2F0 at step 1 runs before the teacher forward 2T0")) << v.ToString();
   s = PipeBd(4, 2, 1);
-  s.workload.has_teacher = false;
+  s.workload.teacher = TeacherKind::kNone;
   EXPECT_TRUE(Mentions(Validate(s), "a blockwise workload needs a teacher and local losses"));
 }
 
@@ -179,7 +200,7 @@ TEST(MessageOrderTest, FillDrainSchedulesMatchAndASwapIsNamed) {
       SchedulerOptions o;
       o.num_stages = n;
       o.num_microbatches = 3;
-      o.workload.has_teacher = true;
+      o.workload.teacher = TeacherKind::kFrozen;
       EXPECT_EQ(CheckMessageOrder(BuildSchedule(name, o)), "") << name << n;
     }
   }

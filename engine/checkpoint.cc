@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "core/file_util.h"
+#include "io/file_util.h"
 
 namespace tspipe {
 namespace {

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/file_util.h"
+#include "io/file_util.h"
 
 namespace tspipe {
 namespace {

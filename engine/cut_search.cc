@@ -47,6 +47,70 @@ std::vector<double> StageSums(const std::vector<double>& blocks, const std::vect
 
 }  // namespace
 
+Cut ResolveCut(const CutRule& rule, const std::string& algorithm, int stages, int student_blocks,
+               int teacher_blocks, bool has_teacher, const std::vector<int>& balance,
+               const std::vector<int>& teacher_balance) {
+  Cut cut;
+  cut.stages = stages;
+  cut.student = balance;
+  cut.teacher = teacher_balance;
+  if (rule.kind == CutRule::Kind::kOnePerBlock) {
+    // Every block pair trains on its own: each is a stage, and the
+    // scheduler spreads the stages over the devices.
+    cut.stages = student_blocks;
+    const std::vector<int> ones(cut.stages, 1);
+    for (const auto* given : {&balance, &teacher_balance}) {
+      if (!given->empty() && *given != ones) {
+        throw std::invalid_argument(
+            "algorithm " + algorithm +
+            " makes every block a stage; the scheduler chooses the blocks per device, so "
+            "--balance/--teacher_balance do not apply (got " + FormatBalance(*given) + ")");
+      }
+    }
+    cut.student = ones;
+    cut.teacher = has_teacher ? ones : std::vector<int>{};
+  } else if (rule.kind == CutRule::Kind::kShared) {
+    const int extra = rule.student_extra_blocks;
+    if (cut.student.empty()) {
+      // Even over the teacher's blocks; the extra blocks join the last stage.
+      cut.student = EvenBalance(student_blocks - extra, stages);
+      cut.student.back() += extra;
+    }
+    if (has_teacher) {
+      if (cut.student.back() <= extra) {
+        throw std::invalid_argument(
+            "balance " + FormatBalance(cut.student) + " leaves the last stage only the " +
+            std::to_string(extra) +
+            " student-only block(s); the last stage needs at least one more block");
+      }
+      std::vector<int> follows = cut.student;
+      follows.back() -= extra;
+      if (!cut.teacher.empty() && cut.teacher != follows) {
+        throw std::invalid_argument("algorithm " + algorithm + " cuts its teacher like its student (" +
+                                    FormatBalance(follows) + " for student balance " +
+                                    FormatBalance(cut.student) + "); --teacher_balance " +
+                                    FormatBalance(cut.teacher) + " does not apply");
+      }
+      cut.teacher = follows;
+    }
+  } else {
+    if (cut.student.empty()) cut.student = EvenBalance(student_blocks, stages);
+    if (has_teacher && cut.teacher.empty()) cut.teacher = EvenBalance(teacher_blocks, stages);
+  }
+  if (static_cast<int>(cut.student.size()) != cut.stages) {
+    throw std::invalid_argument("balance " + FormatBalance(cut.student) + " has " +
+                                std::to_string(cut.student.size()) + " entries for " +
+                                std::to_string(cut.stages) + " stages");
+  }
+  if (has_teacher && static_cast<int>(cut.teacher.size()) != cut.stages) {
+    throw std::invalid_argument("teacher balance " + FormatBalance(cut.teacher) + " has " +
+                                std::to_string(cut.teacher.size()) + " entries for " +
+                                std::to_string(cut.stages) + " stages");
+  }
+  if (!has_teacher) cut.teacher.clear();
+  return cut;
+}
+
 int DevicesFor(const std::string& scheduler, const CutRule& rule, int stages) {
   if (rule.kind != CutRule::Kind::kOnePerBlock) return 0;
   return SchedulerRegistry::Global().Create(scheduler)->RunsOnOneDevice() ? 0 : stages;
@@ -83,24 +147,26 @@ std::vector<BalancePlan> PlanBalances(const CutSearch& c, const BlockCosts& cost
   if (c.rule.kind == CutRule::Kind::kOnePerBlock) {
     // Nothing to cut: a stage per block. The measured block costs let the
     // scheduler place the blocks (pipebd's split by cost).
-    const std::vector<int> ones(costs.student_forward.size(), 1);
-    BalancePlan p = PlanFor(c, costs, ones, c.workload.has_teacher ? ones : std::vector<int>{});
+    const Cut cut = ResolveCut(c.rule, "", c.stages, static_cast<int>(costs.student_forward.size()),
+                               static_cast<int>(costs.teacher_forward.size()),
+                               c.workload.has_teacher(), {}, {});
+    BalancePlan p = PlanFor(c, costs, cut.student, cut.teacher);
     p.even_period_ms = p.period_ms;
     return {p};
   }
   const bool shared = c.rule.kind == CutRule::Kind::kShared;
   const int extra = c.rule.student_extra_blocks;
-  const bool teacher = c.workload.has_teacher;
+  const bool teacher = c.workload.has_teacher();
   // Candidates: shared cuts are one cut for both (the student's last stage
   // holding the extra blocks); otherwise every student cut with every
   // teacher cut.
   const int units = shared ? static_cast<int>(costs.student_forward.size()) - extra
                            : static_cast<int>(costs.student_forward.size());
-  // The stage count check, with the message an explicit balance gets.
-  std::vector<int> even_s = EvenBalance(units, c.stages), even_t;
-  if (teacher && !shared) {
-    even_t = EvenBalance(static_cast<int>(costs.teacher_forward.size()), c.stages);
-  }
+  // The even cut, as a run without a balance gets it (this also checks the
+  // stage count, with the message an explicit balance gets).
+  const Cut even_cut =
+      ResolveCut(c.rule, "", c.stages, static_cast<int>(costs.student_forward.size()),
+                 static_cast<int>(costs.teacher_forward.size()), teacher, {}, {});
   std::vector<std::pair<std::vector<int>, std::vector<int>>> candidates;
   auto add = [&](std::vector<int> s, std::vector<int> t) {
     if (shared) {
@@ -152,11 +218,7 @@ std::vector<BalancePlan> PlanBalances(const CutSearch& c, const BlockCosts& cost
   std::stable_sort(plans.begin(), plans.end(), [](const BalancePlan& a, const BalancePlan& b) {
     return a.period_ms < b.period_ms;
   });
-  if (shared) {
-    even_t = teacher ? even_s : std::vector<int>{};
-    even_s.back() += extra;
-  }
-  const double even = PlanFor(c, costs, even_s, even_t).period_ms;
+  const double even = PlanFor(c, costs, even_cut.student, even_cut.teacher).period_ms;
   std::vector<BalancePlan> out;
   for (BalancePlan& p : plans) {
     if (static_cast<int>(out.size()) >= std::max(1, max_plans)) break;

@@ -31,6 +31,26 @@ struct CutRule {
   int student_extra_blocks = 0;
 };
 
+// A cut of the student and teacher blocks into stages.
+struct Cut {
+  int stages = 0;             // kOnePerBlock: one per block.
+  std::vector<int> student;   // Blocks per stage.
+  std::vector<int> teacher;   // Empty without a teacher.
+};
+
+// The cut a run uses, by the recipe's rule, from the balances it was given
+// (empty = even: kIndependent cuts each network evenly, kShared cuts the
+// teacher's blocks evenly and puts the student's extra blocks on its last
+// stage, kOnePerBlock gives every block a stage). The one rule the trainer
+// and the cut search share. Throws std::invalid_argument with a one-line
+// message naming `algorithm` and the balance that does not fit: a balance
+// given to kOnePerBlock, a shared teacher balance that does not follow the
+// student's, a last stage left only the extra blocks, or a balance with
+// another stage count (the block counts themselves are Partition's check).
+Cut ResolveCut(const CutRule& rule, const std::string& algorithm, int stages, int student_blocks,
+               int teacher_blocks, bool has_teacher, const std::vector<int>& balance,
+               const std::vector<int>& teacher_balance);
+
 // Measured cost of every block, ms per micro-batch on the first device.
 struct BlockCosts {
   std::vector<double> student_forward;   // Train mode.

@@ -22,8 +22,7 @@ CutSearch Search(const std::string& scheduler, CutRule rule, bool teacher = true
   s.scheduler = scheduler;
   s.stages = 2;
   s.microbatches = 3;
-  s.workload.has_teacher = teacher;
-  s.workload.full_batch_loss = false;
+  s.workload.teacher = teacher ? TeacherKind::kFrozen : TeacherKind::kNone;
   s.rule = rule;
   return s;
 }

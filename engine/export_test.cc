@@ -11,8 +11,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "core/file_util.h"
-#include "core/safetensors.h"
+#include "io/file_util.h"
+#include "io/safetensors.h"
 #include "engine/model_files.h"
 #include "engine/trainer.h"
 #include "models/resnet.h"

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "core/file_util.h"
+#include "io/file_util.h"
 
 namespace tspipe {
 namespace {

@@ -10,7 +10,7 @@
 
 #include <string>
 
-#include "core/safetensors.h"
+#include "io/safetensors.h"
 
 namespace tspipe {
 

@@ -20,11 +20,12 @@
 #include <vector>
 
 #include "core/algorithm.h"
+#include "core/batch_source.h"
 #include "core/microbatch.h"
 #include "core/options.h"
 #include "core/partition.h"
 #include "core/registry.h"
-#include "core/safetensors.h"
+#include "io/safetensors.h"
 #include "engine/cut_search.h"
 #include "engine/metrics.h"
 
@@ -51,31 +52,6 @@ struct ModelSet {
   // them, their gradients are summed before each step, so they stay equal
   // (the first is the one gradient clipping counts). Both must train.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> student_ties;
-};
-
-// What the engine asks of a batch source.
-struct DataRequest {
-  // "synthetic" (random batches, for throughput) or one of the recipe's
-  // real data sets (Recipe::DataSets).
-  std::string data = "synthetic";
-  // Where the real data set lives; empty = the recipe's default.
-  std::string data_dir;
-  int batch_size = 64;
-  int seed = 0;
-  // Use only the first N training examples (0 = all).
-  int train_samples = 0;
-  // Synthetic: distinct batches generated up front and cycled, so that
-  // generating data is not timed.
-  int num_batches = 4;
-};
-
-// An endless stream of mini-batches (epochs are the source's business).
-class BatchSource {
- public:
-  virtual ~BatchSource() = default;
-  virtual Batch Next() = 0;
-  // Training examples behind the stream (0 for synthetic data).
-  virtual int64_t size() const { return 0; }
 };
 
 struct EvalRequest {
@@ -168,6 +144,20 @@ class Recipe {
 };
 
 using RecipeRegistry = Registry<Recipe>;
+
+// The registered recipe `name`; throws std::invalid_argument listing the
+// registered ones when there is none (engine/catalog.cc).
+std::unique_ptr<Recipe> CreateRecipe(const std::string& name);
+
+// A recipe configured from "name=value,..." options, with the canonical
+// text of its options ("name=value" lines: its part of the fingerprint).
+struct ConfiguredRecipe {
+  std::unique_ptr<Recipe> recipe;
+  std::string options;
+};
+// Throws std::invalid_argument with a one-line message for an unknown
+// recipe, option or bad value.
+ConfiguredRecipe ConfigureRecipe(const std::string& name, const std::string& options);
 
 }  // namespace tspipe
 

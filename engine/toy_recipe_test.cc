@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/catalog.h"
 #include "engine/recipe.h"
 #include "engine/trainer.h"
 
@@ -100,13 +101,11 @@ class ToyAlgorithm : public Algorithm {
   std::string name() const override { return "toy_tokens"; }
   Workload workload() const override {
     Workload w;
-    w.has_teacher = true;
-    w.full_batch_loss = false;
+    w.teacher = TeacherKind::kFrozen;
     return w;
   }
-  TeacherKind teacher_kind() const override { return TeacherKind::kFrozen; }
 
-  std::vector<LossTerm> LossTerms(const LossInputs& in) override {
+  std::vector<LossTerm> LossTerms(const LossInputs& in) const override {
     const torch::Tensor& s = (*in.student)[0];                 // [B, T, C]
     const torch::Tensor t = (*in.teacher)[0].detach();
     const torch::Tensor& labels = (*in.targets)[0];            // [B, T]

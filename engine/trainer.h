@@ -2,7 +2,10 @@
 // read flags and use glog, whose macros clash with c10's) stay light. It
 // knows no algorithm: a recipe (engine/recipe.h), chosen by name, supplies
 // the models, data, loss and evaluation; the engine cuts, schedules, runs
-// and reports.
+// and reports. The trainer is a facade over its parts: the batch stream
+// (engine/batch_stream.h), the optimizer (engine/optimizer.h), the
+// fingerprint (engine/fingerprint.h), checkpoints (engine/checkpoint.h) and
+// the cut (engine/cut_search.h's ResolveCut).
 #ifndef TSPIPE_ENGINE_TRAINER_H_
 #define TSPIPE_ENGINE_TRAINER_H_
 
@@ -20,12 +23,13 @@
 namespace tspipe {
 
 struct TrainConfig {
-  // A registered recipe (RecipeNames()) and its options,
-  // "name=value,name=value" (see core/options.h; RecipeOptionsHelp lists
-  // them).
-  std::string algorithm = "supervised";
+  // A registered recipe (engine/catalog.h's RecipeNames()) and its
+  // options, "name=value,name=value" (see core/options.h;
+  // RecipeOptionsHelp lists them), and a registered scheduler. No
+  // defaults: the engine names no algorithm and no scheduler.
+  std::string algorithm;
   std::string algorithm_options;
-  std::string scheduler = "gpipe";
+  std::string scheduler;
   // Pipeline stages; for recipes whose every block is a stage
   // (CutRule::kOnePerBlock) the number of devices.
   int stages = 2;
@@ -191,54 +195,12 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Times every block of the recipe's student (forward, backward) and teacher
-// (forward) on one micro-batch of its example input. Under c10d rank 0
-// measures and every rank gets its figures.
-BlockCosts MeasureBlockCosts(const TrainConfig& config);
-
-// The cut search (engine/cut_search.h) for this configuration: the recipe's
-// cut rule and workload, a teacher balance the config fixes.
-std::vector<BalancePlan> PlanBalances(const TrainConfig& config, const BlockCosts& costs,
-                                      int max_plans, double tolerance);
-// The search PlanBalances runs, to simulate a cut with other costs
-// (engine/cut_search.h's PlanFor).
-CutSearch CutSearchFor(const TrainConfig& config);
-// The best simulated plan, measuring the costs first.
-BalancePlan PlanBalance(const TrainConfig& config);
-// Puts the plan's cuts and stage costs into `config`.
-void ApplyPlan(const BalancePlan& plan, TrainConfig* config);
-
-// Builds a trainer for every plan and times each over `rounds` rounds of
-// `steps` steps (keeping each one's best figure, so a slow moment of the
-// machine hurts one trial, not the choice). Returns samples/s per plan.
-std::vector<double> TimePlans(const TrainConfig& config, const std::vector<BalancePlan>& plans,
-                              int steps, int rounds);
+// Planning a run (block costs, the cut search, timed trials):
+// engine/planning.h. What is registered by name: engine/catalog.h.
 
 // Threads each device (rank) may use for intra-op parallelism. On CPU a
 // device is a core: 1 thread per rank keeps ranks from competing for cores.
 void SetIntraOpThreads(int threads);
-
-// Registered schedulers and recipes, for --help and "all".
-std::vector<std::string> SchedulerNames();
-std::string DescribeSchedulers();
-std::vector<std::string> RecipeNames();
-std::string DescribeRecipes();
-// "Options of kd (--algorithm_options=name=value,...):" and one line per
-// option. Throws std::invalid_argument for an unknown recipe.
-std::string RecipeOptionsHelp(const std::string& algorithm);
-// Parses `options` for `algorithm` and returns its canonical form
-// ("name=value" lines); throws std::invalid_argument with a one-line
-// message for an unknown recipe, option or bad value. Mains call it before
-// any work starts.
-std::string CheckRecipeOptions(const std::string& algorithm, const std::string& options);
-// The data sets `algorithm` trains on besides "synthetic"
-// (Recipe::DataSets), for mains to check --data before any work.
-std::vector<std::string> RecipeDataSets(const std::string& algorithm);
-// The value `options` give option `name` of `algorithm` (its default when
-// unset), as text: mains that chain runs of two recipes (kd_accuracy's
-// teacher) carry values across.
-std::string RecipeOptionValue(const std::string& algorithm, const std::string& options,
-                              const std::string& name);
 
 }  // namespace tspipe
 

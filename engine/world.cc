@@ -19,28 +19,31 @@ std::shared_ptr<World> World::Join(const std::string& device, int peer_timeout_s
   C10dOptions o = C10dOptionsFromEnvironment();
   o.backend = device == "cuda" ? "nccl" : "gloo";
   o.timeout = std::chrono::seconds(peer_timeout_seconds);
-  o.emulated_ms_per_mb = emulated_ms_per_mb;
-  return std::shared_ptr<World>(new World(std::make_shared<C10dTransport>(o), device));
+  return std::shared_ptr<World>(
+      new World(std::make_shared<C10dTransport>(o), emulated_ms_per_mb, device));
 }
 
-World::World(std::shared_ptr<C10dTransport> transport, std::string device)
-    : transport_(std::move(transport)), device_(std::move(device)) {}
+World::World(std::shared_ptr<C10dTransport> c10d, double emulated_ms_per_mb, std::string device)
+    : c10d_(std::move(c10d)),
+      transport_(std::make_shared<MeteredTransport>(c10d_, emulated_ms_per_mb)),
+      device_(std::move(device)) {}
 
 World::~World() = default;
 
-int World::rank() const { return transport_->rank(); }
-int World::world_size() const { return transport_->world_size(); }
-const std::string& World::backend() const { return transport_->backend(); }
+int World::rank() const { return c10d_->rank(); }
+int World::world_size() const { return c10d_->world_size(); }
+const std::string& World::backend() const { return c10d_->backend(); }
 const std::string& World::device() const { return device_; }
+std::string World::tensor_device() const { return c10d_->device().str(); }
 
 void World::CheckSameConfig(const std::string& what, const std::string& config) {
-  transport_->CheckSameConfig(what + std::to_string(checks_++), config);
+  c10d_->CheckSameConfig(what + std::to_string(checks_++), config);
 }
 
 std::string World::ShareFromRankZero(const std::string& what, const std::string& value) {
-  return transport_->ShareFromRankZero(what + std::to_string(checks_++), value);
+  return c10d_->ShareFromRankZero(what + std::to_string(checks_++), value);
 }
 
-std::shared_ptr<C10dTransport> World::transport() const { return transport_; }
+std::shared_ptr<Transport> World::transport() const { return transport_; }
 
 }  // namespace tspipe

@@ -12,6 +12,7 @@
 namespace tspipe {
 
 class C10dTransport;
+class Transport;
 
 class World {
  public:
@@ -21,7 +22,7 @@ class World {
   // peer. Throws std::invalid_argument for a bad device or variable and
   // std::runtime_error when the rendezvous fails (busy port, missing rank).
   // `emulated_ms_per_mb` > 0 slows every transfer to that many ms per MB
-  // (C10dOptions::emulated_ms_per_mb), to measure what a slower link costs.
+  // (MeteredTransport), to measure what a slower link costs.
   static std::shared_ptr<World> Join(const std::string& device, int peer_timeout_seconds,
                                      double emulated_ms_per_mb = 0);
 
@@ -35,6 +36,9 @@ class World {
   const std::string& backend() const;
   // The --device this world was joined with ("cpu" or "cuda").
   const std::string& device() const;
+  // Where this rank's tensors live: "cpu" under gloo, "cuda:LOCAL_RANK"
+  // under nccl.
+  std::string tensor_device() const;
 
   // Every rank publishes `config` ("key=value" lines) and compares with rank
   // 0's; throws std::invalid_argument naming the first setting that
@@ -45,12 +49,14 @@ class World {
   // measured block costs).
   std::string ShareFromRankZero(const std::string& what, const std::string& value);
 
-  // The transport under it, for the engine's executors.
-  std::shared_ptr<C10dTransport> transport() const;
+  // The transport under it, metered (traffic counts, link emulation), for
+  // the engine's executors and its process-level collectives.
+  std::shared_ptr<Transport> transport() const;
 
  private:
-  World(std::shared_ptr<C10dTransport> transport, std::string device);
-  std::shared_ptr<C10dTransport> transport_;
+  World(std::shared_ptr<C10dTransport> c10d, double emulated_ms_per_mb, std::string device);
+  std::shared_ptr<C10dTransport> c10d_;
+  std::shared_ptr<Transport> transport_;
   std::string device_;
   int checks_ = 0;
 };

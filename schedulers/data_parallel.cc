@@ -17,14 +17,10 @@ namespace {
 
 class DataParallelScheduler : public Scheduler {
  public:
-  // The same device count as the pipelines by default, so that throughputs
-  // compare on equal hardware.
-  int NumDevices(const SchedulerOptions& o) const override {
-    return o.num_devices > 0 ? o.num_devices : o.num_stages;
-  }
-
   Schedule Build(const SchedulerOptions& o) const override {
-    const int devices = NumDevices(o);
+    // The same device count as the pipelines by default, so that
+    // throughputs compare on equal hardware.
+    const int devices = o.num_devices > 0 ? o.num_devices : o.num_stages;
     if (devices > o.num_microbatches) {
       throw std::invalid_argument(
           "dp splits the micro-batches over the devices: " + std::to_string(devices) +
@@ -54,7 +50,7 @@ class DataParallelScheduler : public Scheduler {
       auto& actions = s.ranks[r];
       for (int mb = begin; mb < end; ++mb) {
         for (int st = 0; st < o.num_stages; ++st) {
-          if (o.workload.has_teacher) actions.push_back({st, mb, Op::kTeacherForward});
+          if (o.workload.has_teacher()) actions.push_back({st, mb, Op::kTeacherForward});
           actions.push_back({st, mb, Op::kForward});
         }
       }
@@ -64,18 +60,15 @@ class DataParallelScheduler : public Scheduler {
       for (int st = o.workload.local_losses ? 0 : last; st <= last; ++st) {
         actions.push_back({st, kAllMicrobatches, Op::kLoss});
       }
-      // Each stage's all-reduce starts right after its last backward, so
-      // the backward of the earlier stages overlaps it (the executor waits
-      // for the sums only at the optimizer step).
+      // Lowering adds each stage's all-reduce right after its last
+      // backward, so the backward of the earlier stages overlaps it (the
+      // executor waits for the sums only at the optimizer step).
       for (int mb = begin; mb < end; ++mb) {
-        for (int st = last; st >= 0; --st) {
-          actions.push_back({st, mb, Op::kBackward});
-          if (mb == end - 1) actions.push_back({st, kAllMicrobatches, Op::kAllReduceGradients});
-        }
+        for (int st = last; st >= 0; --st) actions.push_back({st, mb, Op::kBackward});
       }
       for (int st = 0; st < o.num_stages; ++st) {
         actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});
-        if (o.workload.teacher_updates) {
+        if (o.workload.teacher_updates()) {
           actions.push_back({st, kAllMicrobatches, Op::kTeacherUpdate});
         }
       }
@@ -87,7 +80,7 @@ class DataParallelScheduler : public Scheduler {
 TSPIPE_REGISTER_SCHEDULER("dp",
                           "data parallel: a full replica per device, micro-batches "
                           "split across replicas, gradients all-reduced",
-                          DataParallelScheduler);
+                          [] { return std::make_unique<DataParallelScheduler>(); });
 
 }  // namespace
 }  // namespace tspipe

@@ -14,8 +14,6 @@ namespace {
 
 class GPipeScheduler : public Scheduler {
  public:
-  int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
-
   Schedule Build(const SchedulerOptions& o) const override {
     CheckOneStagePerDevice("gpipe", o);
     Schedule s;
@@ -28,7 +26,7 @@ class GPipeScheduler : public Scheduler {
       s.placement.push_back({st});
       auto& actions = s.ranks[st];
       for (int mb = 0; mb < o.num_microbatches; ++mb) {
-        if (o.workload.has_teacher) actions.push_back({st, mb, Op::kTeacherForward});
+        if (o.workload.has_teacher()) actions.push_back({st, mb, Op::kTeacherForward});
         actions.push_back({st, mb, Op::kForward});
       }
       if (st == last || o.workload.local_losses) {
@@ -38,11 +36,10 @@ class GPipeScheduler : public Scheduler {
         actions.push_back({st, mb, Op::kBackward});
       }
       actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});
-      if (o.workload.teacher_updates) {
+      if (o.workload.teacher_updates()) {
         actions.push_back({st, kAllMicrobatches, Op::kTeacherUpdate});
       }
     }
-    LowerCommunication(&s);
     return s;
   }
 };
@@ -50,7 +47,7 @@ class GPipeScheduler : public Scheduler {
 TSPIPE_REGISTER_SCHEDULER("gpipe",
                           "GPipe fill-drain pipeline, one stage per device, "
                           "synchronous flush",
-                          GPipeScheduler);
+                          [] { return std::make_unique<GPipeScheduler>(); });
 
 }  // namespace
 }  // namespace tspipe

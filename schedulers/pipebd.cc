@@ -87,17 +87,14 @@ std::vector<Group> ChooseGroups(const std::vector<double>& prefix, int m, int de
 
 class PipeBdScheduler : public Scheduler {
  public:
-  int NumDevices(const SchedulerOptions& o) const override {
-    return o.num_devices > 0 ? o.num_devices : o.num_stages;
-  }
-
   Schedule Build(const SchedulerOptions& o) const override {
     if (!o.workload.blockwise) {
       throw std::invalid_argument(
           "pipebd schedules blockwise distillation (each student block learns its teacher "
           "block); this algorithm trains end to end: use tspipe, gpipe or dp");
     }
-    const int n = o.num_stages, m = o.num_microbatches, devices = NumDevices(o);
+    const int n = o.num_stages, m = o.num_microbatches;
+    const int devices = o.num_devices > 0 ? o.num_devices : o.num_stages;
     if (devices > n * m) {
       throw std::invalid_argument("pipebd gives every device at least one block and micro-batch: " +
                                   std::to_string(devices) + " devices for " + std::to_string(n) +
@@ -133,12 +130,9 @@ class PipeBdScheduler : public Scheduler {
           for (int st = g.first; st < g.end; ++st) {
             actions.push_back({st, mb, Op::kForward});
             actions.push_back({st, mb, Op::kLoss});
+            // Lowering starts a replicated block's all-reduce right after
+            // its last backward; the step waits for the sums.
             actions.push_back({st, mb, Op::kBackward});
-            // A replicated block's gradients start travelling as soon as its
-            // last backward is done; the step waits for them.
-            if (g.devices > 1 && mb == end - 1) {
-              actions.push_back({st, kAllMicrobatches, Op::kAllReduceGradients});
-            }
           }
         }
         for (int st = g.first; st < g.end; ++st) {
@@ -147,7 +141,6 @@ class PipeBdScheduler : public Scheduler {
       }
       rank += g.devices;
     }
-    LowerCommunication(&s);
     return s;
   }
 };
@@ -155,7 +148,7 @@ class PipeBdScheduler : public Scheduler {
 TSPIPE_REGISTER_SCHEDULER("pipebd",
                           "Pipe-BD for blockwise distillation: contiguous blocks per device, "
                           "teacher activations relayed, each device steps on its own",
-                          PipeBdScheduler);
+                          [] { return std::make_unique<PipeBdScheduler>(); });
 
 }  // namespace
 }  // namespace tspipe

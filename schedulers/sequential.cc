@@ -8,7 +8,6 @@ namespace {
 
 class SequentialScheduler : public Scheduler {
  public:
-  int NumDevices(const SchedulerOptions& o) const override { return 1; }
   bool RunsOnOneDevice() const override { return true; }
 
   Schedule Build(const SchedulerOptions& o) const override {
@@ -26,7 +25,7 @@ class SequentialScheduler : public Scheduler {
     for (int st = 0; st < o.num_stages; ++st) s.placement.push_back({0});
     for (int mb = 0; mb < o.num_microbatches; ++mb) {
       for (int st = 0; st < o.num_stages; ++st) {
-        if (o.workload.has_teacher) actions.push_back({st, mb, Op::kTeacherForward});
+        if (o.workload.has_teacher()) actions.push_back({st, mb, Op::kTeacherForward});
         actions.push_back({st, mb, Op::kForward});
       }
     }
@@ -40,7 +39,7 @@ class SequentialScheduler : public Scheduler {
     }
     for (int st = 0; st < o.num_stages; ++st) {
       actions.push_back({st, kAllMicrobatches, Op::kOptimizerStep});
-      if (o.workload.teacher_updates) {
+      if (o.workload.teacher_updates()) {
         actions.push_back({st, kAllMicrobatches, Op::kTeacherUpdate});
       }
     }
@@ -51,7 +50,7 @@ class SequentialScheduler : public Scheduler {
 TSPIPE_REGISTER_SCHEDULER("sequential",
                           "all stages on one device, micro-batch by micro-batch "
                           "(the baseline)",
-                          SequentialScheduler);
+                          [] { return std::make_unique<SequentialScheduler>(); });
 
 }  // namespace
 }  // namespace tspipe

@@ -42,6 +42,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "core/lowering.h"
 #include "core/scheduler.h"
 
 namespace tspipe {
@@ -53,10 +54,8 @@ enum class Mode { kTSPipe, kOneFOneB, kZeroBubble };
 
 class TSPipeScheduler : public Scheduler {
  public:
-  explicit TSPipeScheduler(Mode mode = Mode::kTSPipe)
+  explicit TSPipeScheduler(Mode mode)
       : one_f_one_b_(mode == Mode::kOneFOneB), split_(mode == Mode::kZeroBubble) {}
-  int NumDevices(const SchedulerOptions& o) const override { return o.num_stages; }
-
   Schedule Build(const SchedulerOptions& o) const override {
     const std::string name = one_f_one_b_ ? "tspipe_1f1b" : split_ ? "tspipe_zb" : "tspipe";
     CheckOneStagePerDevice(name, o);
@@ -87,7 +86,10 @@ class TSPipeScheduler : public Scheduler {
       for (int variant = 0; variant < 3; ++variant) {
         Schedule s = Plan(o, name, per_mb_loss, /*teachers_first=*/variant == 1,
                           /*split=*/variant < 2);
-        const SteadyState steady = SimulateSteadyState(s, o.costs);
+        // Timed as it will run: with its communication and syncs.
+        Schedule lowered = s;
+        Lower(&lowered);
+        const SteadyState steady = SimulateSteadyState(lowered, o.costs);
         if (!steady.deadlocked && steady.period < best_period) {
           best_period = steady.period;
           best = std::move(s);
@@ -105,7 +107,7 @@ class TSPipeScheduler : public Scheduler {
   Schedule Plan(const SchedulerOptions& o, const std::string& name, bool per_mb_loss,
                 bool teachers_first, bool split) const {
     const int n = o.num_stages, m = o.num_microbatches, last = n - 1;
-    const bool teacher = o.workload.has_teacher;
+    const bool teacher = o.workload.has_teacher();
     const CostModel& c = o.costs;
     const double msg = c.message;
 
@@ -140,7 +142,7 @@ class TSPipeScheduler : public Scheduler {
     for (int st = 0; st < n; ++st) {
       per_iteration[st] = m * ((teacher ? 3 : 2) + (split ? 1 : 0)) + 1 +
                           (st == last ? (per_mb_loss ? m : 1) : 0) +
-                          (o.workload.teacher_updates ? 1 : 0);
+                          (o.workload.teacher_updates() ? 1 : 0);
       if (one_f_one_b_) s.stash_bound.push_back(Bound(n, st));
     }
 
@@ -190,7 +192,7 @@ class TSPipeScheduler : public Scheduler {
       // The update of step b waits for every teacher forward of batch b+1 on
       // this stage, so that all of them see the same target version (b-1:
       // the delayed policy) rather than a mix.
-      if (o.workload.teacher_updates && r.opt && !r.update && (!teacher || r.next_t == m)) {
+      if (o.workload.teacher_updates() && r.opt && !r.update && (!teacher || r.next_t == m)) {
         offer(kUpdate, r.clock);
       }
     };
@@ -288,7 +290,6 @@ class TSPipeScheduler : public Scheduler {
         s.ranks[st] = std::move(both);
       }
     }
-    LowerCommunication(&s);
     return s;
   }
 
@@ -298,30 +299,20 @@ class TSPipeScheduler : public Scheduler {
   bool one_f_one_b_, split_;
 };
 
-class TSPipe1F1BScheduler : public TSPipeScheduler {
- public:
-  TSPipe1F1BScheduler() : TSPipeScheduler(Mode::kOneFOneB) {}
-};
-
-class TSPipeZeroBubbleScheduler : public TSPipeScheduler {
- public:
-  TSPipeZeroBubbleScheduler() : TSPipeScheduler(Mode::kZeroBubble) {}
-};
-
 TSPIPE_REGISTER_SCHEDULER("tspipe",
                           "TSPipe: teacher forwards of the next mini-batch fill the "
                           "student pipeline's bubbles; per-stage optimizer steps",
-                          TSPipeScheduler);
+                          [] { return std::make_unique<TSPipeScheduler>(Mode::kTSPipe); });
 TSPIPE_REGISTER_SCHEDULER("tspipe_1f1b",
                           "TSPipe with 1F1B memory: per-micro-batch losses, backwards first, "
                           "stage s holds at most min(N, N-s+1) micro-batches for any M; "
                           "next-batch teacher forwards fill the bubbles",
-                          TSPipe1F1BScheduler);
+                          [] { return std::make_unique<TSPipeScheduler>(Mode::kOneFOneB); });
 TSPIPE_REGISTER_SCHEDULER("tspipe_zb",
                           "zero-bubble TSPipe: the student backward split into input-gradient "
                           "(I) and weight-gradient (W) actions; W and next-batch teacher "
                           "forwards fill the bubbles",
-                          TSPipeZeroBubbleScheduler);
+                          [] { return std::make_unique<TSPipeScheduler>(Mode::kZeroBubble); });
 
 }  // namespace
 }  // namespace tspipe

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "core/file_util.h"
+#include "io/file_util.h"
 #include "core/scheduler.h"
 #include "core/simulator.h"
 #include "core/validator.h"
@@ -15,8 +15,7 @@ SchedulerOptions KdOptions(int stages, int mbs) {
   SchedulerOptions o;
   o.num_stages = stages;
   o.num_microbatches = mbs;
-  o.workload.has_teacher = true;
-  o.workload.full_batch_loss = false;
+  o.workload.teacher = TeacherKind::kFrozen;
   // The split backward in two unit halves everywhere (the costs;
   // by default stage 0's I is free and its W the whole backward).
   o.costs.backward_input = 1;
@@ -35,7 +34,7 @@ TEST(TSPipeTest, ValidForAnyStagesAndMicrobatches) {
     for (int m = 1; m <= 8; ++m) {
       for (bool updates : {false, true}) {
         SchedulerOptions o = KdOptions(n, m);
-        o.workload.teacher_updates = updates;
+        o.workload.teacher = updates ? TeacherKind::kMomentum : TeacherKind::kFrozen;
         Schedule s = BuildSchedule("tspipe", o);  // Throws if invalid.
         EXPECT_TRUE(Validate(s).ok());
         EXPECT_FALSE(Simulate(s, o.costs).deadlocked);
@@ -67,13 +66,18 @@ TEST(TSPipeTest, MatchesHandDerivedGolden) {
 
 TEST(TSPipeTest, TeacherForwardsAreForTheNextBatch) {
   Schedule s = BuildSchedule("tspipe", KdOptions(3, 4));
+  int teacher_forwards = 0;
   for (const auto& rank : s.ranks) {
     for (const Action& a : rank) {
       if (a.op == Op::kTeacherForward) {
         EXPECT_EQ(a.batch_offset, 1) << ToString(a);
+        ++teacher_forwards;
       }
     }
   }
+  // Every stage's teacher forward of every micro-batch (a schedule without
+  // any would pass the loop above).
+  EXPECT_EQ(teacher_forwards, 3 * 4);
 }
 
 // With teacher forward = student forward = 1 and backward = 2, in steady
@@ -146,7 +150,7 @@ TEST(TSPipe1F1BTest, HoldsAtMostNMinusSMicrobatchesForAnyM) {
     for (int m = 1; m <= 13; m += 2) {
       for (bool updates : {false, true}) {
         SchedulerOptions o = KdOptions(n, m);
-        o.workload.teacher_updates = updates;
+        o.workload.teacher = updates ? TeacherKind::kMomentum : TeacherKind::kFrozen;
         Schedule s = BuildSchedule("tspipe_1f1b", o);
         ASSERT_TRUE(Validate(s).ok()) << Validate(s).ToString();
         ASSERT_EQ(s.stash_bound.size(), static_cast<size_t>(n));
@@ -225,7 +229,7 @@ TEST(TSPipeZeroBubbleTest, ValidForAnyStagesAndMicrobatches) {
       for (bool updates : {false, true}) {
         for (bool whole_batch : {false, true}) {
           SchedulerOptions o = KdOptions(n, m);
-          o.workload.teacher_updates = updates;
+          o.workload.teacher = updates ? TeacherKind::kMomentum : TeacherKind::kFrozen;
           o.workload.full_batch_loss = whole_batch;
           Schedule s = BuildSchedule("tspipe_zb", o);  // Throws if invalid.
           ExpectSplit(s);
@@ -266,7 +270,7 @@ TEST(TSPipeZeroBubbleTest, HandWorkedBubbleAtTwoStagesOneMicrobatch) {
 TEST(TSPipeZeroBubbleTest, MeetsTheSimulatedBubbleTargets) {
   for (auto [n, m, target] : {std::tuple{4, 6, 0.02}, std::tuple{16, 15, 0.05}}) {
     SchedulerOptions o = KdOptions(n, m);
-    o.workload.teacher_updates = true;
+    o.workload.teacher = TeacherKind::kMomentum;
     SteadyState zb = SimulateSteadyState(BuildSchedule("tspipe_zb", o), o.costs);
     SteadyState ts = SimulateSteadyState(BuildSchedule("tspipe", o), o.costs);
     EXPECT_LE(zb.bubble_fraction, target) << "n=" << n << " m=" << m;
@@ -345,7 +349,7 @@ TEST(TSPipeZeroBubbleTest, NeverSlowerThanTspipeOnUnevenCosts) {
     for (int m : {2, 3, 5, 8}) {
       for (int trial = 0; trial < 4; ++trial) {
         SchedulerOptions o = KdOptions(n, m);
-        o.workload.teacher_updates = trial % 2 == 1;
+        o.workload.teacher = trial % 2 == 1 ? TeacherKind::kMomentum : TeacherKind::kFrozen;
         // The executor's split of each stage's B (stage 0: I free, W = B).
         o.costs.backward_input = o.costs.backward_weight = -1;
         for (int st = 0; st < n; ++st) {

@@ -14,7 +14,7 @@ One training step, as in the C++ code:
     benchmarks/train_benchmark.cc:65): num_batches = 4 distinct batches
     (engine/trainer.h:89, engine/recipe.h:69), generated up front, each
     images = randn(B, 1, 28, 28) then labels = randint(0, 10, (B,)), cycled
-    (algorithms/image_data.cc:124-130 and :147).
+    (data/image_data.cc and algorithms/image_recipe.cc).
   * Teacher: ResNet with widths 32,64,128 and basic blocks 2,2,2
     (algorithms/kd.cc:56), frozen (algorithms/kd.h:30, TeacherKind::kFrozen), run in eval
     mode (core/algorithm.h:75 TeacherInTrainMode() = false, used at
@@ -37,12 +37,12 @@ One training step, as in the C++ code:
       CE(s, y) + lambda * T^2 * KL_batchmean(log_softmax(s/T) || softmax(t/T))
     with T = 4.0, lambda = 0.1, T^2 scaling on; the teacher logits detached
     (kd.cc:45).
-  * Optimizer (engine/trainer.cc:132, defaults benchmarks/flags.cc:27-35):
+  * Optimizer (engine/optimizer.cc, defaults cli/flags.cc):
     torch.optim.SGD(lr=0.05, momentum=0.9, weight_decay=0), no warm-up or
     decay (flags.cc:32-34), no gradient clipping (flags.cc:36); float32
     (engine/trainer.h:81).
-  * Batch: --batch_size=64 (benchmarks/flags.cc:20). Seed 0
-    (benchmarks/flags.cc:42): torch.manual_seed(0), then the student, then the
+  * Batch: --batch_size=64 (cli/flags.cc). Seed 0
+    (cli/flags.cc): torch.manual_seed(0), then the student, then the
     teacher are built (engine/trainer.cc:322-323, algorithms/kd.cc:79-86),
     then the data are drawn (engine/trainer.cc:551).
 
@@ -50,7 +50,7 @@ Not the same as the C++ run: the pipelined schedulers split each mini-batch
 into --microbatches=4 micro-batches, so their student's batch-norm statistics
 come from 16 samples rather than 64 (the loss itself is the mini-batch's
 mean either way, backends/executor.cc:467-540); C++ ranks run with
---threads_per_device=1 intra-op thread each (benchmarks/flags.cc:46) while
+--threads_per_device=1 intra-op thread each (cli/flags.cc) while
 this runs one process with --threads threads. Initial values come from the
 same seed but are not claimed to be bit-identical with LibTorch's.
 
@@ -82,7 +82,7 @@ TEACHER_WIDTHS, TEACHER_BLOCKS = (32, 64, 128), (2, 2, 2)
 IN_CHANNELS, NUM_CLASSES, IMAGE_SIZE = 1, 10, 28
 # algorithms/kd.h:18-20.
 TEMPERATURE, LAMBDA, SCALE_BY_T_SQUARED = 4.0, 0.1, True
-# benchmarks/flags.cc:20,28,29,35,42; engine/trainer.h:89.
+# cli/flags.cc; engine/trainer.h.
 BATCH_SIZE, LEARNING_RATE, MOMENTUM, WEIGHT_DECAY, SEED, NUM_BATCHES = 64, 0.05, 0.9, 0.0, 0, 4
 
 

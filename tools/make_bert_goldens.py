@@ -16,8 +16,8 @@ Run it with the teacher that tools/setup.sh installs:
   /tmp/golden-venv/bin/pip install torch==2.11.0 transformers tokenizers safetensors numpy
   /tmp/golden-venv/bin/python tools/make_bert_goldens.py \
       --model_dir third_party/minilm_root/model
-The corpus is read here independently of core/text_corpus.cc, with the same
-rules (see ReadFortunes in core/text_corpus.h).
+The corpus is read here independently of data/text_corpus.cc, with the same
+rules (see ReadFortunes in data/text_corpus.h).
 """
 import argparse
 import json

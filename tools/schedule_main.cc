@@ -10,8 +10,9 @@
 #include <iostream>
 #include <stdexcept>
 
-#include "benchmarks/flag_checks.h"
-#include "core/file_util.h"
+#include "cli/flag_checks.h"
+#include "cli/help.h"
+#include "io/file_util.h"
 #include "core/render.h"
 #include "core/scheduler.h"
 #include "core/simulator.h"
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Prints a schedule and its simulated statistics.\nSchedulers:\n" +
       tspipe::SchedulerRegistry::Global().Describe());
+  tspipe::HandleHelpFlags(argc, argv, {"tools/schedule_main.cc"});
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
@@ -108,8 +110,9 @@ int main(int argc, char** argv) {
       options.num_stages = FLAGS_stages;
       options.num_microbatches = FLAGS_microbatches;
       options.num_devices = FLAGS_devices;
-      options.workload.has_teacher = FLAGS_teacher || FLAGS_teacher_updates || FLAGS_blockwise;
-      options.workload.teacher_updates = FLAGS_teacher_updates;
+      options.workload.teacher = FLAGS_teacher_updates ? tspipe::TeacherKind::kMomentum
+                                 : FLAGS_teacher || FLAGS_blockwise ? tspipe::TeacherKind::kFrozen
+                                                                    : tspipe::TeacherKind::kNone;
       options.workload.local_losses = FLAGS_local_losses || FLAGS_blockwise;
       options.workload.blockwise = FLAGS_blockwise;
       options.workload.full_batch_loss = !FLAGS_blockwise && !FLAGS_microbatch_losses;

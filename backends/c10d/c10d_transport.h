@@ -10,35 +10,13 @@
 #include <memory>
 #include <string>
 
+#include "backends/c10d/c10d_environment.h"
 #include "backends/transport.h"
 
 namespace tspipe {
 
-struct C10dOptions {
-  int rank = 0;
-  int world_size = 1;
-  int local_rank = 0;
-  std::string master_addr = "127.0.0.1";
-  int master_port = 29500;
-  // "gloo" (CPU tensors) or "nccl" (CUDA tensors on cuda:LOCAL_RANK,
-  // --config=cuda builds; message headers then travel over a gloo group
-  // beside it).
-  std::string backend = "gloo";
-  // Rendezvous deadline, and the longest any receive or collective may wait
-  // for a peer before the rank gives up naming it.
-  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
-  // Emulates a slower link: every send and collective takes at least this
-  // many ms per MB (10^6 bytes) it sends (Transport::bytes_sent's count).
-  // An all-reduce's time runs from its start, so computation still
-  // overlaps it; a send's delays its sender. 0 = the real link only.
-  double emulated_ms_per_mb = 0;
-};
-
-// Reads the torchrun variables. Throws std::invalid_argument naming a missing
-// or malformed variable; LOCAL_RANK defaults to RANK, MASTER_ADDR to
-// 127.0.0.1.
-C10dOptions C10dOptionsFromEnvironment();
-
+// Counts no traffic and emulates no link itself: wrap it in a
+// MeteredTransport (engine/world.cc does).
 class C10dTransport : public Transport {
  public:
   // Rendezvous and process-group creation. Throws std::runtime_error saying
@@ -72,32 +50,29 @@ class C10dTransport : public Transport {
   void Send(int from, int to, const MessageKey& key, Activation value) override;
   Activation Receive(int to, int from, const MessageKey& key, std::chrono::milliseconds timeout,
                      const std::atomic<bool>& abort) override;
-  void AllReduce(int rank, const std::vector<int>& group, int stage, int64_t batch,
+  void AllReduce(int rank, const std::vector<int>& group, const CollectiveId& id,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
                  const std::atomic<bool>& abort) override;
   // Starts gloo's (or NCCL's) all-reduce and returns; the backward of
   // earlier stages overlaps it.
-  std::unique_ptr<PendingReduce> StartAllReduce(int rank, const std::vector<int>& group, int stage,
-                                                int64_t batch, std::vector<torch::Tensor>* tensors,
+  std::unique_ptr<PendingReduce> StartAllReduce(int rank, const std::vector<int>& group,
+                                                const CollectiveId& id,
+                                                std::vector<torch::Tensor>* tensors,
                                                 std::chrono::milliseconds timeout,
                                                 const std::atomic<bool>& abort) override;
   void Broadcast(int rank, const std::vector<int>& group, int root,
                  std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout) override;
   // One flat bucket per member through the group's allgather.
   std::vector<std::vector<torch::Tensor>> AllGather(int rank, const std::vector<int>& group,
-                                                    int stage, int64_t batch,
+                                                    const CollectiveId& id,
                                                     const std::vector<torch::Tensor>& tensors,
                                                     std::chrono::milliseconds timeout,
                                                     const std::atomic<bool>& abort) override;
   void Flush(int rank, std::chrono::milliseconds timeout) override;
 
  private:
-  // Sleeps what `bytes` cost on the emulated link, from `since`.
-  void Emulate(int64_t bytes, std::chrono::steady_clock::time_point since) const;
-
   class Impl;
   std::unique_ptr<Impl> impl_;
-  double emulated_ms_per_mb_ = 0;
 };
 
 }  // namespace tspipe

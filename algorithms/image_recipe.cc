@@ -1,0 +1,118 @@
+#include "algorithms/image_recipe.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <utility>
+
+namespace tspipe {
+namespace {
+
+// The student's first `blocks` blocks (-1 = all) on `images`, 500 at a time,
+// concatenated on the CPU.
+torch::Tensor ForwardInChunks(const EvalContext& context, const torch::Tensor& images,
+                              int64_t n, int blocks, int model = 0) {
+  std::vector<torch::Tensor> out;
+  for (int64_t begin = 0; begin < n; begin += 500) {
+    Activation x{images.slice(0, begin, std::min(n, begin + 500))};
+    out.push_back(context.ForwardStudent(x, blocks, model)[0].to(torch::kCPU));
+  }
+  return torch::cat(out);
+}
+
+int64_t Limited(int64_t n, int limit) { return limit > 0 ? std::min<int64_t>(n, limit) : n; }
+
+}  // namespace
+
+std::unique_ptr<BatchSource> ImageRecipe::MakeData(const DataRequest& request) const {
+  ImageDataOptions options;
+  options.views = views_;
+  return MakeImageData(request, options);
+}
+
+Activation ImageRecipe::ExampleInput(int64_t samples) const {
+  return ImageExample(samples, views_);
+}
+
+Metrics ImageRecipe::Evaluate(const EvalContext& context) const {
+  return {{"top1", TestTop1(context)}};
+}
+
+std::vector<OptionSpec> ResNetShapeOptions(const std::string& prefix, const std::string& what,
+                                           const std::vector<int>& widths,
+                                           const std::vector<int>& blocks) {
+  return {IntListOption(prefix + "widths", widths,
+                        what + " ResNet channels per group (each later group halves the "
+                               "resolution)")
+              .AtLeast(1),
+          IntListOption(prefix + "blocks", blocks, what + " ResNet basic blocks per group")
+              .AtLeast(1)};
+}
+
+ResNetOptions ResNetShapeFrom(const OptionValues& values, const std::string& prefix,
+                              const std::string& owner) {
+  ResNetOptions o;
+  o.widths = values.GetInts(prefix + "widths");
+  o.blocks_per_group = values.GetInts(prefix + "blocks");
+  if (o.widths.size() != o.blocks_per_group.size()) {
+    throw std::invalid_argument(owner + " options " + prefix + "widths=" +
+                                FormatIntList(o.widths) + " and " + prefix + "blocks=" +
+                                FormatIntList(o.blocks_per_group) +
+                                " need the same number of entries (one block count per group)");
+  }
+  return o;
+}
+
+std::string DescribeShape(const ResNetOptions& shape) {
+  return "widths " + FormatIntList(shape.widths) + ", blocks " +
+         FormatIntList(shape.blocks_per_group);
+}
+
+double TestTop1(const EvalContext& context) {
+  std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
+  const int64_t n = Limited(test->images.size(0), context.request().test_limit);
+  torch::Tensor predicted = ForwardInChunks(context, test->images, n, -1).argmax(1);
+  return static_cast<double>(predicted.eq(test->labels.slice(0, 0, n)).sum().item<int64_t>()) /
+         static_cast<double>(n);
+}
+
+torch::Tensor TestLogits(const EvalContext& context, int model) {
+  std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
+  const int64_t n = Limited(test->images.size(0), context.request().test_limit);
+  return ForwardInChunks(context, test->images, n, -1, model);
+}
+
+torch::Tensor TestLabels(const EvalContext& context) {
+  std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
+  return test->labels.slice(0, 0, Limited(test->images.size(0), context.request().test_limit));
+}
+
+double LinearProbeTop1(const EvalContext& context, int encoder_blocks) {
+  auto features = [&](bool train, int limit) {
+    std::shared_ptr<const LabeledImages> set = FashionMnistImages(context.request().data_dir, train);
+    const int64_t n = Limited(set->images.size(0), limit);
+    return std::make_pair(ForwardInChunks(context, set->images, n, encoder_blocks),
+                          set->labels.slice(0, 0, n));
+  };
+  auto [train_x, train_y] = features(true, context.request().train_limit);
+  auto [test_x, test_y] = features(false, context.request().test_limit);
+  // Standardise with the train statistics, then multinomial logistic
+  // regression by full-batch Adam (a convex problem; 300 steps converge on
+  // these feature sizes).
+  torch::Tensor mean = train_x.mean(0, true), std = train_x.std(0, true, true) + 1e-6;
+  train_x = (train_x - mean) / std;
+  test_x = (test_x - mean) / std;
+  torch::nn::Linear classifier(train_x.size(1), 10);
+  torch::optim::Adam opt(classifier->parameters(), torch::optim::AdamOptions(0.05));
+  for (int it = 0; it < 300; ++it) {
+    torch::Tensor loss = torch::nn::functional::cross_entropy(classifier(train_x), train_y) +
+                         1e-4 * classifier->weight.pow(2).sum();
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  torch::NoGradGuard no_grad;
+  torch::Tensor predicted = classifier(test_x).argmax(1);
+  return predicted.eq(test_y).to(torch::kFloat64).mean().item<double>();
+}
+
+}  // namespace tspipe
