@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "algorithms/supervised.h"
 #include "backends/grad_sync.h"
 #include "backends/transport.h"
@@ -231,6 +233,15 @@ TEST(ExecutorTest, MicrobatchesMustDivideTheBatch) {
 namespace tspipe {
 namespace {
 
+// Index of the action printed `text` on `rank`.
+int Find(const Schedule& s, int rank, const std::string& text) {
+  for (size_t i = 0; i < s.ranks[rank].size(); ++i) {
+    if (ToString(s.ranks[rank][i]) == text) return static_cast<int>(i);
+  }
+  ADD_FAILURE() << text << " not found on rank " << rank;
+  return 0;
+}
+
 // The executor runs the tied sums and clipping the schedule carries (TG, GN:
 // core/lowering.h); options that ask for others are refused, naming them.
 TEST(GradientSyncTest, RefusesAScheduleBuiltForOtherTiesOrClipping) {
@@ -255,6 +266,78 @@ TEST(GradientSyncTest, RefusesAScheduleBuiltForOtherTiesOrClipping) {
   EXPECT_THROW(GradientSync(synced, {{0, 0, 3, 0}}, 0.0), std::invalid_argument);  // A GN.
   EXPECT_THROW(GradientSync(synced, {{0, 0, 4, 0}}, 1.0), std::invalid_argument);  // No stage 4.
   EXPECT_THROW(GradientSync(synced, {{0, 0, 3, 0}}, -1.0), std::invalid_argument);
+}
+
+// Two ties between the same pair of ranks travel as one flat tensor: NCCL
+// takes one tensor per collective and gloo sums every tensor it is given
+// into one, so a bucket of several (two ties' gradients, of two shapes) was
+// wrong on c10d while the in-process transport, which sums index by index,
+// hid it.
+TEST(GradientSyncTest, TiesBetweenTwoRanksTravelAsOneTensor) {
+  class OneTensorTransport : public Transport {
+   public:
+    explicit OneTensorTransport(std::shared_ptr<Transport> inner) : inner_(std::move(inner)) {}
+    void Send(int from, int to, const MessageKey& key, Activation value) override {}
+    Activation Receive(int, int, const MessageKey&, std::chrono::milliseconds,
+                       const std::atomic<bool>&) override {
+      return {};
+    }
+    void AllReduce(int rank, const std::vector<int>& group, const CollectiveId& id,
+                   std::vector<torch::Tensor>* tensors, std::chrono::milliseconds timeout,
+                   const std::atomic<bool>& abort) override {
+      if (tensors->size() != 1) throw std::runtime_error("a collective of several tensors");
+      inner_->AllReduce(rank, group, id, tensors, timeout, abort);
+    }
+    std::vector<std::vector<torch::Tensor>> AllGather(int, const std::vector<int>&,
+                                                      const CollectiveId&,
+                                                      const std::vector<torch::Tensor>&,
+                                                      std::chrono::milliseconds,
+                                                      const std::atomic<bool>&) override {
+      return {};
+    }
+
+   private:
+    std::shared_ptr<Transport> inner_;
+  };
+  // Two stages of one linear layer each, the weights and the biases tied.
+  torch::nn::Sequential net(torch::nn::Linear(3, 3), torch::nn::Linear(3, 3));
+  std::vector<Stage> stages = Partition(BlocksFromSequential(net), {1, 1});
+  SchedulerOptions so;
+  so.num_stages = 2;
+  so.num_microbatches = 1;
+  so.workload.tied_stages = {{0, 1}};
+  const Schedule schedule = BuildSchedule("gpipe", so);
+  GradientSync sync(schedule, {{0, 0, 1, 0}, {0, 1, 1, 1}}, 0.0);
+  std::vector<std::vector<torch::Tensor>> params{stages[0]->parameters(), stages[1]->parameters()};
+  std::vector<torch::Tensor> want;
+  for (int i = 0; i < 2; ++i) {
+    params[0][i].mutable_grad() = torch::randn_like(params[0][i]);
+    params[1][i].mutable_grad() = torch::randn_like(params[1][i]);
+    want.push_back(params[0][i].grad() + params[1][i].grad());
+  }
+  OneTensorTransport transport(MakeLocalTransport(2, {}));
+  std::atomic<bool> abort{false};
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        sync.SumTied(r, 1 - r, {{r, stages[r].get()}},
+                     CollectiveOf(schedule.ranks[r][Find(schedule, r, std::to_string(r) + "TG~" +
+                                                                         std::to_string(1 - r))],
+                                  0),
+                     transport, std::chrono::seconds(10), abort);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  EXPECT_EQ(errors, (std::vector<std::string>{"", ""}));
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(torch::allclose(params[0][i].grad(), want[i]));
+    EXPECT_TRUE(torch::equal(params[0][i].grad(), params[1][i].grad()));
+  }
 }
 
 // A collective that times out names what it is: the checkpoint barrier is

@@ -118,12 +118,17 @@ void GradientSync::SumTied(int rank, int peer, const std::map<int, StageImpl*>& 
     }
   }
   if (peer == kNoPeer || mine.empty()) return;
-  std::vector<torch::Tensor> bucket;
-  for (torch::Tensor* p : mine) bucket.push_back(GradOrZeros(*p).clone());
+  // One flat bucket: a collective takes one tensor (NCCL), or sums every
+  // tensor it is given into one (gloo), whatever the ties' shapes.
+  std::vector<torch::Tensor> grads;
+  for (torch::Tensor* p : mine) grads.push_back(GradOrZeros(*p));
+  std::vector<torch::Tensor> bucket{
+      Flatten(grads, grads.front().scalar_type(), grads.front().device())};
   // Named alike on both sides; a sum of two is the same in either order.
   const std::vector<int> group{std::min(rank, peer), std::max(rank, peer)};
   transport.AllReduce(rank, group, id, &bucket, timeout, abort);
-  for (size_t i = 0; i < mine.size(); ++i) mine[i]->mutable_grad() = bucket[i];
+  const std::vector<torch::Tensor> sums = Unflatten(bucket[0], grads);
+  for (size_t i = 0; i < mine.size(); ++i) mine[i]->mutable_grad() = sums[i];
 }
 
 void GradientSync::Clip(int rank, const std::map<int, StageImpl*>& stages, const CollectiveId& id,

@@ -18,7 +18,6 @@ int64_t RingBytes(int64_t bytes, size_t members) {
 MeteredTransport::MeteredTransport(std::shared_ptr<Transport> inner, double emulated_ms_per_mb)
     : inner_(std::move(inner)), emulated_ms_per_mb_(emulated_ms_per_mb) {}
 
-bool MeteredTransport::MatchesInPostingOrder() const { return inner_->MatchesInPostingOrder(); }
 void MeteredTransport::Configure(int num_stages, int num_microbatches) {
   inner_->Configure(num_stages, num_microbatches);
 }

@@ -47,10 +47,9 @@ class Transport {
  public:
   virtual ~Transport() = default;
 
-  // True when point-to-point messages match in posting order rather than by
-  // key (NCCL): the executor then refuses schedules whose two sides of a
-  // pair post in different orders (CheckMessageOrder).
-  virtual bool MatchesInPostingOrder() const { return false; }
+  // Point-to-point messages may match in posting order rather than by key
+  // (NCCL): every valid schedule posts both sides of a rank pair in one
+  // order (core/validator.h's CheckMessageOrder), so any transport runs it.
   // Tells the transport the run's shape, before any message.
   virtual void Configure(int num_stages, int num_microbatches) {}
   // Sends `value` from rank `from` to rank `to`. May return before the data
@@ -123,7 +122,6 @@ class MeteredTransport : public Transport {
  public:
   explicit MeteredTransport(std::shared_ptr<Transport> inner, double emulated_ms_per_mb = 0);
 
-  bool MatchesInPostingOrder() const override;
   void Configure(int num_stages, int num_microbatches) override;
   void Send(int from, int to, const MessageKey& key, Activation value) override;
   Activation Receive(int to, int from, const MessageKey& key, std::chrono::milliseconds timeout,

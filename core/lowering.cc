@@ -48,7 +48,9 @@ void OrderSendsLikeReceives(Schedule* schedule) {
   for (int r = 0; r < s.num_ranks(); ++r) {
     std::vector<Action> out;
     std::map<int, size_t> next;                       // Peer -> position in its order.
-    std::map<int, std::map<Message, Action>> ready;   // Peer -> sends not yet placed.
+    // Peer -> sends not yet placed (a multimap: a duplicated send, which the
+    // validator names, is kept rather than dropped).
+    std::map<int, std::multimap<Message, Action>> ready;
     auto flush = [&](int peer) {
       const std::vector<Message>& want = order[r][peer];
       size_t& k = next[peer];
@@ -72,7 +74,12 @@ void OrderSendsLikeReceives(Schedule* schedule) {
     // Messages the peer never receives (an invalid schedule the validator
     // names): in their own order at the end.
     for (const Action& a : s.ranks[r]) {
-      if (IsSend(a.op) && ready[a.peer].erase(MessageOf(a, r, 0))) out.push_back(a);
+      if (!IsSend(a.op)) continue;
+      auto& held = ready[a.peer];
+      auto it = held.find(MessageOf(a, r, 0));
+      if (it == held.end()) continue;
+      out.push_back(it->second);
+      held.erase(it);
     }
     s.ranks[r] = std::move(out);
   }

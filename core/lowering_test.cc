@@ -151,6 +151,34 @@ TEST(LoweringTest, TheValidatorRefusesAScheduleLackingItsGradientReduction) {
   EXPECT_TRUE(Mentions(Validate(unasked), "unexpected action GN on rank 0"));
 }
 
+// A GN's group is one replica's ranks: replicas of a stage that are not
+// whole models, one per rank, would scale by different norms. The
+// validator refuses such a schedule however it was made (AddGradientSync
+// already refuses to build one).
+TEST(LoweringTest, TheValidatorRefusesClippingAcrossUnevenReplicas) {
+  SchedulerOptions so;
+  so.num_stages = 2;
+  so.num_microbatches = 2;
+  so.num_devices = 3;
+  so.workload.teacher = TeacherKind::kFrozen;
+  so.workload.local_losses = so.workload.blockwise = true;
+  Schedule s = BuildSchedule("pipebd", so);  // Stage 0 on ranks 0|1, stage 1 on 2.
+  ASSERT_NE(s.placement[0].size(), s.placement[1].size());
+  s.workload.clip_gradients = true;
+  EXPECT_THROW(AddGradientSync(&s), std::invalid_argument);
+  for (auto& list : s.ranks) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (list[i].op == Op::kOptimizerStep) {
+        list.insert(list.begin() + i, Action{list[i].stage, kAllMicrobatches, Op::kClipGradients});
+        break;
+      }
+    }
+  }
+  EXPECT_TRUE(Mentions(Validate(s), "gradient clipping needs every stage with the same replica "
+                                    "count; stage 1 has 1, stage 0 2"))
+      << Validate(s).ToString();
+}
+
 // Data parallel's all-reduce of each stage follows the stage's last
 // backward on every replica, so the backward of earlier stages overlaps it.
 TEST(LoweringTest, AllReducesFollowTheStagesLastBackward) {
@@ -212,6 +240,22 @@ TEST(LoweringTest, CheckComputeOnlyNamesTheFirstCrossRankAction) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("emitted 0SA0>1 on rank 0"), std::string::npos);
   }
+}
+
+// A one-model schedule with a peer teacher (codistillation's, before
+// ReplicateModels) keeps its teacher kind through CSV.
+TEST(LoweringTest, PeerTeachersSurviveTheCsvRoundTrip) {
+  SchedulerOptions so;
+  so.num_stages = 2;
+  so.num_microbatches = 2;
+  so.workload.teacher = TeacherKind::kPeers;
+  const Schedule s = BuildSchedule("gpipe", so);
+  Schedule back;
+  std::string error;
+  ASSERT_TRUE(FromCsv(ToCsv(s), &back, &error)) << error;
+  EXPECT_EQ(back.workload.teacher, TeacherKind::kPeers);
+  ASSERT_TRUE(FromCsv(ToCsv(ReplicateModels(s, 2)), &back, &error)) << error;
+  EXPECT_EQ(back.workload.teacher, TeacherKind::kPeers);
 }
 
 // One identity per message and collective: what both sides name.

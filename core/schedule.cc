@@ -129,6 +129,8 @@ std::string ToCsv(const Schedule& s) {
       << (w.teacher_updates() ? ",teacher_updates" : "") << (w.local_losses ? ",local_losses" : "")
       << (w.blockwise ? ",blockwise" : "") << (w.full_batch_loss ? ",full_batch_loss" : "")
       << (w.independent_replicas ? ",independent_replicas" : "")
+      // Separate models imply peer teachers; one model's are named.
+      << (w.teacher == TeacherKind::kPeers && !w.independent_replicas ? ",peer_teacher" : "")
       << (w.clip_gradients ? ",clip_gradients" : "");
   if (!w.tied_stages.empty()) {
     out << ",tied=";
@@ -204,7 +206,7 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
       } else if (key == "workload") {
         has_workload = true;
         s.workload = Workload{};
-        bool teacher = false, updates = false;
+        bool teacher = false, updates = false, peers = false;
         for (const std::string& w : Split(value, ',')) {
           if (w == "teacher") teacher = true;
           else if (w == "no_teacher") teacher = false;
@@ -214,6 +216,7 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
           else if (w == "full_batch_loss") s.workload.full_batch_loss = true;
           else if (w == "independent_replicas") s.workload.independent_replicas = true;
           else if (w == "clip_gradients") s.workload.clip_gradients = true;
+          else if (w == "peer_teacher") peers = true;
           else if (w.rfind("tied=", 0) == 0) {
             for (const std::string& pair : Split(w.substr(5), ';')) {
               const size_t dash = pair.find('-');
@@ -232,8 +235,8 @@ bool FromCsv(const std::string& csv, Schedule* schedule, std::string* error) {
         // models' teachers are their peers.
         s.workload.teacher = !teacher ? TeacherKind::kNone
                              : !updates ? TeacherKind::kFrozen
-                             : s.workload.independent_replicas ? TeacherKind::kPeers
-                                                               : TeacherKind::kMomentum;
+                             : s.workload.independent_replicas || peers ? TeacherKind::kPeers
+                                                                        : TeacherKind::kMomentum;
       } else if (key == "placement") {
         for (const std::string& group : Split(value, ';')) {
           std::vector<int> ranks;

@@ -133,9 +133,24 @@ SimulationResult Simulate(const Schedule& s, const CostModel& costs) {
             if (a.peer != kNoPeer) group.push_back(a.peer);
           }
           if (!waiting[r]) {
+            // As the executor, which first waits for every all-reduce the
+            // rank started in this iteration (FinalGradients).
+            double ready = clock[r];
+            bool reduced = true;
+            for (int st : s.StagesOnRank(r)) {
+              if (s.placement[st].size() < 2 || s.workload.independent_replicas) continue;
+              const Collective* sums = gradients(st, a.batch_offset, 0);
+              if (sums == nullptr || sums->end < 0) {
+                reduced = false;
+                break;
+              }
+              ready = std::max(ready, sums->end);
+            }
+            if (!reduced) break;
+            t.start = clock[r];
+            clock[r] = ready;
             join(r, a, group);
             waiting[r] = true;
-            t.start = clock[r];
           }
           std::sort(group.begin(), group.end());
           const Collective& c =

@@ -101,6 +101,25 @@ TEST(SimulatorTest, AllReduceOverlapsComputationUntilTheOptimizerStep) {
   EXPECT_DOUBLE_EQ(steady.period, 11.0);
 }
 
+// A clipping step waits, as the executor does, for the all-reduces its rank
+// started. dp, 2 replicas of 2 stages, one micro-batch each, by hand with
+// F = 1, B = 2, all-reduce 5, GN 1: B1 2-4 starts AR1 (4-9), B0 4-6 starts
+// AR0 (6-11); GN joins at 11 and ends at 12; the steps follow. Makespan 12
+// (a GN that ignored the all-reduces ran at 6-7 and gave 11).
+TEST(SimulatorTest, ClippingWaitsForTheRanksAllReduces) {
+  SchedulerOptions o;
+  o.num_stages = 2;
+  o.num_microbatches = 2;
+  o.workload.clip_gradients = true;
+  Schedule s = BuildSchedule("dp", o);
+  CostModel c;
+  c.all_reduce = 5;
+  c.gradient_sync = 1;
+  SimulationResult r = Simulate(s, c);
+  ASSERT_FALSE(r.deadlocked) << r.deadlock_report;
+  EXPECT_DOUBLE_EQ(r.makespan, 12.0) << ToCsv(s);
+}
+
 // GPipe runs every forward before any backward: each stage holds all M
 // micro-batches, and the loss stage the teacher's M outputs (a KD workload).
 TEST(PeakStashesTest, GpipeHoldsEveryMicrobatch) {

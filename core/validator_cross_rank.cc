@@ -32,6 +32,31 @@ Action Partner(const Action& a, int rank) {
 void CheckGradientSync(const Schedule& s, std::vector<std::string>* errors) {
   auto error = [&](const std::string& e) { errors->push_back(e); };
   const Workload& w = s.workload;
+  if (w.clip_gradients) {
+    // A GN's group is the ranks of one replica of the model (ReplicaRanks):
+    // the replicas must be whole models, one per rank, or replicas of one
+    // stage would scale by different norms and drift apart.
+    for (size_t st = 0; st < s.placement.size(); ++st) {
+      if (s.placement[st].size() != s.placement[0].size()) {
+        error("gradient clipping needs every stage with the same replica count; stage " +
+              std::to_string(st) + " has " + std::to_string(s.placement[st].size()) +
+              ", stage 0 " + std::to_string(s.placement[0].size()));
+        break;
+      }
+    }
+    for (int r = 0; r < s.num_ranks(); ++r) {
+      int replica = -1;
+      for (int st : s.StagesOnRank(r)) {
+        const int rep = s.ReplicaIndex(st, r);
+        if (replica >= 0 && rep != replica) {
+          error("rank " + std::to_string(r) + " holds stages of different replicas; clipping "
+                "by the global norm needs one model per rank");
+          break;
+        }
+        replica = rep;
+      }
+    }
+  }
   std::map<std::pair<int, int>, std::string> wanted;  // (rank, peer) -> why.
   for (const auto& [a, b] : w.tied_stages) {
     if (a < 0 || b < 0 || a >= s.num_stages || b >= s.num_stages) continue;

@@ -249,7 +249,6 @@ std::string C10dTransport::ShareFromRankZero(const std::string& name, const std:
 int C10dTransport::rank() const { return impl_->rank(); }
 torch::Device C10dTransport::device() const { return impl_->device(); }
 const std::string& C10dTransport::backend() const { return impl_->backend(); }
-bool C10dTransport::MatchesInPostingOrder() const { return impl_->backend() == "nccl"; }
 int C10dTransport::world_size() const { return impl_->world_size(); }
 void C10dTransport::Configure(int num_stages, int num_microbatches) {
   impl_->Configure(num_stages, num_microbatches);

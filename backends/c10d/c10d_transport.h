@@ -39,8 +39,6 @@ class C10dTransport : public Transport {
   // nccl (the constructor makes it the process's current device).
   torch::Device device() const;
   const std::string& backend() const;
-  // NCCL matches send/recv pairs in posting order; gloo by tag.
-  bool MatchesInPostingOrder() const override;
   int world_size() const;
 
   // Sets the message tag layout. The transport is shared by the trainers of
