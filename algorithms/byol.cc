@@ -5,7 +5,9 @@
 
 #include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
+#include "algorithms/momentum.h"
 #include "models/resnet.h"
+#include "models/vision_models.h"
 
 namespace tspipe {
 
@@ -43,14 +45,18 @@ torch::Tensor Byol::Loss(const LossInputs& in) const {
 
 namespace {
 
-// BYOL on two augmented views of 28x28 images: a ResNet encoder with
+// BYOL on two augmented views: a ResNet encoder (the built-in one on 28x28
+// images by default, or any named network at any image shape) with
 // projector and predictor, its EMA target cut like it.
 class ByolRecipe : public ImageRecipe {
  public:
   ByolRecipe() : ImageRecipe(/*views=*/2) {}
 
   std::vector<OptionSpec> Options() const override {
-    std::vector<OptionSpec> o = ResNetShapeOptions("", "encoder", {16, 32, 64}, {1, 1, 1});
+    std::vector<OptionSpec> o =
+        ImageNetworkOptions("encoder", "", "encoder", {16, 32, 64}, {1, 1, 1});
+    o.push_back(SmallStemOption());
+    for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     o.push_back(IntOption("hidden", 256, "projector and predictor hidden width").AtLeast(1));
     o.push_back(IntOption("projection", 64, "projection size").AtLeast(1));
     o.push_back(DoubleOption("base_momentum", ByolOptions().base_momentum,
@@ -60,7 +66,10 @@ class ByolRecipe : public ImageRecipe {
     return o;
   }
   void Configure(const OptionValues& v) override {
-    shape_.encoder = ResNetShapeFrom(v, "", "byol");
+    ConfigureImageShape(v);
+    encoder_ = ImageNetworkFrom(v, "encoder", "", "byol", image_shape());
+    shape_.encoder = encoder_.small;
+    shape_.encoder.in_channels = image_shape().channels;
     shape_.hidden = v.GetInt("hidden");
     shape_.projection = v.GetInt("projection");
     byol_.base_momentum = v.GetDouble("base_momentum");
@@ -68,7 +77,19 @@ class ByolRecipe : public ImageRecipe {
   std::unique_ptr<Algorithm> MakeAlgorithm() const override {
     return std::make_unique<Byol>(byol_);
   }
+  bool named() const { return encoder_.name != kSmallResNet; }
+  VisionModelOptions EncoderOptions() const {
+    return VisionModelOptions{encoder_.name, image_shape(), encoder_.small_stem};
+  }
   ModelSet BuildModels() const override {
+    if (named()) {
+      const int features = VisionModelFeatures(EncoderOptions());
+      return MakeMomentumPair(
+          EncoderOptions(),
+          {{"projector", torch::nn::AnyModule(ByolMlp(features, shape_.hidden, shape_.projection))},
+           {"predictor",
+            torch::nn::AnyModule(ByolMlp(shape_.projection, shape_.hidden, shape_.projection))}});
+    }
     ModelSet m;
     torch::nn::Sequential online = MakeByolOnline(shape_);
     torch::nn::Sequential target = MakeMomentumTarget(online);
@@ -86,14 +107,18 @@ class ByolRecipe : public ImageRecipe {
   // online network's extra last block.
   CutRule cut_rule() const override { return {CutRule::Kind::kShared, 1}; }
   void StudentLoaded(ModelSet& m) const override {
+    if (named()) return ResetMomentumTarget(m);
     auto online = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.student);
     CopyState(*MakeMomentumTarget(torch::nn::Sequential(online)), *m.teacher);
   }
   Metrics Evaluate(const EvalContext& c) const override {
-    return {{"linear_top1", LinearProbeTop1(c, ByolEncoderBlocks(shape_))}};
+    const int encoder_blocks =
+        named() ? VisionModelBlocks(EncoderOptions()) : ByolEncoderBlocks(shape_);
+    return {{"linear_top1", LinearProbeTop1(c, image_shape(), encoder_blocks)}};
   }
 
  private:
+  ImageNetworkChoice encoder_;
   ByolNetOptions shape_;
   ByolOptions byol_;
 };
@@ -101,8 +126,8 @@ class ByolRecipe : public ImageRecipe {
 }  // namespace
 
 TSPIPE_REGISTER_RECIPE("byol",
-                       "BYOL: a ResNet online network predicts its EMA target's projection of "
-                       "another view",
+                       "BYOL: an online network (ResNets and ViTs by name) predicts its EMA "
+                       "target's projection of another view",
                        ByolRecipe);
 
 }  // namespace tspipe

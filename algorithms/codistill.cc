@@ -51,11 +51,15 @@ torch::Tensor Codistillation::Loss(const LossInputs& in) const {
 
 namespace {
 
-// n ResNets on 28x28 images, each on its own share of every mini-batch.
+// n networks of one architecture (the built-in ResNet on 28x28 images by
+// default, or any named one), each on its own share of every mini-batch.
 class CodistillRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
-    std::vector<OptionSpec> o = ResNetShapeOptions("", "every model's", {16, 32, 64}, {1, 1, 1});
+    std::vector<OptionSpec> o =
+        ImageNetworkOptions("student", "", "every model's", {16, 32, 64}, {1, 1, 1});
+    o.push_back(SmallStemOption());
+    for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     const CodistillOptions d;
     o.push_back(IntOption("models", d.models, "models trained together (n)").AtLeast(2));
     o.push_back(IntOption("exchange_every", d.exchange_every,
@@ -70,7 +74,8 @@ class CodistillRecipe : public ImageRecipe {
     return o;
   }
   void Configure(const OptionValues& v) override {
-    shape_ = ResNetShapeFrom(v, "", "codistill");
+    ConfigureImageShape(v);
+    network_ = ImageNetworkFrom(v, "student", "", "codistill", image_shape());
     options_.models = v.GetInt("models");
     options_.exchange_every = v.GetInt("exchange_every");
     options_.alpha = v.GetDouble("alpha");
@@ -84,10 +89,11 @@ class CodistillRecipe : public ImageRecipe {
   int num_models() const override { return options_.models; }
   ModelSet BuildModels() const override {
     ModelSet m;
-    torch::nn::Sequential net = MakeResNet(shape_);
-    m.student = net.ptr();
-    m.student_blocks = BlocksFromSequential(net);
-    m.student_shape = DescribeShape(shape_);
+    ImageNetwork net = BuildImageNetwork(network_, image_shape());
+    m.student = net.module;
+    m.student_blocks = net.blocks;
+    m.student_shape = net.shape;
+    m.adapt_student_file = net.adapt_file;
     return m;  // The engine makes the teachers: copies of the peers.
   }
   // Each model's copies of its peers are cut like the model.
@@ -100,7 +106,7 @@ class CodistillRecipe : public ImageRecipe {
     torch::Tensor ensemble;
     double sum = 0;
     for (int g = 0; g < c.num_models(); ++g) {
-      torch::Tensor logits = TestLogits(c, g);
+      torch::Tensor logits = TestLogits(c, image_shape(), g);
       const double top1 = logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
       m.emplace_back("top1_model" + std::to_string(g), top1);
       sum += top1;
@@ -114,7 +120,7 @@ class CodistillRecipe : public ImageRecipe {
   }
 
  private:
-  ResNetOptions shape_;
+  ImageNetworkChoice network_;
   CodistillOptions options_;
 };
 

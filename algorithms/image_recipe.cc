@@ -7,13 +7,15 @@
 namespace tspipe {
 namespace {
 
-// The student's first `blocks` blocks (-1 = all) on `images`, 500 at a time,
-// concatenated on the CPU.
-torch::Tensor ForwardInChunks(const EvalContext& context, const torch::Tensor& images,
-                              int64_t n, int blocks, int model = 0) {
+// The student's first `blocks` blocks (-1 = all) on `images` at `shape`, 500
+// at a time (fewer for large images), concatenated on the CPU.
+torch::Tensor ForwardInChunks(const EvalContext& context, const ImageShape& shape,
+                              const torch::Tensor& images, int64_t n, int blocks, int model = 0) {
+  const int64_t chunk =
+      std::max<int64_t>(8, 500 * 28 * 28 / (static_cast<int64_t>(shape.image_size) * shape.image_size));
   std::vector<torch::Tensor> out;
-  for (int64_t begin = 0; begin < n; begin += 500) {
-    Activation x{images.slice(0, begin, std::min(n, begin + 500))};
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    Activation x{ToImageShape(images.slice(0, begin, std::min(n, begin + chunk)), shape)};
     out.push_back(context.ForwardStudent(x, blocks, model)[0].to(torch::kCPU));
   }
   return torch::cat(out);
@@ -23,18 +25,105 @@ int64_t Limited(int64_t n, int limit) { return limit > 0 ? std::min<int64_t>(n, 
 
 }  // namespace
 
+const char kSmallResNet[] = "small_resnet";
+
 std::unique_ptr<BatchSource> ImageRecipe::MakeData(const DataRequest& request) const {
   ImageDataOptions options;
   options.views = views_;
+  options.shape = shape_;
   return MakeImageData(request, options);
 }
 
 Activation ImageRecipe::ExampleInput(int64_t samples) const {
-  return ImageExample(samples, views_);
+  return ImageExample(samples, views_, shape_);
 }
 
 Metrics ImageRecipe::Evaluate(const EvalContext& context) const {
-  return {{"top1", TestTop1(context)}};
+  return {{"top1", TestTop1(context, shape_)}};
+}
+
+std::vector<OptionSpec> ImageRecipe::ImageShapeOptions() {
+  const ImageShape d;
+  return {IntOption("image_size", d.image_size,
+                    "image height and width in pixels (Fashion-MNIST is resized to it)")
+              .AtLeast(1),
+          IntOption("channels", d.channels,
+                    "image channels (Fashion-MNIST's grey channel is repeated)")
+              .AtLeast(1),
+          IntOption("num_classes", d.num_classes, "classes the network predicts").AtLeast(1)};
+}
+
+void ImageRecipe::ConfigureImageShape(const OptionValues& values) {
+  shape_.image_size = values.GetInt("image_size");
+  shape_.channels = values.GetInt("channels");
+  shape_.num_classes = values.GetInt("num_classes");
+}
+
+std::vector<OptionSpec> ImageNetworkOptions(const std::string& option, const std::string& prefix,
+                                            const std::string& what,
+                                            const std::vector<int>& widths,
+                                            const std::vector<int>& blocks) {
+  std::string names;
+  for (const std::string& n : VisionModelNames()) names += ", " + n;
+  std::vector<OptionSpec> o = {StringOption(option, kSmallResNet,
+                                            "the " + what + " network: " + kSmallResNet +
+                                                " (the built-in ResNet for small images, "
+                                                "shaped by " + prefix + "widths and " + prefix +
+                                                "blocks)" + names)};
+  for (OptionSpec& s : ResNetShapeOptions(prefix, what + " " + kSmallResNet, widths, blocks)) {
+    o.push_back(s);
+  }
+  return o;
+}
+
+OptionSpec SmallStemOption() {
+  return BoolOption("small_stem", false,
+                    "named ResNets take a 3x3 stride-1 stem without max-pool (for small images) "
+                    "instead of torchvision's 7x7 stride-2 stem");
+}
+
+ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::string& option,
+                                    const std::string& prefix, const std::string& owner,
+                                    const ImageShape& shape) {
+  ImageNetworkChoice c;
+  c.name = values.GetString(option);
+  c.small = ResNetShapeFrom(values, prefix, owner);
+  c.small_stem = values.GetBool("small_stem") && c.name.rfind("resnet", 0) == 0;
+  if (c.name == kSmallResNet) return c;
+  if (!IsVisionModelName(c.name)) {
+    std::string known = kSmallResNet;
+    for (const std::string& n : VisionModelNames()) known += ", " + n;
+    throw std::invalid_argument(owner + " option " + option + "=" + c.name +
+                                " is not a known network (known: " + known + ")");
+  }
+  VisionModelOptions vo{c.name, shape, c.small_stem};
+  try {
+    CheckVisionModelOptions(vo);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(owner + " option " + option + "=" + c.name + ": " + e.what());
+  }
+  return c;
+}
+
+ImageNetwork BuildImageNetwork(const ImageNetworkChoice& choice, const ImageShape& shape) {
+  ImageNetwork net;
+  if (choice.name == kSmallResNet) {
+    ResNetOptions o = choice.small;
+    o.in_channels = shape.channels;
+    o.num_classes = shape.num_classes;
+    torch::nn::Sequential seq = MakeResNet(o);
+    net.module = seq.ptr();
+    net.blocks = BlocksFromSequential(seq);
+    net.shape = DescribeShape(o);
+    return net;
+  }
+  VisionModelOptions vo{choice.name, shape, choice.small_stem};
+  VisionModel model = MakeVisionModel(vo);
+  net.module = model.module;
+  net.blocks = model.blocks;
+  net.shape = model.description;
+  net.adapt_file = [vo](NamedTensors& tensors) { AdaptVisionTensors(vo, tensors); };
+  return net;
 }
 
 std::vector<OptionSpec> ResNetShapeOptions(const std::string& prefix, const std::string& what,
@@ -67,18 +156,18 @@ std::string DescribeShape(const ResNetOptions& shape) {
          FormatIntList(shape.blocks_per_group);
 }
 
-double TestTop1(const EvalContext& context) {
+double TestTop1(const EvalContext& context, const ImageShape& shape) {
   std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
   const int64_t n = Limited(test->images.size(0), context.request().test_limit);
-  torch::Tensor predicted = ForwardInChunks(context, test->images, n, -1).argmax(1);
+  torch::Tensor predicted = ForwardInChunks(context, shape, test->images, n, -1).argmax(1);
   return static_cast<double>(predicted.eq(test->labels.slice(0, 0, n)).sum().item<int64_t>()) /
          static_cast<double>(n);
 }
 
-torch::Tensor TestLogits(const EvalContext& context, int model) {
+torch::Tensor TestLogits(const EvalContext& context, const ImageShape& shape, int model) {
   std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
   const int64_t n = Limited(test->images.size(0), context.request().test_limit);
-  return ForwardInChunks(context, test->images, n, -1, model);
+  return ForwardInChunks(context, shape, test->images, n, -1, model);
 }
 
 torch::Tensor TestLabels(const EvalContext& context) {
@@ -86,11 +175,11 @@ torch::Tensor TestLabels(const EvalContext& context) {
   return test->labels.slice(0, 0, Limited(test->images.size(0), context.request().test_limit));
 }
 
-double LinearProbeTop1(const EvalContext& context, int encoder_blocks) {
+double LinearProbeTop1(const EvalContext& context, const ImageShape& shape, int encoder_blocks) {
   auto features = [&](bool train, int limit) {
     std::shared_ptr<const LabeledImages> set = FashionMnistImages(context.request().data_dir, train);
     const int64_t n = Limited(set->images.size(0), limit);
-    return std::make_pair(ForwardInChunks(context, set->images, n, encoder_blocks),
+    return std::make_pair(ForwardInChunks(context, shape, set->images, n, encoder_blocks),
                           set->labels.slice(0, 0, n));
   };
   auto [train_x, train_y] = features(true, context.request().train_limit);

@@ -1,14 +1,17 @@
 // What the image recipes (supervised, kd, byol, mocov3, blockwise,
 // codistill) share: their data (data/image_data.h: Fashion-MNIST or
-// synthetic 28x28 images, optionally as augmented views), their profiling
-// input, top-1 and linear-probe evaluation on the test split, and the
-// options of a ResNet's shape. A recipe on other data derives from Recipe
+// synthetic images at the network's shape, optionally as augmented views),
+// the image shape options (image_size, channels, num_classes), their
+// profiling input, top-1 and linear-probe evaluation on the test split, the
+// options of a ResNet's shape, and networks by name (models/vision_models.h)
+// or the built-in small ResNet. A recipe on other data derives from Recipe
 // instead.
 #ifndef TSPIPE_ALGORITHMS_IMAGE_RECIPE_H_
 #define TSPIPE_ALGORITHMS_IMAGE_RECIPE_H_
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +19,7 @@
 #include "data/image_data.h"
 #include "engine/recipe.h"
 #include "models/resnet.h"
+#include "models/vision_models.h"
 
 namespace tspipe {
 
@@ -32,22 +36,66 @@ class ImageRecipe : public Recipe {
   Activation ExampleInput(int64_t samples) const override;
   Metrics Evaluate(const EvalContext& context) const override;
 
+  const ImageShape& image_shape() const { return shape_; }
+
+ protected:
+  // image_size, channels and num_classes (defaults: Fashion-MNIST's 28, 1,
+  // 10), for a recipe's Options(); ConfigureImageShape reads them.
+  static std::vector<OptionSpec> ImageShapeOptions();
+  void ConfigureImageShape(const OptionValues& values);
+
  private:
   int views_;
+  ImageShape shape_;
 };
+
+// An image recipe's network: one of VisionModelNames() (torchvision's
+// ResNets, timm's ViTs, under PyTorch's tensor names), or kSmallResNet, the
+// built-in ResNet for small images whose shape the widths and blocks
+// options give.
+extern const char kSmallResNet[];
+struct ImageNetworkChoice {
+  std::string name = kSmallResNet;
+  ResNetOptions small;  // kSmallResNet's widths and blocks.
+  bool small_stem = false;  // Named ResNets: the 3x3 stride-1 stem.
+};
+// The option `option` ("student", "teacher") naming the network, with
+// "<prefix>widths" and "<prefix>blocks" for kSmallResNet.
+std::vector<OptionSpec> ImageNetworkOptions(const std::string& option, const std::string& prefix,
+                                            const std::string& what,
+                                            const std::vector<int>& widths,
+                                            const std::vector<int>& blocks);
+// "small_stem": the 3x3 stride-1 stem for every named ResNet of the recipe.
+OptionSpec SmallStemOption();
+// Reads them; throws std::invalid_argument (a one-line message naming the
+// option) for an unknown name or a shape the network does not fit.
+ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::string& option,
+                                    const std::string& prefix, const std::string& owner,
+                                    const ImageShape& shape);
+
+// A built network: what a ModelSet takes for a student or a teacher.
+struct ImageNetwork {
+  std::shared_ptr<torch::nn::Module> module;
+  BlockList blocks;
+  std::string shape;  // In words, for checkpoint messages.
+  // For ModelSet::adapt_*_file (named ViTs: position embeddings).
+  std::function<void(NamedTensors&)> adapt_file;
+};
+ImageNetwork BuildImageNetwork(const ImageNetworkChoice& choice, const ImageShape& shape);
 
 // Top-1 accuracy of the whole student on the test split (the first
 // `test_limit` images if > 0).
-double TestTop1(const EvalContext& context);
+// The images are brought to `shape` (ToImageShape) on the way.
+double TestTop1(const EvalContext& context, const ImageShape& shape);
 // The logits of student `model` on the test split (so limited), on the
 // CPU, and the labels they predict.
-torch::Tensor TestLogits(const EvalContext& context, int model);
+torch::Tensor TestLogits(const EvalContext& context, const ImageShape& shape, int model);
 torch::Tensor TestLabels(const EvalContext& context);
 
 // Top-1 test accuracy of a linear classifier fitted on the frozen features
 // of the student's first `encoder_blocks` blocks (eval mode, no
 // augmentation): train split -> test split, each limited as requested.
-double LinearProbeTop1(const EvalContext& context, int encoder_blocks);
+double LinearProbeTop1(const EvalContext& context, const ImageShape& shape, int encoder_blocks);
 
 // Options "<prefix>widths" and "<prefix>blocks" for a ResNet shape (`what`
 // names the network in the help text), and the shape they give. Throws

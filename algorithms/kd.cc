@@ -46,15 +46,21 @@ torch::Tensor KnowledgeDistillation::Loss(const LossInputs& in) const {
 
 namespace {
 
-// A larger ResNet teacher distilled into a smaller ResNet student, each cut
-// with its own balance, on 28x28 images.
+// A teacher distilled into a student, each cut with its own balance: by
+// default a larger built-in ResNet into a smaller one on 28x28 images; any
+// named network (student=resnet18, teacher=vit_large_patch16) at any image
+// shape.
 class KdRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
-    std::vector<OptionSpec> o = ResNetShapeOptions("", "student", {16, 32, 64}, {1, 1, 1});
-    for (OptionSpec& s : ResNetShapeOptions("teacher_", "teacher", {32, 64, 128}, {2, 2, 2})) {
+    std::vector<OptionSpec> o =
+        ImageNetworkOptions("student", "", "student", {16, 32, 64}, {1, 1, 1});
+    for (OptionSpec& s :
+         ImageNetworkOptions("teacher", "teacher_", "teacher", {32, 64, 128}, {2, 2, 2})) {
       o.push_back(s);
     }
+    o.push_back(SmallStemOption());
+    for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     const KdOptions d;
     o.push_back(DoubleOption("temperature", d.temperature, "softmax temperature T").Above(0));
     o.push_back(DoubleOption("lambda", d.lambda, "weight of the soft-target KL term").AtLeast(0));
@@ -64,8 +70,9 @@ class KdRecipe : public ImageRecipe {
     return o;
   }
   void Configure(const OptionValues& v) override {
-    student_ = ResNetShapeFrom(v, "", "kd");
-    teacher_ = ResNetShapeFrom(v, "teacher_", "kd");
+    ConfigureImageShape(v);
+    student_ = ImageNetworkFrom(v, "student", "", "kd", image_shape());
+    teacher_ = ImageNetworkFrom(v, "teacher", "teacher_", "kd", image_shape());
     kd_.temperature = v.GetDouble("temperature");
     kd_.lambda = v.GetDouble("lambda");
     kd_.scale_by_t_squared = v.GetBool("t_squared");
@@ -75,27 +82,29 @@ class KdRecipe : public ImageRecipe {
   }
   ModelSet BuildModels() const override {
     ModelSet m;
-    torch::nn::Sequential student = MakeResNet(student_);
-    m.student = student.ptr();
-    m.student_blocks = BlocksFromSequential(student);
-    m.student_shape = DescribeShape(student_);
-    torch::nn::Sequential teacher = MakeResNet(teacher_);
-    m.teacher = teacher.ptr();
-    m.teacher_blocks = BlocksFromSequential(teacher);
-    m.teacher_shape = DescribeShape(teacher_);
+    ImageNetwork student = BuildImageNetwork(student_, image_shape());
+    m.student = student.module;
+    m.student_blocks = student.blocks;
+    m.student_shape = student.shape;
+    m.adapt_student_file = student.adapt_file;
+    ImageNetwork teacher = BuildImageNetwork(teacher_, image_shape());
+    m.teacher = teacher.module;
+    m.teacher_blocks = teacher.blocks;
+    m.teacher_shape = teacher.shape;
+    m.adapt_teacher_file = teacher.adapt_file;
     return m;
   }
 
  private:
-  ResNetOptions student_, teacher_;
+  ImageNetworkChoice student_, teacher_;
   KdOptions kd_;
 };
 
 }  // namespace
 
 TSPIPE_REGISTER_RECIPE("kd",
-                       "soft-target knowledge distillation from a frozen ResNet teacher into a "
-                       "smaller ResNet (CE + lambda T^2 KL_T)",
+                       "soft-target knowledge distillation from a frozen teacher into a smaller "
+                       "student (CE + lambda T^2 KL_T); ResNets and ViTs by name",
                        KdRecipe);
 
 }  // namespace tspipe

@@ -5,6 +5,8 @@
 
 #include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
+#include "algorithms/momentum.h"
+#include "models/vision_models.h"
 #include "models/vit.h"
 
 namespace tspipe {
@@ -41,8 +43,11 @@ torch::Tensor MocoV3::Loss(const LossInputs& in) const {
 
 namespace {
 
-// MoCo v3 on two augmented views of 28x28 images: a ViT query encoder with
-// projector and predictor, its EMA key encoder cut like it.
+// MoCo v3 on two augmented views: a ViT query encoder (the built-in small
+// one on 28x28 images by default, or any named network at any image shape)
+// with projector and predictor, its EMA key encoder cut like it.
+constexpr char kSmallVit[] = "small_vit";
+
 class MocoV3Recipe : public ImageRecipe {
  public:
   MocoV3Recipe() : ImageRecipe(/*views=*/2) {}
@@ -50,7 +55,17 @@ class MocoV3Recipe : public ImageRecipe {
   std::vector<OptionSpec> Options() const override {
     const VitOptions v;
     const MocoV3Options m;
-    return {IntOption("patch", v.patch, "ViT patch size (must divide 28)").AtLeast(1),
+    std::string names;
+    for (const std::string& n : VisionModelNames()) names += ", " + n;
+    std::vector<OptionSpec> o = {
+        StringOption("encoder", kSmallVit,
+                     std::string("the encoder: ") + kSmallVit +
+                         " (the built-in ViT for 28x28 images, shaped by patch, dim, depth and "
+                         "heads)" + names),
+        SmallStemOption()};
+    for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
+    std::vector<OptionSpec> rest = {
+            IntOption("patch", v.patch, "ViT patch size (must divide 28)").AtLeast(1),
             IntOption("dim", v.dim, "ViT width").AtLeast(1),
             IntOption("depth", v.depth, "ViT transformer blocks").AtLeast(1),
             IntOption("heads", v.heads, "ViT attention heads (must divide dim)").AtLeast(1),
@@ -61,8 +76,26 @@ class MocoV3Recipe : public ImageRecipe {
                          "EMA momentum at step 0, cosine-ramped to 1 over the run")
                 .AtLeast(0)
                 .AtMost(1)};
+    o.insert(o.end(), rest.begin(), rest.end());
+    return o;
   }
   void Configure(const OptionValues& v) override {
+    ConfigureImageShape(v);
+    encoder_ = v.GetString("encoder");
+    small_stem_ = v.GetBool("small_stem") && encoder_.rfind("resnet", 0) == 0;
+    if (encoder_ != kSmallVit) {
+      if (!IsVisionModelName(encoder_)) {
+        std::string known = kSmallVit;
+        for (const std::string& n : VisionModelNames()) known += ", " + n;
+        throw std::invalid_argument("mocov3 option encoder=" + encoder_ +
+                                    " is not a known network (known: " + known + ")");
+      }
+      try {
+        CheckVisionModelOptions(EncoderOptions());
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("mocov3 option encoder=" + encoder_ + ": " + e.what());
+      }
+    }
     shape_.encoder.patch = v.GetInt("patch");
     shape_.encoder.dim = v.GetInt("dim");
     shape_.encoder.depth = v.GetInt("depth");
@@ -71,6 +104,12 @@ class MocoV3Recipe : public ImageRecipe {
     shape_.projection = v.GetInt("projection");
     moco_.temperature = v.GetDouble("temperature");
     moco_.base_momentum = v.GetDouble("base_momentum");
+    shape_.encoder.in_channels = image_shape().channels;
+    if (!named() && image_shape().image_size != shape_.encoder.image_size) {
+      throw std::invalid_argument("mocov3's " + std::string(kSmallVit) + " takes 28x28 images; use " +
+                                  "a named encoder (encoder=vit_small_patch16) for image_size=" +
+                                  std::to_string(image_shape().image_size));
+    }
     if (shape_.encoder.image_size % shape_.encoder.patch != 0) {
       throw std::invalid_argument("mocov3 option patch=" + std::to_string(shape_.encoder.patch) +
                                   " does not divide the 28-pixel images");
@@ -83,7 +122,19 @@ class MocoV3Recipe : public ImageRecipe {
   std::unique_ptr<Algorithm> MakeAlgorithm() const override {
     return std::make_unique<MocoV3>(moco_);
   }
+  bool named() const { return encoder_ != kSmallVit; }
+  VisionModelOptions EncoderOptions() const {
+    return VisionModelOptions{encoder_, image_shape(), small_stem_};
+  }
   ModelSet BuildModels() const override {
+    if (named()) {
+      const int features = VisionModelFeatures(EncoderOptions());
+      const int hidden = shape_.hidden, projection = shape_.projection;
+      return MakeMomentumPair(
+          EncoderOptions(),
+          {{"projector", torch::nn::AnyModule(MocoMlp(3, features, hidden, projection, true))},
+           {"predictor", torch::nn::AnyModule(MocoMlp(2, projection, hidden, projection, false))}});
+    }
     ModelSet m;
     torch::nn::Sequential online = MakeMocoV3Online(shape_);
     torch::nn::Sequential target = MakeMomentumTarget(online);
@@ -99,14 +150,19 @@ class MocoV3Recipe : public ImageRecipe {
   }
   CutRule cut_rule() const override { return {CutRule::Kind::kShared, 1}; }
   void StudentLoaded(ModelSet& m) const override {
+    if (named()) return ResetMomentumTarget(m);
     auto online = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(m.student);
     CopyState(*MakeMomentumTarget(torch::nn::Sequential(online)), *m.teacher);
   }
   Metrics Evaluate(const EvalContext& c) const override {
-    return {{"linear_top1", LinearProbeTop1(c, MocoEncoderBlocks(shape_))}};
+    const int encoder_blocks =
+        named() ? VisionModelBlocks(EncoderOptions()) : MocoEncoderBlocks(shape_);
+    return {{"linear_top1", LinearProbeTop1(c, image_shape(), encoder_blocks)}};
   }
 
  private:
+  std::string encoder_;
+  bool small_stem_ = false;
   MocoNetOptions shape_;
   MocoV3Options moco_;
 };
@@ -114,8 +170,8 @@ class MocoV3Recipe : public ImageRecipe {
 }  // namespace
 
 TSPIPE_REGISTER_RECIPE("mocov3",
-                       "MoCo v3: a ViT query encoder against its EMA key encoder, InfoNCE over "
-                       "the whole mini-batch",
+                       "MoCo v3: a query encoder (ViTs and ResNets by name) against its EMA key "
+                       "encoder, InfoNCE over the whole mini-batch",
                        MocoV3Recipe);
 
 }  // namespace tspipe

@@ -9,7 +9,13 @@
 
 #include <torch/torch.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "core/algorithm.h"
+#include "engine/recipe.h"
+#include "models/vision_models.h"
 
 namespace tspipe {
 
@@ -27,6 +33,21 @@ void EmaUpdate(torch::nn::Module& online, torch::nn::Module& target, double mome
 // the last one, the predictor (so it starts equal, as both BYOL and MoCo v3
 // initialise it), layer for layer.
 torch::nn::Sequential MakeMomentumTarget(const torch::nn::Sequential& online);
+
+// Online and target networks over a named encoder (`encoder` without its
+// classifier: the representation). The online module holds the encoder as
+// "backbone" under PyTorch's names (backbone.layer1.0.conv1.weight, as
+// solo-learn and lightly name it) and each head under its name
+// ("projector", "predictor"); its blocks are the encoder's, then one per
+// head, each applied to every view. The target (the teacher) is a copy
+// without the last head, equal at the start, with the same names. Leaves
+// the global random generator as it would be after building the online
+// network alone.
+ModelSet MakeMomentumPair(const VisionModelOptions& encoder,
+                          const std::vector<std::pair<std::string, torch::nn::AnyModule>>& heads);
+// Copies the online network's state into its target (MakeMomentumPair's
+// layout), after a student checkpoint was loaded.
+void ResetMomentumTarget(ModelSet& models);
 
 // An algorithm whose teacher is such a target: the EMA teacher update (the
 // online and target stages match layer for layer; the online stage may hold

@@ -20,33 +20,41 @@ torch::Tensor SupervisedAlgorithm::Loss(const LossInputs& in) const {
 
 namespace {
 
-// A ResNet trained on labels, on 28x28 images (kd_accuracy trains its
-// teacher with it).
+// A network trained on labels (kd_accuracy trains its teacher with it): the
+// built-in ResNet on 28x28 images by default, or any named network at any
+// image shape.
 class SupervisedRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
-    return ResNetShapeOptions("", "the", {16, 32, 64}, {1, 1, 1});
+    std::vector<OptionSpec> o = ImageNetworkOptions("student", "", "trained", {16, 32, 64}, {1, 1, 1});
+    o.push_back(SmallStemOption());
+    for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
+    return o;
   }
-  void Configure(const OptionValues& v) override { shape_ = ResNetShapeFrom(v, "", "supervised"); }
+  void Configure(const OptionValues& v) override {
+    ConfigureImageShape(v);
+    network_ = ImageNetworkFrom(v, "student", "", "supervised", image_shape());
+  }
   std::unique_ptr<Algorithm> MakeAlgorithm() const override {
     return std::make_unique<SupervisedAlgorithm>();
   }
   ModelSet BuildModels() const override {
     ModelSet m;
-    torch::nn::Sequential net = MakeResNet(shape_);
-    m.student = net.ptr();
-    m.student_blocks = BlocksFromSequential(net);
-    m.student_shape = DescribeShape(shape_);
+    ImageNetwork net = BuildImageNetwork(network_, image_shape());
+    m.student = net.module;
+    m.student_blocks = net.blocks;
+    m.student_shape = net.shape;
+    m.adapt_student_file = net.adapt_file;
     return m;
   }
 
  private:
-  ResNetOptions shape_;
+  ImageNetworkChoice network_;
 };
 
 }  // namespace
 
-TSPIPE_REGISTER_RECIPE("supervised", "cross-entropy on labels, no teacher (ResNet)",
+TSPIPE_REGISTER_RECIPE("supervised", "cross-entropy on labels, no teacher; ResNets and ViTs by name",
                        SupervisedRecipe);
 
 }  // namespace tspipe

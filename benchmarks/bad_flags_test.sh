@@ -69,6 +69,9 @@ accuracy=(
   "--report=/nonexistent/dir/r.md|report|/nonexistent/dir/r.md"
   "--report=${outdir}|report|${outdir}"
 )
+# A small ResNet exported by tspipe (//tests/golden:export): a weight file of
+# another network than the benchmark's teacher.
+other_weights="$(pwd)/tests/golden/kd_student.safetensors"
 case "${kind}" in
   benchmark)
     common=(--scheduler=gpipe,sequential --stages=2 --microbatches=2 --batch_size=8 --balance=even
@@ -88,7 +91,16 @@ case "${kind}" in
       "--backend=mpi|backend|mpi"
       "--peer_timeout=0|peer_timeout|0"
       "--emulate_link_ms_per_mb=-1|emulate_link_ms_per_mb|-1"
-      "--backend=c10d --export=${outdir}/s.safetensors|export|${outdir}/s.safetensors")
+      "--backend=c10d --export=${outdir}/s.safetensors|export|${outdir}/s.safetensors"
+      "--algorithm_options=student=resnet19|algorithm_options|resnet19"
+      "--algorithm_options=teacher=vit_base_patch16,image_size=40|algorithm_options|patch size 16"
+      "--algorithm_options=student=resnet50|algorithm_options|too small for resnet50"
+      "--algorithm_options=image_size=0|algorithm_options|image_size"
+      "--teacher_weights=/nonexistent/t.safetensors|teacher_weights|/nonexistent/t.safetensors"
+      "--teacher_weights=${other_weights}|teacher_weights|missing"
+      "--student_weights=${other_weights}|student_weights|missing"
+      "--simulate_stages=8,x|simulate_stages|8,x"
+      "--balance=even --simulate_stages=8|simulate_stages|balance=auto")
     ;;
   kd_accuracy)
     common=(--steps=1 --teacher_steps=1 --train_samples=64 --eval_samples=16 --batch_size=16

@@ -27,6 +27,7 @@
 #include "cli/flags.h"
 #include "cli/help.h"
 #include "cli/report.h"
+#include "core/options.h"
 #include "io/file_util.h"
 #include "core/trace.h"
 #include "engine/catalog.h"
@@ -69,6 +70,16 @@ DEFINE_double(emulate_link_ms_per_mb, 0,
 DEFINE_string(data, "synthetic",
               "synthetic (random tensors, for throughput) or the algorithm's real data set "
               "(fashion_mnist for the image algorithms; --data_dir).");
+DEFINE_string(teacher_weights, "",
+              "Teacher weights: a safetensors file under PyTorch's state_dict names (torchvision, "
+              "timm; tools/pth_to_safetensors.py converts a .pth) or a LibTorch archive, loaded "
+              "strictly. Empty = random initialisation (fine for throughput).");
+DEFINE_string(student_weights, "", "Initial student weights, as --teacher_weights.");
+DEFINE_string(simulate_stages, "",
+              "With --balance=auto: also simulate each scheduler at these stage counts "
+              "(\"8,16\") from the measured block costs, with N-1, 2N and 4N micro-batches, "
+              "against inter-layer model parallelism (the paper's headline comparison).");
+DEFINE_bool(simulate_only, false, "Stop after --simulate_stages (no timed runs).");
 DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
 DEFINE_string(trace, "",
               "If set, write the last timed iteration of each scheduler as a Chrome trace / "
@@ -247,15 +258,6 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool recor
   if (record) g_traces[config.scheduler] = std::move(last);
 }
 
-// --trace=x.json: x.svg beside it.
-std::string SvgPathFor(const std::string& trace) {
-  const std::string ext = ".json";
-  if (trace.size() > ext.size() && trace.compare(trace.size() - ext.size(), ext.size(), ext) == 0) {
-    return trace.substr(0, trace.size() - ext.size()) + ".svg";
-  }
-  return trace + ".svg";
-}
-
 // --balance=auto: the simulator ranks the cuts; with several close ones, a
 // short timed trial of each picks the one that is fastest in practice
 // (single process only: c10d ranks would have to agree on it).
@@ -343,7 +345,7 @@ int main(int argc, char** argv) {
     tspipe::RequireWritable("plot", tspipe::UserPath(FLAGS_plot));
     tspipe::RequireWritable("trace", tspipe::UserPath(FLAGS_trace));
     if (!FLAGS_trace.empty()) {
-      tspipe::RequireWritable("trace", SvgPathFor(tspipe::UserPath(FLAGS_trace)));
+      tspipe::RequireWritable("trace", tspipe::TraceSvgPath(tspipe::UserPath(FLAGS_trace)));
       if (!FLAGS_record) throw std::invalid_argument("--trace needs --record (the default)");
       if (FLAGS_backend == "c10d") {
         throw std::invalid_argument("--trace=" + FLAGS_trace +
@@ -356,6 +358,22 @@ int main(int argc, char** argv) {
                                   "needs --record (the default)");
     }
     tspipe::RequireDataSet("data", FLAGS_algorithm, FLAGS_data);
+    for (int n : tspipe::ParseIntList(FLAGS_simulate_stages,
+                                      "--simulate_stages=" + FLAGS_simulate_stages)) {
+      tspipe::RequireAtLeast("simulate_stages", n, 1);
+    }
+    if (!FLAGS_simulate_stages.empty() && FLAGS_balance != "auto") {
+      throw std::invalid_argument("--simulate_stages=" + FLAGS_simulate_stages +
+                                  " needs --balance=auto (the measured block costs)");
+    }
+    if (FLAGS_simulate_only && FLAGS_simulate_stages.empty()) {
+      throw std::invalid_argument("--simulate_only needs --simulate_stages");
+    }
+    base.teacher_checkpoint = tspipe::UserPath(FLAGS_teacher_weights);
+    base.initial_checkpoint = tspipe::UserPath(FLAGS_student_weights);
+    // Before any timing: a file that is missing or does not fit is one line.
+    tspipe::CheckWeightFiles(base, "--teacher_weights=" + FLAGS_teacher_weights,
+                             "--student_weights=" + FLAGS_student_weights);
     tspipe::RequirePolicy("policy", FLAGS_policy);
     if (FLAGS_scheduler != "all") tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
     if (FLAGS_backend == "c10d") {
@@ -395,6 +413,22 @@ int main(int argc, char** argv) {
       LOG(ERROR) << e.what();
       return 1;
     }
+  }
+  if (!FLAGS_simulate_stages.empty()) {
+    try {
+      const std::vector<std::string> schedulers =
+          FLAGS_scheduler == "all" ? std::vector<std::string>{"tspipe"}
+                                   : tspipe::SplitList(FLAGS_scheduler);
+      const std::vector<int> stages =
+          tspipe::ParseIntList(FLAGS_simulate_stages, "--simulate_stages");
+      for (const std::string& line : tspipe::SimulateAtScales(base, costs, schedulers, stages)) {
+        std::printf("%s\n", line.c_str());
+      }
+    } catch (const std::exception& e) {
+      LOG(ERROR) << "--simulate_stages=" << FLAGS_simulate_stages << ": " << e.what();
+      return 1;
+    }
+    if (FLAGS_simulate_only) return 0;
   }
 
   const std::vector<std::string> requested =
@@ -463,9 +497,9 @@ int main(int argc, char** argv) {
     }
     const std::string path = tspipe::UserPath(FLAGS_trace);
     tspipe::WriteFileAtomically(path, tspipe::ChromeTraceJson(runs));
-    tspipe::WriteFileAtomically(SvgPathFor(path), tspipe::MeasuredTimelineSvg(runs));
+    tspipe::WriteFileAtomically(tspipe::TraceSvgPath(path), tspipe::MeasuredTimelineSvg(runs));
     LOG(INFO) << "wrote " << path << " (open in ui.perfetto.dev or chrome://tracing) and "
-              << SvgPathFor(path);
+              << tspipe::TraceSvgPath(path);
   }
   benchmark::Shutdown();
   try {

@@ -133,4 +133,12 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
   std::fflush(stdout);
 }
 
+std::string TraceSvgPath(const std::string& trace) {
+  const std::string ext = ".json";
+  if (trace.size() > ext.size() && trace.compare(trace.size() - ext.size(), ext.size(), ext) == 0) {
+    return trace.substr(0, trace.size() - ext.size()) + ".svg";
+  }
+  return trace + ".svg";
+}
+
 }  // namespace tspipe

@@ -53,6 +53,9 @@ class ComparisonReporter : public benchmark::ConsoleReporter {
 // The table, in the order of `names`, to stdout (with a tokens/s column when
 // any run counted tokens); speeds are compared with the `baseline` row's
 // (the one-device scheduler) scaled by each row's devices.
+// --trace=x.json: the SVG timeline x.svg beside it.
+std::string TraceSvgPath(const std::string& trace);
+
 void PrintComparison(const Results& results, const std::vector<std::string>& names,
                      const std::string& baseline);
 

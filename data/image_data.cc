@@ -22,6 +22,26 @@ std::string DirOf(const std::string& dir) { return dir.empty() ? kDefaultFashion
 
 }  // namespace
 
+torch::Tensor ToImageShape(const torch::Tensor& images, const ImageShape& shape) {
+  torch::Tensor out = images;
+  if (out.size(-1) != shape.image_size || out.size(-2) != shape.image_size) {
+    namespace F = torch::nn::functional;
+    out = F::interpolate(out, F::InterpolateFuncOptions()
+                                  .size(std::vector<int64_t>{shape.image_size, shape.image_size})
+                                  .mode(torch::kBilinear)
+                                  .align_corners(false));
+  }
+  if (out.size(1) != shape.channels) out = out.expand({-1, shape.channels, -1, -1}).contiguous();
+  return out;
+}
+
+void CheckFashionMnistFits(const ImageShape& shape) {
+  if (shape.num_classes < 10) {
+    throw std::invalid_argument("fashion_mnist has 10 classes; num_classes=" +
+                                std::to_string(shape.num_classes) + " cannot hold them");
+  }
+}
+
 std::shared_ptr<const LabeledImages> FashionMnistImages(const std::string& given, bool train) {
   const std::string dir = DirOf(given);
   static std::mutex mu;
@@ -51,8 +71,10 @@ class ImageSource : public BatchSource {
                                       static_cast<uint64_t>(r.seed) + 1)) {
     if (r.data == "synthetic") {
       for (int i = 0; i < std::max(1, r.num_batches); ++i) {
-        synthetic_.push_back(WithViews(Batch{{torch::randn({r.batch_size, 1, 28, 28})},
-                                             {torch::randint(0, 10, {r.batch_size})}}));
+        const ImageShape& s = o.shape;
+        synthetic_.push_back(WithViews(
+            Batch{{torch::randn({r.batch_size, s.channels, s.image_size, s.image_size})},
+                  {torch::randint(0, s.num_classes, {r.batch_size})}}));
       }
       return;
     }
@@ -60,6 +82,7 @@ class ImageSource : public BatchSource {
       throw std::invalid_argument("unknown data '" + r.data + "'; use synthetic or " +
                                   kFashionMnist);
     }
+    CheckFashionMnistFits(o.shape);
     train_set_ = FashionMnistImages(r.data_dir, /*train=*/true);
     size_ = train_set_->images.size(0);
     if (r.train_samples > 0) size_ = std::min<int64_t>(size_, r.train_samples);
@@ -84,7 +107,7 @@ class ImageSource : public BatchSource {
     torch::Tensor index =
         torch::from_blob(order_.data() + position_, {request_.batch_size}, torch::kInt64).clone();
     position_ += b;
-    return WithViews(Batch{{train_set_->images.index_select(0, index)},
+    return WithViews(Batch{{ToImageShape(train_set_->images.index_select(0, index), options_.shape)},
                            {train_set_->labels.index_select(0, index)}});
   }
 
@@ -121,9 +144,11 @@ std::unique_ptr<BatchSource> MakeImageData(const DataRequest& request,
   return std::make_unique<ImageSource>(request, options);
 }
 
-Activation ImageExample(int64_t samples, int views) {
+Activation ImageExample(int64_t samples, int views, const ImageShape& shape) {
   Activation input;
-  for (int v = 0; v < std::max(1, views); ++v) input.push_back(torch::randn({samples, 1, 28, 28}));
+  for (int v = 0; v < std::max(1, views); ++v) {
+    input.push_back(torch::randn({samples, shape.channels, shape.image_size, shape.image_size}));
+  }
   return input;
 }
 

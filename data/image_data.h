@@ -1,6 +1,7 @@
-// Image batch sources: 28x28 single-channel images with 10 classes, from
-// Fashion-MNIST (Debian's dataset-fashion-mnist) or synthetic, as images or
-// augmented views (data/augment.h) for self-supervised methods.
+// Image batch sources: Fashion-MNIST (Debian's dataset-fashion-mnist;
+// 28x28 single-channel images, 10 classes) or synthetic images, at the
+// shape the network takes, as images or augmented views (data/augment.h)
+// for self-supervised methods.
 #ifndef TSPIPE_DATA_IMAGE_DATA_H_
 #define TSPIPE_DATA_IMAGE_DATA_H_
 
@@ -13,6 +14,7 @@
 #include "data/augment.h"
 #include "core/batch_source.h"
 #include "core/microbatch.h"
+#include "data/image_shape.h"
 
 namespace tspipe {
 
@@ -25,6 +27,10 @@ struct ImageDataOptions {
   // self-supervised methods train; labels still travel as targets.
   int views = 0;
   AugmentOptions augment;
+  // Synthetic images are drawn at this shape, with labels below
+  // num_classes; Fashion-MNIST's are resized to it (bilinear) and their
+  // grey channel repeated, and need num_classes >= 10.
+  ImageShape shape;
 };
 
 // Synthetic batches (random images and labels drawn from the global
@@ -35,9 +41,17 @@ struct ImageDataOptions {
 std::unique_ptr<BatchSource> MakeImageData(const DataRequest& request,
                                            const ImageDataOptions& options);
 
-// `samples` random images, once per view (once when views == 0): the
-// profiling input.
-Activation ImageExample(int64_t samples, int views);
+// `samples` random images of `shape`, once per view (once when views ==
+// 0): the profiling input.
+Activation ImageExample(int64_t samples, int views, const ImageShape& shape = {});
+
+// Fashion-MNIST images [N, 1, 28, 28] at `shape`: resized (bilinear) and
+// the channel repeated; the same tensor when the shape is 1x28x28.
+torch::Tensor ToImageShape(const torch::Tensor& images, const ImageShape& shape);
+
+// Throws std::invalid_argument when Fashion-MNIST's 10 classes do not fit
+// `shape`.
+void CheckFashionMnistFits(const ImageShape& shape);
 
 // A Fashion-MNIST split as normalised float images [N, 1, 28, 28] and int64
 // labels [N], read once per process (several trainers and evaluations of

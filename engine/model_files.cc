@@ -91,7 +91,8 @@ void LoadModuleTensors(const NamedTensors& tensors, torch::nn::Module& module,
 }
 
 void LoadModelFile(const std::string& path, const std::string& what, const std::string& shape,
-                   torch::nn::Module& module) {
+                   torch::nn::Module& module,
+                   const std::function<void(NamedTensors&)>& adapt) {
   const std::string misfit =
       what + " checkpoint " + path + " does not fit the " + what + " (" + shape + "): ";
   switch (KindOf(path)) {
@@ -103,10 +104,19 @@ void LoadModelFile(const std::string& path, const std::string& what, const std::
       throw std::runtime_error(what + " checkpoint " + path +
                                " is neither a LibTorch archive (Trainer::SaveModel) nor a "
                                "safetensors file (--export, safetensors.torch.save_file)");
-    case FileKind::kSafetensors:
+    case FileKind::kSafetensors: {
       // ReadSafetensors refuses a truncated file or a bad header, naming it.
-      LoadModuleTensors(ReadSafetensors(path), module, misfit);
+      NamedTensors tensors = ReadSafetensors(path);
+      if (adapt) {
+        try {
+          adapt(tensors);
+        } catch (const std::invalid_argument& e) {
+          throw std::invalid_argument(misfit + e.what());
+        }
+      }
+      LoadModuleTensors(tensors, module, misfit);
       return;
+    }
     case FileKind::kTorchArchive:
       break;
   }

@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 
 #include "io/safetensors.h"
@@ -31,10 +32,13 @@ void LoadModuleTensors(const NamedTensors& tensors, torch::nn::Module& module,
 
 // Loads `path` into `module` (`what`: "teacher" or "student", and `shape`
 // its shape in words, for the messages). A LibTorch archive or a safetensors
-// file. Throws std::runtime_error naming the file when it is missing,
-// truncated or neither format, std::invalid_argument when it does not fit.
+// file; a safetensors file's tensors pass through `adapt` first, when given
+// (ModelSet::adapt_teacher_file). Throws std::runtime_error naming the file
+// when it is missing, truncated or neither format, std::invalid_argument
+// when it does not fit.
 void LoadModelFile(const std::string& path, const std::string& what, const std::string& shape,
-                   torch::nn::Module& module);
+                   torch::nn::Module& module,
+                   const std::function<void(NamedTensors&)>& adapt = nullptr);
 
 }  // namespace tspipe
 

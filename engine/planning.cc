@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/devices.h"
+#include "engine/model_files.h"
 #include "engine/profile.h"
 #include "engine/recipe.h"
 
@@ -127,6 +128,80 @@ void ApplyPlan(const BalancePlan& plan, TrainConfig* config) {
   config->forward_ms = plan.forward_ms;
   config->backward_ms = plan.backward_ms;
   config->teacher_ms = plan.teacher_ms;
+}
+
+ScaledSimulation SimulateAtScale(const TrainConfig& config, const BlockCosts& costs, int stages,
+                                 int microbatches) {
+  TrainConfig c = config;
+  c.stages = stages;
+  c.microbatches = microbatches;
+  c.balance.clear();
+  c.teacher_balance.clear();
+  c.forward_ms.clear();
+  c.backward_ms.clear();
+  c.teacher_ms.clear();
+  ScaledSimulation out;
+  out.stages = stages;
+  out.microbatches = microbatches;
+  out.plan = PlanBalances(c, costs, 1, 0).front();
+  double work = 0;
+  for (const auto* list : {&costs.student_forward, &costs.student_backward, &costs.teacher_forward}) {
+    for (double ms : *list) work += ms;
+  }
+  out.model_parallel_ms = work * microbatches;
+  out.speedup = out.plan.period_ms > 0 ? out.model_parallel_ms / out.plan.period_ms : 0;
+  return out;
+}
+
+std::string DescribeScaledSimulation(const std::string& scheduler, const ScaledSimulation& s) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(1);
+  out << scheduler << ", " << s.stages << " stages, " << s.microbatches
+      << " micro-batches: " << s.plan.period_ms << " ms/iteration simulated, model parallelism "
+      << s.model_parallel_ms << " ms: ";
+  out.precision(2);
+  out << s.speedup << "x (" << DescribePlan(s.plan) << ")";
+  return out.str();
+}
+
+std::vector<std::string> SimulateAtScales(const TrainConfig& config, const BlockCosts& costs,
+                                          const std::vector<std::string>& schedulers,
+                                          const std::vector<int>& stages) {
+  std::vector<std::string> lines;
+  for (int n : stages) {
+    if (n < 1) throw std::invalid_argument("a stage count must be positive, got " + std::to_string(n));
+    for (const std::string& scheduler : schedulers) {
+      TrainConfig c = config;
+      c.scheduler = scheduler;
+      for (int m : {n - 1, 2 * n, 4 * n}) {
+        if (m >= 1) lines.push_back(DescribeScaledSimulation(scheduler, SimulateAtScale(c, costs, n, m)));
+      }
+    }
+  }
+  return lines;
+}
+
+void CheckWeightFiles(const TrainConfig& config, const std::string& teacher_flag,
+                      const std::string& student_flag) {
+  if (config.teacher_checkpoint.empty() && config.initial_checkpoint.empty()) return;
+  ConfiguredRecipe r = ConfigureRecipe(config.algorithm, config.algorithm_options);
+  ModelSet models = r.recipe->BuildModels();
+  auto load = [](const std::string& flag, const std::string& path, const std::string& what,
+                 const std::string& shape, const std::shared_ptr<torch::nn::Module>& module,
+                 const std::function<void(NamedTensors&)>& adapt) {
+    if (path.empty()) return;
+    if (!module) throw std::invalid_argument(flag + ": algorithm has no " + what + " to load");
+    try {
+      LoadModelFile(path, what, shape, *module, adapt);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(flag + ": " + e.what());
+    }
+  };
+  load(teacher_flag, config.teacher_checkpoint, "teacher", models.teacher_shape, models.teacher,
+       models.adapt_teacher_file);
+  load(student_flag, config.initial_checkpoint, "student", models.student_shape, models.student,
+       models.adapt_student_file);
 }
 
 std::vector<double> TimePlans(const TrainConfig& config, const std::vector<BalancePlan>& plans,

@@ -52,6 +52,12 @@ struct ModelSet {
   // them, their gradients are summed before each step, so they stay equal
   // (the first is the one gradient clipping counts). Both must train.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> student_ties;
+  // Applied to a safetensors file's tensors before the strict load of the
+  // student (initial_checkpoint) or teacher (teacher_checkpoint): a ViT's
+  // position embeddings made for another image size are resampled, as timm
+  // does (models/vision_models.h). Empty = the tensors as they are.
+  std::function<void(NamedTensors&)> adapt_student_file;
+  std::function<void(NamedTensors&)> adapt_teacher_file;
 };
 
 struct EvalRequest {

@@ -142,11 +142,13 @@ void Trainer::Impl::BuildModels() {
                                             : " built no teacher for its algorithm"));
   }
   if (!config_.initial_checkpoint.empty()) {
-    LoadModelFile(config_.initial_checkpoint, "student", models_.student_shape, *models_.student);
+    LoadModelFile(config_.initial_checkpoint, "student", models_.student_shape, *models_.student,
+                  models_.adapt_student_file);
     recipe_->StudentLoaded(models_);
   }
   if (!config_.teacher_checkpoint.empty()) {
-    LoadModelFile(config_.teacher_checkpoint, "teacher", models_.teacher_shape, *models_.teacher);
+    LoadModelFile(config_.teacher_checkpoint, "teacher", models_.teacher_shape, *models_.teacher,
+                  models_.adapt_teacher_file);
   }
   if (config_.dtype == "float64") {
     dtype_ = torch::kFloat64;

@@ -86,24 +86,6 @@ class GlobalPoolImpl : public nn::Cloneable<GlobalPoolImpl> {
 };
 TORCH_MODULE(GlobalPool);
 
-// BYOL's projector and predictor: Linear-BN-ReLU-Linear.
-class MlpImpl : public nn::Cloneable<MlpImpl> {
- public:
-  MlpImpl(int in, int hidden, int out) : in_(in), hidden_(hidden), out_(out) { reset(); }
-  void reset() override {
-    fc1_ = register_module("fc1", nn::Linear(in_, hidden_));
-    bn_ = register_module("bn", nn::BatchNorm1d(hidden_));
-    fc2_ = register_module("fc2", nn::Linear(hidden_, out_));
-  }
-  torch::Tensor forward(torch::Tensor x) { return fc2_(torch::relu(bn_(fc1_(x)))); }
-
- private:
-  int in_, hidden_, out_;
-  nn::Linear fc1_{nullptr};
-  nn::BatchNorm1d bn_{nullptr};
-  nn::Linear fc2_{nullptr};
-};
-TORCH_MODULE(Mlp);
 
 // Stem and basic blocks of a ResNet; returns the output width.
 int AddResNetBody(const ResNetOptions& o, nn::Sequential& model) {
@@ -124,12 +106,20 @@ int AddResNetBody(const ResNetOptions& o, nn::Sequential& model) {
 
 }  // namespace
 
+void ByolMlpImpl::reset() {
+  fc1_ = register_module("fc1", nn::Linear(in_, hidden_));
+  bn_ = register_module("bn", nn::BatchNorm1d(hidden_));
+  fc2_ = register_module("fc2", nn::Linear(hidden_, out_));
+}
+
+torch::Tensor ByolMlpImpl::forward(torch::Tensor x) { return fc2_(torch::relu(bn_(fc1_(x)))); }
+
 torch::nn::Sequential MakeByolOnline(const ByolNetOptions& o) {
   nn::Sequential model;
   const int features = AddResNetBody(o.encoder, model);
   model->push_back(GlobalPool());
-  model->push_back(Mlp(features, o.hidden, o.projection));
-  model->push_back(Mlp(o.projection, o.hidden, o.projection));
+  model->push_back(ByolMlp(features, o.hidden, o.projection));
+  model->push_back(ByolMlp(o.projection, o.hidden, o.projection));
   return model;
 }
 

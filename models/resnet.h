@@ -31,6 +31,21 @@ torch::nn::Sequential MakeResNet(const ResNetOptions& options);
 // stride, about half its cost.
 torch::nn::Sequential MakeBlockwiseStudent(const ResNetOptions& teacher);
 
+// BYOL's projector and predictor: Linear-BN-ReLU-Linear.
+class ByolMlpImpl : public torch::nn::Cloneable<ByolMlpImpl> {
+ public:
+  ByolMlpImpl(int in, int hidden, int out) : in_(in), hidden_(hidden), out_(out) { reset(); }
+  void reset() override;
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  int in_, hidden_, out_;
+  torch::nn::Linear fc1_{nullptr};
+  torch::nn::BatchNorm1d bn_{nullptr};
+  torch::nn::Linear fc2_{nullptr};
+};
+TORCH_MODULE(ByolMlp);
+
 // BYOL's networks over a ResNet encoder (Grill et al. 2020).
 struct ByolNetOptions {
   ResNetOptions encoder;  // num_classes is unused.

@@ -84,39 +84,26 @@ class ClassTokenImpl : public nn::Cloneable<ClassTokenImpl> {
 };
 TORCH_MODULE(ClassToken);
 
-// MoCo v3's MLP: Linear (no bias) layers with BN and ReLU between them;
-// optionally a BN without affine parameters on the output.
-class MocoMlpImpl : public nn::Cloneable<MocoMlpImpl> {
- public:
-  MocoMlpImpl(int layers, int in, int hidden, int out, bool last_bn)
-      : layers_(layers), in_(in), hidden_(hidden), out_(out), last_bn_(last_bn) {
-    reset();
-  }
-  void reset() override {
-    seq_ = nn::Sequential();
-    for (int l = 0; l < layers_; ++l) {
-      const int a = l == 0 ? in_ : hidden_;
-      const int b = l == layers_ - 1 ? out_ : hidden_;
-      seq_->push_back(nn::Linear(nn::LinearOptions(a, b).bias(false)));
-      if (l < layers_ - 1) {
-        seq_->push_back(nn::BatchNorm1d(b));
-        seq_->push_back(nn::ReLU());
-      } else if (last_bn_) {
-        seq_->push_back(nn::BatchNorm1d(nn::BatchNormOptions(b).affine(false)));
-      }
-    }
-    seq_ = register_module("mlp", seq_);
-  }
-  torch::Tensor forward(torch::Tensor x) { return seq_->forward(x); }
-
- private:
-  int layers_, in_, hidden_, out_;
-  bool last_bn_;
-  nn::Sequential seq_{nullptr};
-};
-TORCH_MODULE(MocoMlp);
 
 }  // namespace
+
+void MocoMlpImpl::reset() {
+  seq_ = nn::Sequential();
+  for (int l = 0; l < layers_; ++l) {
+    const int a = l == 0 ? in_ : hidden_;
+    const int b = l == layers_ - 1 ? out_ : hidden_;
+    seq_->push_back(nn::Linear(nn::LinearOptions(a, b).bias(false)));
+    if (l < layers_ - 1) {
+      seq_->push_back(nn::BatchNorm1d(b));
+      seq_->push_back(nn::ReLU());
+    } else if (last_bn_) {
+      seq_->push_back(nn::BatchNorm1d(nn::BatchNormOptions(b).affine(false)));
+    }
+  }
+  seq_ = register_module("mlp", seq_);
+}
+
+torch::Tensor MocoMlpImpl::forward(torch::Tensor x) { return seq_->forward(x); }
 
 int AddVitEncoder(const VitOptions& o, nn::Sequential& model) {
   model->push_back(PatchEmbed(o));

@@ -22,6 +22,24 @@ struct VitOptions {
 // the class token. Returns the feature width (dim).
 int AddVitEncoder(const VitOptions& options, torch::nn::Sequential& model);
 
+// MoCo v3's MLP: Linear (no bias) layers with BN and ReLU between them;
+// optionally a BN without affine parameters on the output.
+class MocoMlpImpl : public torch::nn::Cloneable<MocoMlpImpl> {
+ public:
+  MocoMlpImpl(int layers, int in, int hidden, int out, bool last_bn)
+      : layers_(layers), in_(in), hidden_(hidden), out_(out), last_bn_(last_bn) {
+    reset();
+  }
+  void reset() override;
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  int layers_, in_, hidden_, out_;
+  bool last_bn_;
+  torch::nn::Sequential seq_{nullptr};
+};
+TORCH_MODULE(MocoMlp);
+
 // MoCo v3 (Chen, Xie and He 2021) networks.
 struct MocoNetOptions {
   VitOptions encoder;
