@@ -56,6 +56,7 @@ class ByolRecipe : public ImageRecipe {
     std::vector<OptionSpec> o =
         ImageNetworkOptions("encoder", "", "encoder", {16, 32, 64}, {1, 1, 1});
     o.push_back(SmallStemOption());
+    o.push_back(HalfBlocksOption());
     for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     o.push_back(IntOption("hidden", 256, "projector and predictor hidden width").AtLeast(1));
     o.push_back(IntOption("projection", 64, "projection size").AtLeast(1));
@@ -79,7 +80,7 @@ class ByolRecipe : public ImageRecipe {
   }
   bool named() const { return encoder_.name != kSmallResNet; }
   VisionModelOptions EncoderOptions() const {
-    return VisionModelOptions{encoder_.name, image_shape(), encoder_.small_stem};
+    return VisionOptionsOf(encoder_, image_shape());
   }
   ModelSet BuildModels() const override {
     if (named()) {

@@ -59,6 +59,7 @@ class CodistillRecipe : public ImageRecipe {
     std::vector<OptionSpec> o =
         ImageNetworkOptions("student", "", "every model's", {16, 32, 64}, {1, 1, 1});
     o.push_back(SmallStemOption());
+    o.push_back(HalfBlocksOption());
     for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     const CodistillOptions d;
     o.push_back(IntOption("models", d.models, "models trained together (n)").AtLeast(2));

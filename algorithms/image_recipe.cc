@@ -82,6 +82,21 @@ OptionSpec SmallStemOption() {
                     "instead of torchvision's 7x7 stride-2 stem");
 }
 
+OptionSpec HalfBlocksOption() {
+  return BoolOption("half_blocks", false,
+                    "named ViTs cut finer: each transformer block as two blocks (attention, "
+                    "MLP), e.g. for 16 stages of ViT-S");
+}
+
+VisionModelOptions VisionOptionsOf(const ImageNetworkChoice& choice, const ImageShape& shape) {
+  VisionModelOptions o;
+  o.name = choice.name;
+  o.shape = shape;
+  o.small_stem = choice.small_stem;
+  o.half_blocks = choice.half_blocks;
+  return o;
+}
+
 ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::string& option,
                                     const std::string& prefix, const std::string& owner,
                                     const ImageShape& shape) {
@@ -89,6 +104,7 @@ ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::strin
   c.name = values.GetString(option);
   c.small = ResNetShapeFrom(values, prefix, owner);
   c.small_stem = values.GetBool("small_stem") && c.name.rfind("resnet", 0) == 0;
+  c.half_blocks = values.GetBool("half_blocks") && c.name.rfind("vit_", 0) == 0;
   if (c.name == kSmallResNet) return c;
   if (!IsVisionModelName(c.name)) {
     std::string known = kSmallResNet;
@@ -96,7 +112,7 @@ ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::strin
     throw std::invalid_argument(owner + " option " + option + "=" + c.name +
                                 " is not a known network (known: " + known + ")");
   }
-  VisionModelOptions vo{c.name, shape, c.small_stem};
+  const VisionModelOptions vo = VisionOptionsOf(c, shape);
   try {
     CheckVisionModelOptions(vo);
   } catch (const std::invalid_argument& e) {
@@ -117,7 +133,7 @@ ImageNetwork BuildImageNetwork(const ImageNetworkChoice& choice, const ImageShap
     net.shape = DescribeShape(o);
     return net;
   }
-  VisionModelOptions vo{choice.name, shape, choice.small_stem};
+  const VisionModelOptions vo = VisionOptionsOf(choice, shape);
   VisionModel model = MakeVisionModel(vo);
   net.module = model.module;
   net.blocks = model.blocks;

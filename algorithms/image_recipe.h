@@ -58,6 +58,7 @@ struct ImageNetworkChoice {
   std::string name = kSmallResNet;
   ResNetOptions small;  // kSmallResNet's widths and blocks.
   bool small_stem = false;  // Named ResNets: the 3x3 stride-1 stem.
+  bool half_blocks = false;  // Named ViTs: attention and MLP as two blocks.
 };
 // The option `option` ("student", "teacher") naming the network, with
 // "<prefix>widths" and "<prefix>blocks" for kSmallResNet.
@@ -65,8 +66,12 @@ std::vector<OptionSpec> ImageNetworkOptions(const std::string& option, const std
                                             const std::string& what,
                                             const std::vector<int>& widths,
                                             const std::vector<int>& blocks);
-// "small_stem": the 3x3 stride-1 stem for every named ResNet of the recipe.
+// "small_stem": the 3x3 stride-1 stem for every named ResNet of the recipe;
+// "half_blocks": every named ViT's transformer blocks as two blocks each.
 OptionSpec SmallStemOption();
+OptionSpec HalfBlocksOption();
+// The VisionModelOptions of a named choice.
+VisionModelOptions VisionOptionsOf(const ImageNetworkChoice& choice, const ImageShape& shape);
 // Reads them; throws std::invalid_argument (a one-line message naming the
 // option) for an unknown name or a shape the network does not fit.
 ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::string& option,

@@ -60,6 +60,7 @@ class KdRecipe : public ImageRecipe {
       o.push_back(s);
     }
     o.push_back(SmallStemOption());
+    o.push_back(HalfBlocksOption());
     for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     const KdOptions d;
     o.push_back(DoubleOption("temperature", d.temperature, "softmax temperature T").Above(0));

@@ -62,7 +62,7 @@ class MocoV3Recipe : public ImageRecipe {
                      std::string("the encoder: ") + kSmallVit +
                          " (the built-in ViT for 28x28 images, shaped by patch, dim, depth and "
                          "heads)" + names),
-        SmallStemOption()};
+        SmallStemOption(), HalfBlocksOption()};
     for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     std::vector<OptionSpec> rest = {
             IntOption("patch", v.patch, "ViT patch size (must divide 28)").AtLeast(1),
@@ -83,6 +83,7 @@ class MocoV3Recipe : public ImageRecipe {
     ConfigureImageShape(v);
     encoder_ = v.GetString("encoder");
     small_stem_ = v.GetBool("small_stem") && encoder_.rfind("resnet", 0) == 0;
+    half_blocks_ = v.GetBool("half_blocks") && encoder_.rfind("vit_", 0) == 0;
     if (encoder_ != kSmallVit) {
       if (!IsVisionModelName(encoder_)) {
         std::string known = kSmallVit;
@@ -124,7 +125,9 @@ class MocoV3Recipe : public ImageRecipe {
   }
   bool named() const { return encoder_ != kSmallVit; }
   VisionModelOptions EncoderOptions() const {
-    return VisionModelOptions{encoder_, image_shape(), small_stem_};
+    VisionModelOptions o{encoder_, image_shape(), small_stem_};
+    o.half_blocks = half_blocks_;
+    return o;
   }
   ModelSet BuildModels() const override {
     if (named()) {
@@ -163,6 +166,7 @@ class MocoV3Recipe : public ImageRecipe {
  private:
   std::string encoder_;
   bool small_stem_ = false;
+  bool half_blocks_ = false;
   MocoNetOptions shape_;
   MocoV3Options moco_;
 };

@@ -28,6 +28,7 @@ class SupervisedRecipe : public ImageRecipe {
   std::vector<OptionSpec> Options() const override {
     std::vector<OptionSpec> o = ImageNetworkOptions("student", "", "trained", {16, 32, 64}, {1, 1, 1});
     o.push_back(SmallStemOption());
+    o.push_back(HalfBlocksOption());
     for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
     return o;
   }

@@ -421,9 +421,10 @@ int main(int argc, char** argv) {
                                    : tspipe::SplitList(FLAGS_scheduler);
       const std::vector<int> stages =
           tspipe::ParseIntList(FLAGS_simulate_stages, "--simulate_stages");
-      for (const std::string& line : tspipe::SimulateAtScales(base, costs, schedulers, stages)) {
+      tspipe::SimulateAtScales(base, costs, schedulers, stages, [](const std::string& line) {
         std::printf("%s\n", line.c_str());
-      }
+        std::fflush(stdout);
+      });
     } catch (const std::exception& e) {
       LOG(ERROR) << "--simulate_stages=" << FLAGS_simulate_stages << ": " << e.what();
       return 1;

@@ -34,6 +34,20 @@ std::vector<std::vector<int>> Compositions(int n, int parts) {
   return out;
 }
 
+// How many cuts of n blocks into `parts` non-empty stages there are,
+// C(n-1, parts-1), saturating at `cap` + 1 (52 blocks over 8 stages have 115
+// million: enumerating them would exhaust memory).
+size_t CompositionCount(int n, int parts, size_t cap) {
+  if (parts < 1 || parts > n) return 0;
+  const int k = std::min(parts - 1, n - parts);
+  double count = 1;
+  for (int i = 1; i <= k; ++i) {
+    count = count * (n - parts + i) / i;
+    if (count > static_cast<double>(cap)) return cap + 1;
+  }
+  return static_cast<size_t>(count + 0.5);
+}
+
 std::vector<double> StageSums(const std::vector<double>& blocks, const std::vector<int>& balance) {
   std::vector<double> out;
   size_t i = 0;
@@ -175,26 +189,32 @@ std::vector<BalancePlan> PlanBalances(const CutSearch& c, const BlockCosts& cost
     }
     candidates.emplace_back(std::move(s), std::move(t));
   };
-  std::vector<std::vector<int>> student_cuts = Compositions(units, c.stages);
-  std::vector<std::vector<int>> teacher_cuts;
-  if (teacher && !shared) {
-    // A teacher cut given by the caller stays; only the student's is chosen.
-    teacher_cuts = c.teacher_cut.empty()
-                       ? Compositions(static_cast<int>(costs.teacher_forward.size()), c.stages)
-                       : std::vector<std::vector<int>>{c.teacher_cut};
-  }
   constexpr size_t kMaxCandidates = 20000;
-  if (teacher_cuts.empty()) {
-    if (student_cuts.size() <= kMaxCandidates) {
+  const size_t student_count = CompositionCount(units, c.stages, kMaxCandidates);
+  const size_t teacher_count =
+      teacher && !shared && c.teacher_cut.empty()
+          ? CompositionCount(static_cast<int>(costs.teacher_forward.size()), c.stages,
+                             kMaxCandidates)
+          : 1;
+  // Only as many as will be simulated are enumerated.
+  if (student_count * teacher_count <= kMaxCandidates) {
+    const std::vector<std::vector<int>> student_cuts = Compositions(units, c.stages);
+    if (teacher && !shared) {
+      // A teacher cut given by the caller stays; only the student's is chosen.
+      const std::vector<std::vector<int>> teacher_cuts =
+          c.teacher_cut.empty()
+              ? Compositions(static_cast<int>(costs.teacher_forward.size()), c.stages)
+              : std::vector<std::vector<int>>{c.teacher_cut};
+      for (const auto& s : student_cuts) {
+        for (const auto& t : teacher_cuts) add(s, t);
+      }
+    } else {
       for (const auto& s : student_cuts) add(s, {});
-    }
-  } else if (student_cuts.size() * teacher_cuts.size() <= kMaxCandidates) {
-    for (const auto& s : student_cuts) {
-      for (const auto& t : teacher_cuts) add(s, t);
     }
   }
   if (candidates.empty()) {
-    // Too many to simulate: the cut that balances total work per stage.
+    // Too many to simulate: the cut that balances total work per stage, or
+    // the even cut.
     std::vector<double> total(costs.student_forward.size());
     for (size_t i = 0; i < total.size(); ++i) {
       total[i] = costs.student_forward[i] + costs.student_backward[i];
@@ -209,8 +229,12 @@ std::vector<BalancePlan> PlanBalances(const CutSearch& c, const BlockCosts& cost
     } else {
       BalanceResult r = SolveBalance(total, teacher ? costs.teacher_forward : std::vector<double>{},
                                      c.stages);
-      add(r.student, r.teacher);
+      add(r.student, teacher && !c.teacher_cut.empty() ? c.teacher_cut : r.teacher);
     }
+    // Balancing each network's work alone ignores how the scheduler
+    // overlaps them; the even cut is simulated too, and the faster kept.
+    candidates.emplace_back(even_cut.student,
+                            teacher && !c.teacher_cut.empty() ? c.teacher_cut : even_cut.teacher);
   }
   std::vector<BalancePlan> plans;
   for (const auto& [s, t] : candidates) plans.push_back(PlanFor(c, costs, s, t));

@@ -46,6 +46,30 @@ TEST(CutSearchTest, AFixedTeacherCutStays) {
   for (const BalancePlan& p : plans) EXPECT_EQ(p.teacher, (std::vector<int>{3, 1}));
 }
 
+TEST(CutSearchTest, PaperScaleCutsAreNotEnumerated) {
+  // ResNet-152 (52 blocks) under ViT-L (26) over 8 and 16 stages: 115
+  // million and more student cuts alone, which would exhaust memory if
+  // listed; the search takes the work-balancing cut instead.
+  const BlockCosts costs = Costs(52, 26);
+  for (int stages : {8, 16}) {
+    CutSearch s = Search("tspipe", {});
+    s.stages = stages;
+    s.microbatches = stages - 1;
+    const std::vector<BalancePlan> plans = PlanBalances(s, costs, 1, 0.1);
+    ASSERT_EQ(plans.size(), 1u);
+    ASSERT_EQ(static_cast<int>(plans[0].student.size()), stages);
+    ASSERT_EQ(static_cast<int>(plans[0].teacher.size()), stages);
+    int blocks = 0;
+    for (int b : plans[0].student) blocks += b;
+    EXPECT_EQ(blocks, 52);
+    EXPECT_LE(plans[0].period_ms, plans[0].even_period_ms);
+    // A teacher cut the caller fixed stays in the fallback too.
+    s.teacher_cut = std::vector<int>(stages, 0);
+    for (int i = 0; i < 26; ++i) ++s.teacher_cut[i % stages];
+    EXPECT_EQ(PlanBalances(s, costs, 1, 0)[0].teacher, s.teacher_cut);
+  }
+}
+
 TEST(CutSearchTest, OneDeviceRunsEverythingWhateverTheCut) {
   // Sequential: one device runs every block's forward, backward and teacher
   // forward for each of the 3 micro-batches, so the period is their sum.

@@ -165,21 +165,19 @@ std::string DescribeScaledSimulation(const std::string& scheduler, const ScaledS
   return out.str();
 }
 
-std::vector<std::string> SimulateAtScales(const TrainConfig& config, const BlockCosts& costs,
-                                          const std::vector<std::string>& schedulers,
-                                          const std::vector<int>& stages) {
-  std::vector<std::string> lines;
+void SimulateAtScales(const TrainConfig& config, const BlockCosts& costs,
+                      const std::vector<std::string>& schedulers, const std::vector<int>& stages,
+                      const std::function<void(const std::string&)>& emit) {
   for (int n : stages) {
     if (n < 1) throw std::invalid_argument("a stage count must be positive, got " + std::to_string(n));
     for (const std::string& scheduler : schedulers) {
       TrainConfig c = config;
       c.scheduler = scheduler;
       for (int m : {n - 1, 2 * n, 4 * n}) {
-        if (m >= 1) lines.push_back(DescribeScaledSimulation(scheduler, SimulateAtScale(c, costs, n, m)));
+        if (m >= 1) emit(DescribeScaledSimulation(scheduler, SimulateAtScale(c, costs, n, m)));
       }
     }
   }
-  return lines;
 }
 
 void CheckWeightFiles(const TrainConfig& config, const std::string& teacher_flag,

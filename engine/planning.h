@@ -4,6 +4,7 @@
 #ifndef TSPIPE_ENGINE_PLANNING_H_
 #define TSPIPE_ENGINE_PLANNING_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,10 +62,11 @@ ScaledSimulation SimulateAtScale(const TrainConfig& config, const BlockCosts& co
 // parallelism 3301.0 ms: 4.06x (student 7,6,..., teacher ...)".
 std::string DescribeScaledSimulation(const std::string& scheduler, const ScaledSimulation& s);
 // Those lines for every scheduler at every stage count N, with N-1 (the
-// TSPipe reference's choice), 2N and 4N micro-batches.
-std::vector<std::string> SimulateAtScales(const TrainConfig& config, const BlockCosts& costs,
-                                          const std::vector<std::string>& schedulers,
-                                          const std::vector<int>& stages);
+// TSPipe reference's choice), 2N and 4N micro-batches, each handed to
+// `emit` as soon as it is simulated.
+void SimulateAtScales(const TrainConfig& config, const BlockCosts& costs,
+                      const std::vector<std::string>& schedulers, const std::vector<int>& stages,
+                      const std::function<void(const std::string&)>& emit);
 
 // Builds a trainer for every plan and times each over `rounds` rounds of
 // `steps` steps (keeping each one's best figure, so a slow moment of the

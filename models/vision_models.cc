@@ -49,7 +49,8 @@ const Size* SizeOf(const std::string& name) {
 
 int VisionModelBlocks(const VisionModelOptions& options) {
   CheckVisionModelOptions(options);
-  return SizeOf(options.name)->blocks;
+  const int blocks = SizeOf(options.name)->blocks;
+  return options.half_blocks ? 2 * blocks - 2 : blocks;  // Embedding and head stay whole.
 }
 
 int VisionModelFeatures(const VisionModelOptions& options) {
@@ -78,6 +79,9 @@ void CheckVisionModelOptions(const VisionModelOptions& o) {
     throw std::invalid_argument(o.name + " needs a positive image_size, channels and num_classes (got " +
                                 std::to_string(s.image_size) + ", " + std::to_string(s.channels) +
                                 ", " + std::to_string(s.num_classes) + ")");
+  }
+  if (IsResNet(o.name) && o.half_blocks) {
+    throw std::invalid_argument("half_blocks is for ViTs; " + o.name + "'s blocks are residual blocks");
   }
   if (IsResNet(o.name)) {
     // The stem and the three strided stages shrink the image 32x (8x with

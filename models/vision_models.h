@@ -43,6 +43,10 @@ struct VisionModelOptions {
   // class token), and no fc / head tensors exist. For encoders
   // (self-supervised methods); shape.num_classes is then unused.
   bool classifier = true;
+  // ViTs: each transformer block as two blocks (attention, then MLP, each
+  // with its residual), so a balance can cut finer: ViT-S then has 26
+  // blocks, enough for 16 stages. Tensor names are unchanged.
+  bool half_blocks = false;
 };
 
 // A network as the engine needs it.

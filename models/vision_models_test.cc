@@ -221,6 +221,28 @@ TEST(VisionModelsTest, EncodersHaveNoClassifier) {
   }
 }
 
+TEST(VisionModelsTest, HalfBlocksCutFinerWithTheSameNamesAndMath) {
+  VisionModelOptions whole = Options("vit_tiny_patch16", 32, 3, 10), half = whole;
+  half.half_blocks = true;
+  VisionModel a = MakeVisionModel(whole), b = MakeVisionModel(half);
+  EXPECT_EQ(b.blocks.size(), 26u);
+  EXPECT_EQ(VisionModelBlocks(half), 26);
+  std::vector<std::string> names_a, names_b;
+  for (const auto& p : a.module->named_parameters()) names_a.push_back(p.key());
+  for (const auto& p : b.module->named_parameters()) names_b.push_back(p.key());
+  EXPECT_EQ(names_a, names_b);
+  a.module->to(torch::kFloat64);
+  b.module->to(torch::kFloat64);
+  Fill(*a.module);
+  Fill(*b.module);
+  const torch::Tensor x = Sines({2, 3, 32, 32}, 0.3);
+  EXPECT_LT(RelativeError(RunBlocks(b, x), RunBlocks(a, x)), 1e-12);
+  VisionModelOptions resnet = Options("resnet18", 32, 3, 10);
+  resnet.half_blocks = true;
+  EXPECT_NE(ErrorOf([&] { MakeVisionModel(resnet); }).find("half_blocks is for ViTs"),
+            std::string::npos);
+}
+
 TEST(VisionModelsTest, ReplicasAreDeepCopies) {
   VisionModel model = MakeVisionModel(Options("vit_tiny_patch16", 32, 3, 10));
   const torch::Tensor x = torch::randn({2, 3, 32, 32});

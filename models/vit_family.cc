@@ -137,6 +137,42 @@ class VitBlockImpl : public nn::Cloneable<VitBlockImpl> {
 };
 TORCH_MODULE(VitBlock);
 
+// Half of a pre-norm block, for finer cuts (VisionModelOptions::half_blocks):
+// x + attn(norm1(x)), or x + mlp(norm2(x)).
+class AttentionHalfImpl : public nn::Cloneable<AttentionHalfImpl> {
+ public:
+  AttentionHalfImpl(int dim, int heads) : dim_(dim), heads_(heads) { reset(); }
+  void reset() override {
+    norm1 = register_module("norm1", Norm(dim_));
+    attn = register_module("attn", Attention(dim_, heads_));
+  }
+  torch::Tensor forward(torch::Tensor x) { return x + attn(norm1(x)); }
+
+  nn::LayerNorm norm1{nullptr};
+  Attention attn{nullptr};
+
+ private:
+  int dim_, heads_;
+};
+TORCH_MODULE(AttentionHalf);
+
+class MlpHalfImpl : public nn::Cloneable<MlpHalfImpl> {
+ public:
+  explicit MlpHalfImpl(int dim) : dim_(dim) { reset(); }
+  void reset() override {
+    norm2 = register_module("norm2", Norm(dim_));
+    mlp = register_module("mlp", Mlp(dim_, 4 * dim_));
+  }
+  torch::Tensor forward(torch::Tensor x) { return x + mlp(norm2(x)); }
+
+  nn::LayerNorm norm2{nullptr};
+  Mlp mlp{nullptr};
+
+ private:
+  int dim_;
+};
+TORCH_MODULE(MlpHalf);
+
 // The final norm, the class token's row, the classifier (none when
 // `classes` is 0: the representation).
 class VitHeadImpl : public nn::Cloneable<VitHeadImpl> {
@@ -193,9 +229,23 @@ VisionModel MakeTimmVit(const VisionModelOptions& o) {
   blocks->push_back(embed);
   nn::Sequential layers;
   for (int i = 0; i < arch->depth; ++i) {
-    VitBlock block(arch->dim, arch->heads);
-    layers->push_back(block);
-    blocks->push_back(block);
+    if (!o.half_blocks) {
+      VitBlock block(arch->dim, arch->heads);
+      layers->push_back(block);
+      blocks->push_back(block);
+      continue;
+    }
+    // Two blocks; a plain module names their children as timm's block does.
+    AttentionHalf first(arch->dim, arch->heads);
+    MlpHalf second(arch->dim);
+    auto names = std::make_shared<nn::Module>("Block");
+    names->register_module("norm1", first->norm1);
+    names->register_module("attn", first->attn);
+    names->register_module("norm2", second->norm2);
+    names->register_module("mlp", second->mlp);
+    layers->register_module(std::to_string(i), names);
+    blocks->push_back(first);
+    blocks->push_back(second);
   }
   model.module->register_module("blocks", layers);
   VitHead head(arch->dim, o.classifier ? o.shape.num_classes : 0);
