@@ -6,6 +6,8 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -128,9 +130,28 @@ bool AddBenchmarkDefaults(int argc, char** argv, std::vector<char*>* args) {
   // Launched as a rank (tools/launch, torchrun) counts as c10d too.
   bool c10d = std::getenv("WORLD_SIZE") != nullptr;
   bool repetitions = false, interleaving = false, min_time = false;
+  // A --flagfile's lines count as arguments too (a preset may set
+  // --benchmark_repetitions=1); its Google Benchmark flags are passed on
+  // the command line as well, since Google Benchmark reads only argv.
+  std::vector<std::string> words;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    const std::string next = i + 1 < argc ? argv[i + 1] : "";
+    words.push_back(a);
+    if (a.rfind("--flagfile=", 0) != 0) continue;
+    std::ifstream in(a.substr(11));
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("--", 0) != 0) continue;
+      words.push_back(line);
+      if (line.rfind("--benchmark_", 0) == 0) {
+        static std::vector<std::unique_ptr<std::string>> kept;  // Outlive argv's use.
+        kept.push_back(std::make_unique<std::string>(line));
+        args->push_back(&(*kept.back())[0]);
+      }
+    }
+  }
+  for (size_t i = 0; i < words.size(); ++i) {
+    const std::string& a = words[i];
+    const std::string next = i + 1 < words.size() ? words[i + 1] : "";
     c10d |= a == "--backend=c10d" || a == "-backend=c10d" ||
             ((a == "--backend" || a == "-backend") && next == "c10d");
     repetitions |= a.rfind("--benchmark_repetitions", 0) == 0;

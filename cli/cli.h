@@ -52,7 +52,8 @@ std::string FormatMs(const std::vector<double>& ms);
 // order and the table reports each one's median. Not under c10d (or as a
 // launched rank), where every rank must run the same sequence of
 // iterations. Returns whether interleaving was asked for on a c10d rank
-// (an error).
+// (an error). Lines of a --flagfile count as given, and its Google Benchmark
+// flags are added to `args` (Google Benchmark reads only the command line).
 bool AddBenchmarkDefaults(int argc, char** argv, std::vector<char*>* args);
 
 // Throw std::invalid_argument naming --`flag` when `data` is not one of

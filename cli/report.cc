@@ -84,7 +84,9 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
     auto it = results.find(n);
     if (it == results.end()) continue;
     const Measured& m = it->second;
-    std::printf("%-*s %7d %12.1f", width, n.c_str(), m.devices, m.samples_per_second);
+    // Large models on CPUs run below 10 samples/s: three decimals there.
+    std::printf(m.samples_per_second < 10 ? "%-*s %7d %12.3f" : "%-*s %7d %12.1f", width,
+                n.c_str(), m.devices, m.samples_per_second);
     if (tokens) std::printf(" %12.1f", m.tokens_per_second);
     if (seq != results.end()) {
       // Sequential runs on one device per model (one, unless the algorithm

@@ -1,5 +1,6 @@
 #include "engine/progress.h"
 
+#include <iomanip>
 #include <sstream>
 #include <utility>
 
@@ -22,7 +23,16 @@ std::string Progress::Line(int64_t steps_done, double loss) const {
   if (total_steps_ > 0) out << "/" << total_steps_;
   out << ", loss " << loss;
   if (steps_done > 0 && secs > 0) {
-    out << ", " << static_cast<int64_t>(steps_done * samples_per_step_ / secs) << " samples/s";
+    // Large models on CPUs train below one sample per second: three
+    // significant digits there, whole numbers above 100.
+    const double rate = static_cast<double>(steps_done * samples_per_step_) / secs;
+    if (rate >= 100) {
+      out << ", " << static_cast<int64_t>(rate) << " samples/s";
+    } else {
+      std::ostringstream r;
+      r << std::setprecision(3) << rate;
+      out << ", " << r.str() << " samples/s";
+    }
     if (total_steps_ > 0) {
       out << ", ETA " << static_cast<int64_t>((total_steps_ - steps_done) * secs / steps_done)
           << " s";
