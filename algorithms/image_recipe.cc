@@ -97,6 +97,21 @@ VisionModelOptions VisionOptionsOf(const ImageNetworkChoice& choice, const Image
   return o;
 }
 
+void CheckImageNetwork(const std::string& owner, const std::string& option,
+                       const std::string& builtin, const VisionModelOptions& network) {
+  const std::string where = owner + " option " + option + "=" + network.name;
+  if (!IsVisionModelName(network.name)) {
+    std::string known = builtin;
+    for (const std::string& n : VisionModelNames()) known += ", " + n;
+    throw std::invalid_argument(where + " is not a known network (known: " + known + ")");
+  }
+  try {
+    CheckVisionModelOptions(network);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(where + ": " + e.what());
+  }
+}
+
 ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::string& option,
                                     const std::string& prefix, const std::string& owner,
                                     const ImageShape& shape) {
@@ -106,18 +121,7 @@ ImageNetworkChoice ImageNetworkFrom(const OptionValues& values, const std::strin
   c.small_stem = values.GetBool("small_stem") && c.name.rfind("resnet", 0) == 0;
   c.half_blocks = values.GetBool("half_blocks") && c.name.rfind("vit_", 0) == 0;
   if (c.name == kSmallResNet) return c;
-  if (!IsVisionModelName(c.name)) {
-    std::string known = kSmallResNet;
-    for (const std::string& n : VisionModelNames()) known += ", " + n;
-    throw std::invalid_argument(owner + " option " + option + "=" + c.name +
-                                " is not a known network (known: " + known + ")");
-  }
-  const VisionModelOptions vo = VisionOptionsOf(c, shape);
-  try {
-    CheckVisionModelOptions(vo);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(owner + " option " + option + "=" + c.name + ": " + e.what());
-  }
+  CheckImageNetwork(owner, option, kSmallResNet, VisionOptionsOf(c, shape));
   return c;
 }
 

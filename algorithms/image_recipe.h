@@ -70,6 +70,11 @@ std::vector<OptionSpec> ImageNetworkOptions(const std::string& option, const std
 // "half_blocks": every named ViT's transformer blocks as two blocks each.
 OptionSpec SmallStemOption();
 OptionSpec HalfBlocksOption();
+// Throws std::invalid_argument naming `owner`'s `option` unless `network`
+// is a known network whose options fit (unknown names list `builtin`, the
+// recipe's own network, and the named ones).
+void CheckImageNetwork(const std::string& owner, const std::string& option,
+                       const std::string& builtin, const VisionModelOptions& network);
 // The VisionModelOptions of a named choice.
 VisionModelOptions VisionOptionsOf(const ImageNetworkChoice& choice, const ImageShape& shape);
 // Reads them; throws std::invalid_argument (a one-line message naming the

@@ -84,19 +84,7 @@ class MocoV3Recipe : public ImageRecipe {
     encoder_ = v.GetString("encoder");
     small_stem_ = v.GetBool("small_stem") && encoder_.rfind("resnet", 0) == 0;
     half_blocks_ = v.GetBool("half_blocks") && encoder_.rfind("vit_", 0) == 0;
-    if (encoder_ != kSmallVit) {
-      if (!IsVisionModelName(encoder_)) {
-        std::string known = kSmallVit;
-        for (const std::string& n : VisionModelNames()) known += ", " + n;
-        throw std::invalid_argument("mocov3 option encoder=" + encoder_ +
-                                    " is not a known network (known: " + known + ")");
-      }
-      try {
-        CheckVisionModelOptions(EncoderOptions());
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument("mocov3 option encoder=" + encoder_ + ": " + e.what());
-      }
-    }
+    if (encoder_ != kSmallVit) CheckImageNetwork("mocov3", "encoder", kSmallVit, EncoderOptions());
     shape_.encoder.patch = v.GetInt("patch");
     shape_.encoder.dim = v.GetInt("dim");
     shape_.encoder.depth = v.GetInt("depth");
