@@ -2,6 +2,7 @@
 
 #include "algorithms/image_recipe.h"
 #include "engine/recipe.h"
+#include "models/mirror_student.h"
 #include "models/resnet.h"
 
 namespace tspipe {
@@ -37,30 +38,53 @@ torch::Tensor BlockwiseDistillation::Loss(const LossInputs& in) const {
 
 namespace {
 
-// A frozen ResNet teacher and a student mirroring it block for block
-// (MakeBlockwiseStudent); every block pair is a stage.
+// A frozen teacher and a student mirroring it block for block; every block
+// pair is a stage. The built-in small ResNet's student replaces each basic
+// block with one conv-BN-ReLU (MakeBlockwiseStudent); a named network's
+// student is models/mirror_student.h's.
 class BlockwiseRecipe : public ImageRecipe {
  public:
   std::vector<OptionSpec> Options() const override {
-    return ResNetShapeOptions("teacher_", "teacher (the student mirrors it block for block)",
-                              {32, 64, 128}, {2, 2, 2});
+    std::vector<OptionSpec> o = ImageNetworkOptions(
+        "teacher", "teacher_", "teacher (the student mirrors it block for block)", {32, 64, 128},
+        {2, 2, 2});
+    o.push_back(SmallStemOption());
+    o.push_back(HalfBlocksOption());
+    for (OptionSpec& s : ImageShapeOptions()) o.push_back(s);
+    return o;
   }
   void Configure(const OptionValues& v) override {
-    teacher_ = ResNetShapeFrom(v, "teacher_", "blockwise");
+    ConfigureImageShape(v);
+    teacher_ = ImageNetworkFrom(v, "teacher", "teacher_", "blockwise", image_shape());
   }
   std::unique_ptr<Algorithm> MakeAlgorithm() const override {
     return std::make_unique<BlockwiseDistillation>();
   }
   ModelSet BuildModels() const override {
     ModelSet m;
-    torch::nn::Sequential student = MakeBlockwiseStudent(teacher_);
-    m.student = student.ptr();
-    m.student_blocks = BlocksFromSequential(student);
-    m.student_shape = "blockwise student of " + DescribeShape(teacher_);
-    torch::nn::Sequential teacher = MakeResNet(teacher_);
-    m.teacher = teacher.ptr();
-    m.teacher_blocks = BlocksFromSequential(teacher);
-    m.teacher_shape = DescribeShape(teacher_);
+    if (teacher_.name == kSmallResNet) {
+      ResNetOptions shape = teacher_.small;
+      shape.in_channels = image_shape().channels;
+      shape.num_classes = image_shape().num_classes;
+      torch::nn::Sequential student = MakeBlockwiseStudent(shape);
+      m.student = student.ptr();
+      m.student_blocks = BlocksFromSequential(student);
+      m.student_shape = "blockwise student of " + DescribeShape(shape);
+      torch::nn::Sequential teacher = MakeResNet(shape);
+      m.teacher = teacher.ptr();
+      m.teacher_blocks = BlocksFromSequential(teacher);
+      m.teacher_shape = DescribeShape(shape);
+      return m;
+    }
+    ImageNetwork teacher = BuildImageNetwork(teacher_, image_shape());
+    MirrorStudent student = MakeMirrorStudent(teacher.blocks, image_shape());
+    m.student = student.module;
+    m.student_blocks = student.blocks;
+    m.student_shape = "blockwise student of " + teacher.shape;
+    m.teacher = teacher.module;
+    m.teacher_blocks = teacher.blocks;
+    m.teacher_shape = teacher.shape;
+    m.adapt_teacher_file = teacher.adapt_file;
     return m;
   }
   CutRule cut_rule() const override { return {CutRule::Kind::kOnePerBlock, 0}; }
@@ -68,7 +92,7 @@ class BlockwiseRecipe : public ImageRecipe {
   // one network end to end.
 
  private:
-  ResNetOptions teacher_;
+  ImageNetworkChoice teacher_;
 };
 
 }  // namespace

@@ -103,7 +103,7 @@ class CodistillRecipe : public ImageRecipe {
   // softmax).
   Metrics Evaluate(const EvalContext& c) const override {
     Metrics m;
-    torch::Tensor labels = TestLabels(c);
+    torch::Tensor labels = TestLabels(c, image_shape());
     torch::Tensor ensemble;
     double sum = 0;
     for (int g = 0; g < c.num_models(); ++g) {

@@ -1,8 +1,12 @@
 #include "algorithms/image_recipe.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
+
+#include "data/image_folder_source.h"
 
 namespace tspipe {
 namespace {
@@ -23,11 +27,64 @@ torch::Tensor ForwardInChunks(const EvalContext& context, const ImageShape& shap
 
 int64_t Limited(int64_t n, int limit) { return limit > 0 ? std::min<int64_t>(n, limit) : n; }
 
+// The split evaluation reads: Fashion-MNIST's, or with --data=imagefolder
+// the training folder (train) or --eval_dir (test) through the evaluation
+// pipeline, decoded once per process and shape (several evaluations of one
+// run share it) and only as far as `limit` asks.
+std::shared_ptr<const LabeledImages> EvalSet(const EvalContext& context, const ImageShape& shape,
+                                             bool train, int limit) {
+  const EvalRequest& r = context.request();
+  if (r.data != kImageFolder) return FashionMnistImages(r.data_dir, train);
+  const std::string root = train ? r.data_dir : r.eval_dir;
+  if (root.empty()) {
+    throw std::invalid_argument("--data=imagefolder evaluates on --eval_dir=ROOT (the held-out "
+                                "ImageFolder tree)");
+  }
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const LabeledImages>> cache;
+  const std::string key = root + "|" + DescribeImageShape(shape) + "|" + std::to_string(limit) +
+                          (r.plain_resize ? "|resize" : "|crop");
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  ImageFolderOptions o;
+  o.root = root;
+  o.shape = shape;
+  o.limit = limit;
+  o.threads = std::max(1, r.data_threads);
+  o.skip_bad_images = r.skip_bad_images;
+  o.plain_resize = r.plain_resize;
+  EvalImages loaded = LoadImageFolderForEval(o);
+  auto set = std::make_shared<LabeledImages>();
+  set->images = loaded.images;
+  set->labels = loaded.labels;
+  cache[key] = set;
+  return set;
+}
+
 }  // namespace
 
 const char kSmallResNet[] = "small_resnet";
+const char kImageFolder[] = "imagefolder";
 
 std::unique_ptr<BatchSource> ImageRecipe::MakeData(const DataRequest& request) const {
+  if (request.data == kImageFolder) {
+    if (request.data_dir.empty()) {
+      throw std::invalid_argument("--data=imagefolder needs --data_dir=ROOT (ROOT/<class>/<image>, "
+                                  "as torchvision's ImageFolder)");
+    }
+    ImageFolderOptions o;
+    o.root = request.data_dir;
+    o.shape = shape_;
+    o.batch_size = request.batch_size;
+    o.seed = static_cast<uint64_t>(request.seed);
+    o.views = views_;
+    o.limit = request.train_samples;
+    o.threads = request.data_threads;
+    o.skip_bad_images = request.skip_bad_images;
+    o.plain_resize = request.plain_resize;
+    return std::make_unique<ImageFolderSource>(o);
+  }
   ImageDataOptions options;
   options.views = views_;
   options.shape = shape_;
@@ -177,7 +234,8 @@ std::string DescribeShape(const ResNetOptions& shape) {
 }
 
 double TestTop1(const EvalContext& context, const ImageShape& shape) {
-  std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
+  std::shared_ptr<const LabeledImages> test =
+      EvalSet(context, shape, false, context.request().test_limit);
   const int64_t n = Limited(test->images.size(0), context.request().test_limit);
   torch::Tensor predicted = ForwardInChunks(context, shape, test->images, n, -1).argmax(1);
   return static_cast<double>(predicted.eq(test->labels.slice(0, 0, n)).sum().item<int64_t>()) /
@@ -185,19 +243,21 @@ double TestTop1(const EvalContext& context, const ImageShape& shape) {
 }
 
 torch::Tensor TestLogits(const EvalContext& context, const ImageShape& shape, int model) {
-  std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
+  std::shared_ptr<const LabeledImages> test =
+      EvalSet(context, shape, false, context.request().test_limit);
   const int64_t n = Limited(test->images.size(0), context.request().test_limit);
   return ForwardInChunks(context, shape, test->images, n, -1, model);
 }
 
-torch::Tensor TestLabels(const EvalContext& context) {
-  std::shared_ptr<const LabeledImages> test = FashionMnistImages(context.request().data_dir, false);
+torch::Tensor TestLabels(const EvalContext& context, const ImageShape& shape) {
+  std::shared_ptr<const LabeledImages> test =
+      EvalSet(context, shape, false, context.request().test_limit);
   return test->labels.slice(0, 0, Limited(test->images.size(0), context.request().test_limit));
 }
 
 double LinearProbeTop1(const EvalContext& context, const ImageShape& shape, int encoder_blocks) {
   auto features = [&](bool train, int limit) {
-    std::shared_ptr<const LabeledImages> set = FashionMnistImages(context.request().data_dir, train);
+    std::shared_ptr<const LabeledImages> set = EvalSet(context, shape, train, limit);
     const int64_t n = Limited(set->images.size(0), limit);
     return std::make_pair(ForwardInChunks(context, shape, set->images, n, encoder_blocks),
                           set->labels.slice(0, 0, n));
@@ -210,7 +270,7 @@ double LinearProbeTop1(const EvalContext& context, const ImageShape& shape, int 
   torch::Tensor mean = train_x.mean(0, true), std = train_x.std(0, true, true) + 1e-6;
   train_x = (train_x - mean) / std;
   test_x = (test_x - mean) / std;
-  torch::nn::Linear classifier(train_x.size(1), 10);
+  torch::nn::Linear classifier(train_x.size(1), shape.num_classes);
   torch::optim::Adam opt(classifier->parameters(), torch::optim::AdamOptions(0.05));
   for (int it = 0; it < 300; ++it) {
     torch::Tensor loss = torch::nn::functional::cross_entropy(classifier(train_x), train_y) +

@@ -23,6 +23,9 @@
 
 namespace tspipe {
 
+// The user's own images as a data set name (DataRequest::data).
+extern const char kImageFolder[];
+
 // A recipe on images: data, profiling input and evaluation (top-1 of the
 // whole student; override Evaluate for others).
 class ImageRecipe : public Recipe {
@@ -31,7 +34,9 @@ class ImageRecipe : public Recipe {
   // (self-supervised methods), as ImageDataOptions::views.
   explicit ImageRecipe(int views = 0) : views_(views) {}
 
-  std::vector<std::string> DataSets() const override { return {kFashionMnist}; }
+  // Fashion-MNIST, or the user's own ImageFolder tree (--data=imagefolder
+  // --data_dir=ROOT; data/image_folder_source.h).
+  std::vector<std::string> DataSets() const override { return {kFashionMnist, kImageFolder}; }
   std::unique_ptr<BatchSource> MakeData(const DataRequest& request) const override;
   Activation ExampleInput(int64_t samples) const override;
   Metrics Evaluate(const EvalContext& context) const override;
@@ -94,13 +99,15 @@ struct ImageNetwork {
 ImageNetwork BuildImageNetwork(const ImageNetworkChoice& choice, const ImageShape& shape);
 
 // Top-1 accuracy of the whole student on the test split (the first
-// `test_limit` images if > 0).
+// `test_limit` images if > 0): Fashion-MNIST's, or with --data=imagefolder
+// the --eval_dir tree through the evaluation pipeline (the linear probe's
+// train split: the training tree, so pipelined).
 // The images are brought to `shape` (ToImageShape) on the way.
 double TestTop1(const EvalContext& context, const ImageShape& shape);
 // The logits of student `model` on the test split (so limited), on the
 // CPU, and the labels they predict.
 torch::Tensor TestLogits(const EvalContext& context, const ImageShape& shape, int model);
-torch::Tensor TestLabels(const EvalContext& context);
+torch::Tensor TestLabels(const EvalContext& context, const ImageShape& shape);
 
 // Top-1 test accuracy of a linear classifier fitted on the frozen features
 // of the student's first `encoder_blocks` blocks (eval mode, no

@@ -1,9 +1,7 @@
 #include "algorithms/momentum.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
+#include <algorithm>
 #include <cmath>
-#include <mutex>
 #include <stdexcept>
 
 namespace tspipe {
@@ -45,17 +43,10 @@ ModelSet MakeMomentumPair(const VisionModelOptions& options,
   VisionModel online = MakeVisionModel(o);
   // The target draws its own initial values, then takes the online ones;
   // the generator is put back, so the run draws as if it did not exist.
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  at::Tensor rng_state;
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    rng_state = gen.get_state();
-  }
-  VisionModel target = MakeVisionModel(o);
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng_state);
-  }
+  VisionModel target = [&o] {
+    RestoreGeneratorOnExit restore;
+    return MakeVisionModel(o);
+  }();
   CopyState(*online.module, *target.module);
 
   auto online_owner = std::make_shared<nn::Module>("Online");

@@ -36,6 +36,10 @@ DEFINE_string(teacher_checkpoint, "fashion_mnist_teacher.pt",
               "Teacher weights: loaded if the file exists, else trained and saved here (as "
               "safetensors when the name ends in .safetensors, else as a LibTorch archive; a "
               "safetensors teacher may come from PyTorch, with the names --export writes).");
+DEFINE_string(data, "fashion_mnist",
+              "fashion_mnist (Debian's IDX files) or imagefolder (--data_dir=ROOT for training, "
+              "--eval_dir=ROOT for the test split; tools/make_image_folder.py writes a copy of "
+              "Fashion-MNIST, --data_augment=none compares it with the IDX files).");
 DEFINE_bool(retrain_teacher, false, "Train and overwrite the teacher checkpoint even if it exists.");
 DEFINE_string(teacher_scheduler, "gpipe", "Scheduler for training the teacher.");
 DEFINE_int32(teacher_steps, 940, "Teacher optimizer steps (940 x 128 = 2 epochs).");
@@ -88,7 +92,10 @@ int main(int argc, char** argv) {
     if (FLAGS_retrain_teacher || !FileExists(checkpoint)) {
       tspipe::RequireWritable("teacher_checkpoint", checkpoint);
     }
-    base.data = "fashion_mnist";
+    if (FLAGS_data != "fashion_mnist" && FLAGS_data != "imagefolder") {
+      throw std::invalid_argument("--data=" + FLAGS_data + ": use fashion_mnist or imagefolder");
+    }
+    base.data = FLAGS_data;
     base.train_samples = FLAGS_train_samples;
     // 1. The teacher: a supervised run whose student has the KD teacher's
     // shape.

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/benchmark_flags.h"
 #include "cli/cli.h"
 #include "cli/flags.h"
 #include "cli/help.h"
@@ -45,52 +47,6 @@
 
 DEFINE_string(algorithm, TSPIPE_STRINGIFY(TSPIPE_BENCHMARK_ALGORITHM),
               "The algorithm (recipe) to train; see the list at the top of --help.");
-DEFINE_string(scheduler, "gpipe,sequential",
-              "Comma-separated schedulers to compare, or 'all'. See --help for the list.");
-DEFINE_int32(steps, 0, "Timed iterations per scheduler; 0 lets Google Benchmark decide.");
-DEFINE_int32(steps_per_iteration, 4,
-             "Optimizer steps per benchmark iteration, run back to back with no barrier "
-             "between them (TSPipe overlaps one step's drain with the next one's fill).");
-DEFINE_int32(balance_trials, 6,
-             "--balance=auto: time up to this many cuts whose simulated speed is within 10% of "
-             "the best, and keep the fastest (1 = trust the simulator).");
-DEFINE_string(policy, "",
-              "Update policy for momentum teachers (byol, mocov3): sync or tspipe_delayed; "
-              "empty = each scheduler's own (tspipe: tspipe_delayed, others: sync). A scheduler "
-              "that cannot honour the policy fails with an error.");
-DEFINE_string(backend, "local",
-              "local (every rank a thread of this process) or c10d (this process is one rank; "
-              "start one per rank with tools/launch, which sets RANK, WORLD_SIZE, MASTER_ADDR, "
-              "MASTER_PORT like torchrun). c10d needs --steps (every rank runs the same count).");
-DEFINE_int32(peer_timeout, 60,
-             "c10d: seconds a rank waits for a peer (rendezvous, messages) before failing.");
-DEFINE_double(emulate_link_ms_per_mb, 0,
-              "c10d: make every transfer take at least this many ms per MB sent, to measure a "
-              "slower link than this machine's (0: the real link).");
-DEFINE_string(data, "synthetic",
-              "synthetic (random tensors, for throughput) or the algorithm's real data set "
-              "(fashion_mnist for the image algorithms; --data_dir).");
-DEFINE_string(teacher_weights, "",
-              "Teacher weights: a safetensors file under PyTorch's state_dict names (torchvision, "
-              "timm; tools/pth_to_safetensors.py converts a .pth) or a LibTorch archive, loaded "
-              "strictly. Empty = random initialisation (fine for throughput).");
-DEFINE_string(student_weights, "", "Initial student weights, as --teacher_weights.");
-DEFINE_string(simulate_stages, "",
-              "With --balance=auto: also simulate each scheduler at these stage counts "
-              "(\"8,16\") from the measured block costs, with N-1, 2N and 4N micro-batches, "
-              "against inter-layer model parallelism (the paper's headline comparison).");
-DEFINE_bool(simulate_only, false, "Stop after --simulate_stages (no timed runs).");
-DEFINE_string(plot, "", "If set, write an SVG bar chart of throughput to this path.");
-DEFINE_string(trace, "",
-              "If set, write the last timed iteration of each scheduler as a Chrome trace / "
-              "Perfetto JSON file here (open it in ui.perfetto.dev or chrome://tracing), and "
-              "beside it (.json replaced by .svg) its measured timeline above the simulated one.");
-DEFINE_bool(record, true,
-            "Record every action's start and end during the timed iterations (two clock reads "
-            "each): the table's measured bubble and period come from it. false times without.");
-DEFINE_bool(trace_overhead, false,
-            "Also run each scheduler without recording (rows '<scheduler>:untraced'), "
-            "interleaved with the recorded runs: what recording costs.");
 
 namespace {
 
@@ -186,6 +142,8 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool recor
   const int64_t tokens_before = trainer->tokens_trained();
   tspipe::TraceRun last;  // The last iteration's actions (one executor run).
   int64_t iteration = 0;
+  const double wait_before = trainer->data_wait_seconds();
+  const auto timed_start = std::chrono::steady_clock::now();
   for (auto _ : state) {
     try {
       // Only the last iteration is kept, so only it is recorded: clock
@@ -223,6 +181,10 @@ void RunTraining(benchmark::State& state, tspipe::TrainConfig config, bool recor
     state.counters["tokens_per_second"] =
         benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
   }
+  const double timed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - timed_start).count();
+  state.counters["data_wait"] =
+      timed > 0 ? (trainer->data_wait_seconds() - wait_before) / timed : 0.0;
   state.counters["devices"] = trainer->num_devices();
   state.counters["sim_bubble"] = trainer->simulated_bubble();
   state.counters["stash_peak"] = trainer->stash_peak();
@@ -330,52 +292,13 @@ int main(int argc, char** argv) {
     g_checkpoints = tspipe::CheckpointFlags();
     g_export = tspipe::ExportFlag();
     g_export_several = FLAGS_scheduler == "all" || tspipe::SplitList(FLAGS_scheduler).size() > 1;
-    if (!g_export.empty() && FLAGS_backend == "c10d") {
-      throw std::invalid_argument("--export=" + FLAGS_export +
-                                  ": only with --backend=local (a c10d process holds only its "
-                                  "own stages)");
-    }
     tspipe::SetIntraOpThreads(FLAGS_threads_per_device);
-    tspipe::RequireAtLeast("steps", FLAGS_steps, 0);
-    tspipe::RequireAtLeast("steps_per_iteration", FLAGS_steps_per_iteration, 1);
-    tspipe::RequireAtLeast("balance_trials", FLAGS_balance_trials, 1);
-    tspipe::RequireAtLeast("peer_timeout", FLAGS_peer_timeout, 1);
-    tspipe::RequireNumber("emulate_link_ms_per_mb", FLAGS_emulate_link_ms_per_mb, 0);
-    // Checked now, not after the whole benchmark has run.
-    tspipe::RequireWritable("plot", tspipe::UserPath(FLAGS_plot));
-    tspipe::RequireWritable("trace", tspipe::UserPath(FLAGS_trace));
-    if (!FLAGS_trace.empty()) {
-      tspipe::RequireWritable("trace", tspipe::TraceSvgPath(tspipe::UserPath(FLAGS_trace)));
-      if (!FLAGS_record) throw std::invalid_argument("--trace needs --record (the default)");
-      if (FLAGS_backend == "c10d") {
-        throw std::invalid_argument("--trace=" + FLAGS_trace +
-                                    ": only with --backend=local (a c10d process sees its own "
-                                    "rank only)");
-      }
-    }
-    if (FLAGS_trace_overhead && !FLAGS_record) {
-      throw std::invalid_argument("--trace_overhead compares recording with not recording; it "
-                                  "needs --record (the default)");
-    }
-    tspipe::RequireDataSet("data", FLAGS_algorithm, FLAGS_data);
-    for (int n : tspipe::ParseIntList(FLAGS_simulate_stages,
-                                      "--simulate_stages=" + FLAGS_simulate_stages)) {
-      tspipe::RequireAtLeast("simulate_stages", n, 1);
-    }
-    if (!FLAGS_simulate_stages.empty() && FLAGS_balance != "auto") {
-      throw std::invalid_argument("--simulate_stages=" + FLAGS_simulate_stages +
-                                  " needs --balance=auto (the measured block costs)");
-    }
-    if (FLAGS_simulate_only && FLAGS_simulate_stages.empty()) {
-      throw std::invalid_argument("--simulate_only needs --simulate_stages");
-    }
+    tspipe::CheckBenchmarkFlags(FLAGS_algorithm);
     base.teacher_checkpoint = tspipe::UserPath(FLAGS_teacher_weights);
     base.initial_checkpoint = tspipe::UserPath(FLAGS_student_weights);
     // Before any timing: a file that is missing or does not fit is one line.
     tspipe::CheckWeightFiles(base, "--teacher_weights=" + FLAGS_teacher_weights,
                              "--student_weights=" + FLAGS_student_weights);
-    tspipe::RequirePolicy("policy", FLAGS_policy);
-    if (FLAGS_scheduler != "all") tspipe::RequireSchedulers("scheduler", FLAGS_scheduler);
     if (FLAGS_backend == "c10d") {
       base.world =
           tspipe::World::Join(FLAGS_device, FLAGS_peer_timeout, FLAGS_emulate_link_ms_per_mb);

@@ -46,6 +46,20 @@ DEFINE_int32(seed, 0, "Seed for initialisation, augmentations and data (order)."
 DEFINE_string(data_dir, "",
               "Directory of the algorithm's real data set; empty = its default (Fashion-MNIST: "
               "/usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist).");
+DEFINE_string(eval_dir, "",
+              "--data=imagefolder: the held-out ImageFolder tree evaluation reads (resized to "
+              "image_size/0.875, centre crop).");
+DEFINE_string(data_augment, "standard",
+              "--data=imagefolder: standard (RandomResizedCrop and flip in training; resize to "
+              "image_size/0.875 and centre crop in evaluation; BYOL/MoCo views always) or none "
+              "(every image resized whole: folders of pre-cropped images such as a copy of "
+              "Fashion-MNIST).");
+DEFINE_int32(data_threads, 2,
+             "--data=imagefolder: decoder threads filling the queue of ready batches (they "
+             "share the cores with the ranks).");
+DEFINE_bool(skip_bad_images, false,
+            "--data=imagefolder: skip non-image files and replace images that do not decode by "
+            "the next one, each reported once, instead of stopping with the file's name.");
 DEFINE_int32(threads_per_device, 1,
              "Intra-op threads per device (rank). On CPU a device is a core.");
 // Read by the mains from argv before anything else (see
@@ -186,9 +200,16 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
   RequireNumber("clip_grad_norm", FLAGS_clip_grad_norm, 0);
   RequireAtLeast("warmup_steps", FLAGS_warmup_steps, 0);
   RequireAtLeast("threads_per_device", FLAGS_threads_per_device, 1);
+  RequireAtLeast("data_threads", FLAGS_data_threads, 0);
+  if (FLAGS_data_augment != "standard" && FLAGS_data_augment != "none") {
+    throw std::invalid_argument("--data_augment=" + FLAGS_data_augment + ": use standard or none");
+  }
   RequireAtLeast("log_every", FLAGS_log_every, 0);
   if (!FLAGS_data_dir.empty() && !DirectoryExists(FLAGS_data_dir)) {
     throw std::invalid_argument("--data_dir=" + FLAGS_data_dir + ": no such directory");
+  }
+  if (!FLAGS_eval_dir.empty() && !DirectoryExists(FLAGS_eval_dir)) {
+    throw std::invalid_argument("--eval_dir=" + FLAGS_eval_dir + ": no such directory");
   }
   // The spelling only; whether the GPUs are there is the trainer's check.
   if (FLAGS_device != "cpu" && FLAGS_device != "cuda" &&
@@ -250,6 +271,10 @@ TrainConfig ConfigFromFlags(const std::string& algorithm) {
   }
   c.seed = FLAGS_seed;
   c.data_dir = FLAGS_data_dir;
+  c.eval_dir = FLAGS_eval_dir;
+  c.data_threads = FLAGS_data_threads;
+  c.skip_bad_images = FLAGS_skip_bad_images;
+  c.plain_resize = FLAGS_data_augment == "none";
   c.device = FLAGS_device;
   // Last: configuring the recipe may read files (a pretrained teacher's
   // config), which should not hide a bad flag above.

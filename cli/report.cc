@@ -38,6 +38,7 @@ void ComparisonReporter::ReportRuns(const std::vector<Run>& runs) {
     counter("sim_stash_MiB", &m.sim_stash_mib);
     counter("meas_period_ms", &m.measured_period_ms);
     counter("pred_period_ms", &m.predicted_period_ms);
+    counter("data_wait", &m.data_wait);
     (*results_)[scheduler] = m;
   }
 }
@@ -77,8 +78,9 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
   for (const std::string& n : names) width = std::max(width, static_cast<int>(n.size()));
   std::printf("\n%-*s %7s %12s", width, "scheduler", "devices", "samples/s");
   if (tokens) std::printf(" %12s", "tokens/s");
-  std::printf(" %14s %18s %12s %12s %10s %11s %13s %10s %16s\n", "vs_sequential",
-              "fraction_of_ideal", "sim_bubble", "meas_bubble", "meas/pred", "stash_mb",
+  std::printf(" %14s %18s %12s %12s %10s %10s %11s %13s %10s %16s\n", "vs_sequential",
+              "fraction_of_ideal", "sim_bubble", "meas_bubble", "meas/pred", "data_wait",
+              "stash_mb",
               "sim_stash_MiB", "peak_MiB", "KB_sent/step/dev");
   for (const std::string& n : names) {
     auto it = results.find(n);
@@ -107,6 +109,7 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
     } else {
       std::printf(" %10s", "-");
     }
+    std::printf(" %10.4f", m.data_wait);
     std::printf(" %11d", m.stash_peak);
     if (m.sim_stash_mib >= 0) {
       std::printf(" %13.1f", m.sim_stash_mib);
@@ -130,7 +133,9 @@ void PrintComparison(const Results& results, const std::vector<std::string>& nam
                 "(measured at the allocator: every rank of a CPU run together, the largest GPU "
                 "otherwise); meas_bubble = idle share of each rank over the steady steps of "
                 "the last timed iteration (recorded); meas/pred = its measured period / the "
-                "simulator's from the measured per-action costs\n");
+                "simulator's from the measured per-action costs; data_wait = share of the timed "
+                "iterations spent waiting for the data source (an image folder's decoder "
+                "threads falling behind)\n");
   }
   std::fflush(stdout);
 }

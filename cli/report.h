@@ -30,6 +30,8 @@ struct Measured {
   double sim_stash_mib = -1;
   double measured_period_ms = -1;
   double predicted_period_ms = -1;
+  // Share of the timed iterations spent waiting for the data source.
+  double data_wait = 0;
   // Most micro-batches a stage holds for a backward (simulated schedule).
   int stash_peak = 0;
   // Payload bytes each device sent per optimizer step (Transport::bytes_sent).

@@ -25,6 +25,13 @@ struct DataRequest {
   // Synthetic: distinct batches generated up front and cycled, so that
   // generating data is not timed.
   int num_batches = 4;
+  // Sources that decode files (image folders): decoder threads, and whether
+  // a bad file is skipped (and counted) instead of ending the run.
+  int data_threads = 2;
+  bool skip_bad_images = false;
+  // Image folders: each image resized whole, no crops or flips
+  // (ImageFolderOptions::plain_resize).
+  bool plain_resize = false;
 };
 
 // An endless stream of mini-batches (epochs are the source's business).
@@ -34,6 +41,15 @@ class BatchSource {
   virtual Batch Next() = 0;
   // Training examples behind the stream (0 for synthetic data).
   virtual int64_t size() const { return 0; }
+  // Moves a fresh source to where it would be after `batches` calls of
+  // Next(), without making those batches (a resumed run's data position),
+  // and returns true; false when the source cannot, and the caller draws
+  // and drops them instead. Sources whose batches are a pure function of
+  // their position (the image-folder loader) can.
+  virtual bool Seek(int64_t batches) {
+    (void)batches;
+    return false;
+  }
 };
 
 }  // namespace tspipe

@@ -74,6 +74,21 @@ class PeerCopiesBlockImpl : public BlockImpl {
   bool shared_input_;
 };
 
+// Puts the global CPU random generator back, when it goes out of scope, to
+// the state it had when it was made: for building things (replicas, momentum
+// targets) whose initial values are overwritten, so that a seeded run draws
+// the same numbers afterwards whether or not they were built.
+class RestoreGeneratorOnExit {
+ public:
+  RestoreGeneratorOnExit();
+  ~RestoreGeneratorOnExit();
+  RestoreGeneratorOnExit(const RestoreGeneratorOnExit&) = delete;
+  RestoreGeneratorOnExit& operator=(const RestoreGeneratorOnExit&) = delete;
+
+ private:
+  torch::Tensor state_;
+};
+
 // Deep copies of `blocks` (BlockImpl::Replicate), leaving the global random
 // generator as it found it.
 BlockList ReplicateBlocks(const BlockList& blocks);

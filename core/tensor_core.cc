@@ -162,21 +162,24 @@ Activation StageImpl::Forward(const Activation& input) {
   return x;
 }
 
+RestoreGeneratorOnExit::RestoreGeneratorOnExit() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  state_ = gen.get_state();
+}
+
+RestoreGeneratorOnExit::~RestoreGeneratorOnExit() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state_);
+}
+
 BlockList ReplicateBlocks(const BlockList& blocks) {
   // Cloneable::clone re-runs reset(), which draws fresh initial values
   // before copying ours over them.
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  at::Tensor rng_state;
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    rng_state = gen.get_state();
-  }
+  RestoreGeneratorOnExit restore;
   BlockList copies;
   for (const Block& b : blocks) copies.push_back(b->Replicate());
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng_state);
-  }
   return copies;
 }
 

@@ -108,6 +108,7 @@ std::string ChromeTraceJson(const std::vector<TraceRun>& runs) {
   double origin = std::numeric_limits<double>::infinity();
   for (const TraceRun& run : runs) {
     for (const TraceEvent& e : run.events) origin = std::min(origin, e.start_us);
+    for (const auto& w : run.data_waits) origin = std::min(origin, w.first);
   }
   if (!std::isfinite(origin)) origin = 0;
   json events = json::array();
@@ -121,6 +122,16 @@ std::string ChromeTraceJson(const std::vector<TraceRun>& runs) {
     for (int rank = 0; rank < run.schedule.num_ranks(); ++rank) {
       events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", rank},
                         {"args", {{"name", "rank " + std::to_string(rank)}}}});
+    }
+    if (!run.data_waits.empty()) {
+      const int data_tid = run.schedule.num_ranks();
+      events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", data_tid},
+                        {"args", {{"name", "data (waits for the loader)"}}}});
+      for (const auto& [start, end] : run.data_waits) {
+        events.push_back({{"name", "data wait"}, {"cat", "data"}, {"ph", "X"}, {"pid", pid},
+                          {"tid", data_tid}, {"ts", start - origin},
+                          {"dur", std::max(0.0, end - start)}});
+      }
     }
     for (const TraceEvent& e : run.events) {
       json args = {{"step", e.step}};

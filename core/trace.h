@@ -50,6 +50,9 @@ struct TraceRun {
   std::vector<TraceEvent> events;
   // Peak bytes the recorded runs held, by device (Executor::TakeMemoryPeaks).
   std::map<std::string, int64_t> peak_bytes;
+  // When the trainer waited for its data source (start, end), on the
+  // events' clock: a "data" track in the Chrome trace.
+  std::vector<std::pair<double, double>> data_waits;
 };
 
 // "1F3", "0ST2+1>1", "0TG~3".

@@ -1,5 +1,7 @@
 #include "engine/batch_stream.h"
 
+#include <chrono>
+
 #include <stdexcept>
 #include <utility>
 
@@ -8,9 +10,23 @@ namespace tspipe {
 BatchStream::BatchStream(std::unique_ptr<BatchSource> source, torch::Dtype dtype)
     : source_(std::move(source)), dtype_(dtype) {}
 
+Batch BatchStream::Draw() {
+  const auto start = std::chrono::steady_clock::now();
+  Batch b = source_->Next();
+  const auto end = std::chrono::steady_clock::now();
+  wait_seconds_ += std::chrono::duration<double>(end - start).count();
+  if (record_waits_) {
+    auto us = [](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double, std::micro>(t.time_since_epoch()).count();
+    };
+    waits_.emplace_back(us(start), us(end));
+  }
+  return b;
+}
+
 const Batch& BatchStream::Peek() {
   if (ahead_.empty()) {
-    ahead_.push_back(Converted(source_->Next()));
+    ahead_.push_back(Converted(Draw()));
     ++drawn_;
   }
   return ahead_.front();
@@ -25,8 +41,10 @@ Batch BatchStream::Pop() {
 
 void BatchStream::FastForward(int64_t drawn, int64_t held, const std::string& what) {
   std::deque<Batch> kept;
+  // Sources that can seek skip to the first batch to keep.
+  if (drawn_ == 0 && drawn - held > 0 && source_->Seek(drawn - held)) drawn_ = drawn - held;
   while (drawn_ < drawn) {
-    Batch b = source_->Next();
+    Batch b = Draw();
     ++drawn_;
     if (drawn - drawn_ < held) kept.push_back(Converted(std::move(b)));
   }

@@ -11,6 +11,8 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/microbatch.h"
 #include "engine/recipe.h"
@@ -41,13 +43,24 @@ class BatchStream {
   // Training examples behind the source (0 for synthetic data).
   int64_t size() const { return source_->size(); }
 
+  // Seconds spent waiting for the source (its Next()) so far, and with
+  // record_waits on, each wait's start and end in microseconds of the
+  // steady clock (the trace's clock).
+  double wait_seconds() const { return wait_seconds_; }
+  void set_record_waits(bool on) { record_waits_ = on; }
+  std::vector<std::pair<double, double>> TakeWaits() { return std::move(waits_); }
+
  private:
   Batch Converted(Batch b) const;
+  Batch Draw();
 
   std::unique_ptr<BatchSource> source_;
   torch::Dtype dtype_;
   std::deque<Batch> ahead_;
   int64_t drawn_ = 0;
+  double wait_seconds_ = 0;
+  bool record_waits_ = false;
+  std::vector<std::pair<double, double>> waits_;
 };
 
 }  // namespace tspipe

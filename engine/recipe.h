@@ -66,6 +66,14 @@ struct EvalRequest {
   int train_limit = 0;
   int test_limit = 0;
   std::string data_dir;  // As DataRequest::data_dir.
+  // The data set trained on (DataRequest::data), and where its held-out
+  // split lives when it is not the recipe's to know (an image folder's
+  // evaluation folder); decoding as DataRequest's.
+  std::string data;
+  std::string eval_dir;
+  int data_threads = 2;
+  bool skip_bad_images = false;
+  bool plain_resize = false;
 };
 
 // What an evaluation may touch (valid only during Recipe::Evaluate): the

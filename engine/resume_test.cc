@@ -33,7 +33,28 @@ struct Case {
   // Tiny models; the optimizer, to cover both kinds of optimizer state.
   std::string options;
   std::string optimizer;
+  // Train on an image folder (the C++ loader) instead of synthetic data.
+  bool image_folder = false;
 };
+
+// 2 classes x 12 copies of the golden JPEG and PNG: 3 batches of 8 per
+// epoch, so the checkpoint after step 2 (plus the batch drawn ahead) falls
+// mid-epoch.
+std::string ImageFolderRoot() {
+  static const std::string root = [] {
+    const std::string dir = FreshDir("images");
+    for (int i = 0; i < 12; ++i) {
+      fs::create_directories(fs::path(dir) / "cat");
+      fs::create_directories(fs::path(dir) / "dog");
+      fs::copy_file("tests/golden/augment_tiny.jpg",
+                    fs::path(dir) / "cat" / (std::to_string(i) + ".jpg"));
+      fs::copy_file("tests/golden/augment_tiny.png",
+                    fs::path(dir) / "dog" / (std::to_string(i) + ".png"));
+    }
+    return dir;
+  }();
+  return root;
+}
 
 constexpr char kKd[] = "widths=4,8,blocks=1,2,teacher_widths=4,8,teacher_blocks=1,2";
 constexpr char kByol[] = "widths=4,8,blocks=1,2,hidden=16,projection=8";
@@ -50,7 +71,8 @@ Case Byol(const std::string& scheduler, int stages, const std::string& policy) {
 }
 
 void PrintTo(const Case& c, std::ostream* out) {
-  *out << c.algorithm << " under " << c.scheduler << " on " << c.stages << " stages";
+  *out << c.algorithm << " under " << c.scheduler << " on " << c.stages << " stages"
+       << (c.image_folder ? " from an image folder" : "");
 }
 
 TrainConfig Config(const Case& c) {
@@ -69,6 +91,11 @@ TrainConfig Config(const Case& c) {
   t.learning_rate = 0.01;
   t.warmup_steps = 2;
   t.seed = 3;
+  if (c.image_folder) {
+    t.data = "imagefolder";
+    t.data_dir = ImageFolderRoot();
+    t.data_threads = 2;
+  }
   return t;
 }
 
@@ -112,10 +139,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"blockwise", "sequential", 1, "", kBlockwise, "sgd"},
                       Case{"codistill", "sequential", 1, "", kCodistill, "sgd"},
                       Case{"codistill", "gpipe", 2, "", kCodistill, "adamw"},
-                      Case{"codistill", "tspipe", 2, "", kCodistill, "sgd"}),
+                      Case{"codistill", "tspipe", 2, "", kCodistill, "sgd"},
+                      // Mid-epoch in an image folder, augmentations included.
+                      Case{"kd", "tspipe", 2, "", kKd, "sgd", true},
+                      Case{"byol", "tspipe", 2, "tspipe_delayed", kByol, "adamw", true}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return info.param.algorithm + "_" + info.param.scheduler + "_" +
-             std::to_string(info.param.stages);
+             std::to_string(info.param.stages) + (info.param.image_folder ? "_imagefolder" : "");
     });
 
 TEST(ResumeErrorsTest, NoCheckpointAnotherConfigurationAndDamage) {

@@ -273,6 +273,9 @@ void Trainer::Impl::MakeData() {
   data.seed = config_.seed;
   data.train_samples = config_.train_samples;
   data.num_batches = config_.num_batches;
+  data.data_threads = config_.data_threads;
+  data.skip_bad_images = config_.skip_bad_images;
+  data.plain_resize = config_.plain_resize;
   if (data.data != "synthetic") {
     const std::vector<std::string> sets = recipe_->DataSets();
     if (std::find(sets.begin(), sets.end(), data.data) == sets.end()) {
@@ -324,6 +327,11 @@ Metrics Trainer::Impl::Evaluate(int train_limit, int test_limit) {
   request.train_limit = train_limit;
   request.test_limit = test_limit;
   request.data_dir = config_.data_dir;
+  request.data = config_.data;
+  request.eval_dir = config_.eval_dir;
+  request.data_threads = config_.data_threads;
+  request.skip_bad_images = config_.skip_bad_images;
+  request.plain_resize = config_.plain_resize;
   EvalContext context(
       num_models_,
       [this](const Activation& input, int num_blocks, int model) {
@@ -416,7 +424,7 @@ double Trainer::Impl::MaxParameterDifference(const Impl& other) const {
 
 TraceRun Trainer::Impl::TakeTrace() {
   return {config_.scheduler, executor_->schedule(), executor_->TakeTrace(),
-          executor_->TakeMemoryPeaks()};
+          executor_->TakeMemoryPeaks(), data_->TakeWaits()};
 }
 
 double Trainer::Impl::bytes_sent_per_step_per_device() const {
@@ -445,6 +453,7 @@ int64_t Trainer::train_set_size() const { return impl_->train_set_size(); }
 double Trainer::simulated_bubble() const { return impl_->simulated_bubble(); }
 int64_t Trainer::tokens_trained() const { return impl_->tokens_trained(); }
 int Trainer::stash_peak() const { return impl_->stash_peak(); }
+double Trainer::data_wait_seconds() const { return impl_->data_wait_seconds(); }
 double Trainer::bytes_sent_per_step_per_device() const {
   return impl_->bytes_sent_per_step_per_device();
 }

@@ -94,6 +94,13 @@ struct TrainConfig {
   int train_samples = 0;
   // Synthetic: distinct batches generated up front and cycled.
   int num_batches = 4;
+  // The held-out split for evaluation when the data set does not say
+  // (image folders: ROOT/<class>/<image> like data_dir).
+  std::string eval_dir;
+  // As DataRequest's (image folders).
+  int data_threads = 2;
+  bool skip_bad_images = false;
+  bool plain_resize = false;
   // "cpu" (every rank on the CPU; a rank is a thread), "cuda" (rank r on
   // cuda:r) or "cuda:K" (every rank on cuda:K); CUDA needs --config=cuda.
   std::string device = "cpu";
@@ -153,6 +160,9 @@ class Trainer {
   // The most micro-batches any stage of this run's schedule holds for a
   // backward (PeakStashes): activation memory in micro-batches.
   int stash_peak() const;
+  // Seconds training has waited for its data source so far (the loader's
+  // queue empty): what --data=imagefolder's decoder threads did not hide.
+  double data_wait_seconds() const;
   // Recipe::Tokens summed over every mini-batch trained on so far (0 when
   // the recipe's samples are not token sequences).
   int64_t tokens_trained() const;

@@ -36,7 +36,11 @@ class Trainer::Impl {
   const std::string& placement() const { return placement_; }
   int rank() const { return rank_; }
   int batch_size() const { return config_.batch_size; }
-  void RecordTrace(bool on) { executor_->set_record_trace(on); }
+  void RecordTrace(bool on) {
+    executor_->set_record_trace(on);
+    data_->set_record_waits(on);
+  }
+  double data_wait_seconds() const { return data_->wait_seconds(); }
   TraceRun TakeTrace();
   int64_t train_set_size() const { return data_->size(); }
   double bytes_sent_per_step_per_device() const;

