@@ -30,7 +30,9 @@ int64_t Limited(int64_t n, int limit) { return limit > 0 ? std::min<int64_t>(n, 
 // The split evaluation reads: Fashion-MNIST's, or with --data=imagefolder
 // the training folder (train) or --eval_dir (test) through the evaluation
 // pipeline, decoded once per process and shape (several evaluations of one
-// run share it) and only as far as `limit` asks.
+// run share it) and only as far as `limit` asks (spread over the classes).
+// Held in memory as float: size the limits for large folders (ImageNet's
+// 50,000 validation images at 224 would be 30 GB).
 std::shared_ptr<const LabeledImages> EvalSet(const EvalContext& context, const ImageShape& shape,
                                              bool train, int limit) {
   const EvalRequest& r = context.request();
@@ -54,6 +56,8 @@ std::shared_ptr<const LabeledImages> EvalSet(const EvalContext& context, const I
   o.threads = std::max(1, r.data_threads);
   o.skip_bad_images = r.skip_bad_images;
   o.plain_resize = r.plain_resize;
+  // The held-out folder's labels must mean the training folder's classes.
+  if (!train && !r.data_dir.empty()) o.classes = ImageFolderClasses(r.data_dir);
   EvalImages loaded = LoadImageFolderForEval(o);
   auto set = std::make_shared<LabeledImages>();
   set->images = loaded.images;

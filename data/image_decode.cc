@@ -11,6 +11,7 @@
 
 // jpeglib.h needs FILE and size_t declared first.
 #include <jpeglib.h>
+#include <jerror.h>  // JWRN_JPEG_EOF.
 
 #include "io/file_util.h"
 
@@ -31,10 +32,24 @@ void JpegErrorExit(j_common_ptr info) {
   longjmp(e->jump, 1);
 }
 
-// Warnings (level -1: "Premature end of JPEG file", corrupt data) end the
-// decode too: libjpeg would fill the missing rows with grey.
+// A truncated file ends the decode (libjpeg would fill the missing rows
+// with grey; Pillow refuses it too). Other warnings (extraneous bytes
+// before a marker, an unknown JFIF revision) pass, as in Pillow.
 void JpegEmitMessage(j_common_ptr info, int level) {
-  if (level < 0) JpegErrorExit(info);
+  if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) JpegErrorExit(info);
+}
+
+// Pillow's decompression-bomb limit: larger images are refused before any
+// pixel memory is allocated, so a small file claiming 65500 x 65500 pixels
+// is one line, not an out-of-memory kill.
+constexpr uint64_t kMaxPixels = 178956970;
+
+bool TooLarge(uint64_t width, uint64_t height, char* error, size_t size) {
+  if (width * height <= kMaxPixels) return false;
+  std::snprintf(error, size, "%llux%llu pixels, over the %llu-pixel limit (a decompression bomb?)",
+                static_cast<unsigned long long>(width), static_cast<unsigned long long>(height),
+                static_cast<unsigned long long>(kMaxPixels));
+  return true;
 }
 
 // Kept free of objects with destructors between setjmp and longjmp: the
@@ -54,6 +69,13 @@ bool DecodeJpeg(const std::string& bytes, RgbImage* out, char* error) {
   jpeg_mem_src(&info, reinterpret_cast<const unsigned char*>(bytes.data()),
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&info, TRUE);
+  // Coefficient buffers of progressive files live in libjpeg's own memory:
+  // cap them too.
+  info.mem->max_memory_to_use = 1L << 30;
+  if (TooLarge(info.image_width, info.image_height, error, JMSG_LENGTH_MAX)) {
+    jpeg_destroy_decompress(&info);
+    return false;
+  }
   if (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK) {
     std::snprintf(error, JMSG_LENGTH_MAX, "CMYK JPEG (convert it to RGB)");
     jpeg_destroy_decompress(&info);
@@ -63,7 +85,7 @@ bool DecodeJpeg(const std::string& bytes, RgbImage* out, char* error) {
   jpeg_start_decompress(&info);
   out->width = static_cast<int>(info.output_width);
   out->height = static_cast<int>(info.output_height);
-  out->pixels.resize(static_cast<size_t>(out->width) * out->height * 3);
+  out->pixels.resize(static_cast<size_t>(out->width) * out->height * 3);  // Under the cap.
   while (info.output_scanline < info.output_height) {
     JSAMPROW row = out->pixels.data() + static_cast<size_t>(info.output_scanline) * out->width * 3;
     jpeg_read_scanlines(&info, &row, 1);
@@ -82,7 +104,15 @@ void DecodePng(const std::string& bytes, const std::string& name, RgbImage* out)
   if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size())) {
     throw std::runtime_error(name + ": corrupt PNG (" + image.message + ")");
   }
+  char too_large[128];
+  if (TooLarge(image.width, image.height, too_large, sizeof(too_large))) {
+    png_image_free(&image);
+    throw std::runtime_error(name + ": " + too_large);
+  }
   image.format = PNG_FORMAT_RGBA;
+  // 16-bit samples without a gAMA or sRGB chunk are sRGB-encoded values,
+  // as Pillow reads them (not linear light).
+  image.flags |= PNG_IMAGE_FLAG_16BIT_sRGB;
   std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(image));
   if (!png_image_finish_read(&image, nullptr, rgba.data(), 0, nullptr)) {
     const std::string message = image.message;

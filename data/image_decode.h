@@ -23,9 +23,11 @@ struct RgbImage {
 
 // Decodes `bytes` (the contents of `name`, for messages) by their
 // signature, not by a file extension. Throws std::runtime_error with a one-
-// line message naming `name`: not a JPEG or PNG, truncated, corrupt (every
-// libjpeg warning counts, as Pillow refuses truncated files by default), or
-// a colour space without an RGB conversion (CMYK).
+// line message naming `name`: not a JPEG or PNG, truncated (as Pillow
+// refuses truncated files by default; other libjpeg warnings pass, as in
+// Pillow), corrupt, over Pillow's decompression-bomb limit of 178,956,970
+// pixels (checked before any pixel memory is allocated), or CMYK (not
+// converted yet; Pillow converts it).
 RgbImage DecodeImage(const std::string& bytes, const std::string& name);
 
 // Reads and decodes a file; the same errors, and one for an unreadable file.

@@ -38,21 +38,28 @@ std::vector<std::string> FoldersUnder(const fs::path& dir) {
 
 }  // namespace
 
-ImageFolder ScanImageFolder(const std::string& root, bool skip_non_images) {
-  ImageFolder folder;
-  folder.root = root;
+std::vector<std::string> ImageFolderClasses(const std::string& root) {
+  std::vector<std::string> classes;
   std::error_code ec;
   if (!fs::exists(root, ec)) throw std::runtime_error(root + ": no such folder");
   if (!fs::is_directory(root, ec)) throw std::runtime_error(root + ": not a folder");
   for (const fs::directory_entry& e : fs::directory_iterator(root, ec)) {
-    if (e.is_directory() && !Hidden(e.path())) folder.classes.push_back(e.path().filename().string());
+    if (e.is_directory() && !Hidden(e.path())) classes.push_back(e.path().filename().string());
   }
   if (ec) throw std::runtime_error(root + ": cannot list: " + ec.message());
-  if (folder.classes.empty()) {
+  if (classes.empty()) {
     throw std::runtime_error(root + ": no class folders (expected root/<class>/<image>, as "
                              "torchvision's ImageFolder)");
   }
-  std::sort(folder.classes.begin(), folder.classes.end());
+  std::sort(classes.begin(), classes.end());
+  return classes;
+}
+
+ImageFolder ScanImageFolder(const std::string& root, bool skip_non_images) {
+  ImageFolder folder;
+  folder.root = root;
+  folder.classes = ImageFolderClasses(root);
+  std::error_code ec;
   for (size_t label = 0; label < folder.classes.size(); ++label) {
     const fs::path class_dir = fs::path(root) / folder.classes[label];
     size_t found = 0;

@@ -32,6 +32,10 @@ struct ImageFolder {
 // `skipped` instead. Whether an image decodes is the loader's check.
 ImageFolder ScanImageFolder(const std::string& root, bool skip_non_images = false);
 
+// The sorted class folder names of `root` (ScanImageFolder's classes)
+// without listing the images; the same errors for the root itself.
+std::vector<std::string> ImageFolderClasses(const std::string& root);
+
 }  // namespace tspipe
 
 #endif  // TSPIPE_DATA_IMAGE_FOLDER_H_

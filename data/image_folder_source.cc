@@ -22,13 +22,14 @@
 namespace tspipe {
 namespace {
 
-// Image `index` of `folder`, or with `skip` the first after it (cyclically)
-// that decodes; each bad file is reported once, through `bad`.
-RgbImage DecodeOrNext(const ImageFolder& folder, int64_t index, bool skip, std::mutex& mutex,
+// Image `*index` of `folder`, or with `skip` the first after it
+// (cyclically) that decodes, whose index is left in `*index` (its label is
+// the sample's); each bad file is reported once, through `bad`.
+RgbImage DecodeOrNext(const ImageFolder& folder, int64_t* index, bool skip, std::mutex& mutex,
                       std::set<std::string>& bad) {
   const int64_t n = static_cast<int64_t>(folder.samples.size());
   for (int64_t tries = 0; tries < n; ++tries) {
-    const std::string& path = folder.samples[index].path;
+    const std::string& path = folder.samples[*index].path;
     try {
       return DecodeImageFile(path);
     } catch (const std::exception& e) {
@@ -39,9 +40,37 @@ RgbImage DecodeOrNext(const ImageFolder& folder, int64_t index, bool skip, std::
       std::lock_guard<std::mutex> lock(mutex);
       if (bad.insert(path).second) std::cerr << "tspipe: skipping bad image " << e.what() << "\n";
     }
-    index = (index + 1) % n;
+    *index = (*index + 1) % n;
   }
   throw std::runtime_error(folder.root + ": no image decodes");
+}
+
+// Keeps `limit` samples spread evenly over the folder's order (0 or more
+// than there are: all): a class-sorted folder's first N would be a few
+// classes only.
+void KeepSpread(ImageFolder& folder, int64_t limit) {
+  const int64_t n = static_cast<int64_t>(folder.samples.size());
+  if (limit <= 0 || limit >= n) return;
+  std::vector<ImageFolderSample> kept;
+  kept.reserve(limit);
+  for (int64_t i = 0; i < limit; ++i) kept.push_back(folder.samples[i * n / limit]);
+  folder.samples = std::move(kept);
+}
+
+// Throws std::invalid_argument unless `folder` has exactly `expected`'s
+// classes (when given): labels are class indices, so a missing class folder
+// would shift every later label.
+void CheckClasses(const ImageFolder& folder, const std::vector<std::string>& expected) {
+  if (expected.empty() || folder.classes == expected) return;
+  for (size_t i = 0; i < std::max(expected.size(), folder.classes.size()); ++i) {
+    const std::string want = i < expected.size() ? expected[i] : "(none)";
+    const std::string got = i < folder.classes.size() ? folder.classes[i] : "(none)";
+    if (want != got) {
+      throw std::invalid_argument(folder.root + " has class " + got + " where the training folder "
+                                  "has " + want + " (class " + std::to_string(i) +
+                                  "): both need the same class folders");
+    }
+  }
 }
 
 }  // namespace
@@ -62,9 +91,8 @@ class ImageFolderSource::Impl {
       throw std::invalid_argument("image folders give 3-channel (or grey 1-channel) images; "
                                   "channels=" + std::to_string(o.shape.channels));
     }
-    if (o.limit > 0 && o.limit < static_cast<int64_t>(folder_.samples.size())) {
-      folder_.samples.resize(o.limit);
-    }
+    CheckClasses(folder_, o.classes);
+    KeepSpread(folder_, o.limit);
     n_ = static_cast<int64_t>(folder_.samples.size());
     per_epoch_ = n_ / o.batch_size;
     if (per_epoch_ == 0) {
@@ -188,7 +216,7 @@ class ImageFolderSource::Impl {
     return order;
   }
 
-  RgbImage Decode(int64_t index) {
+  RgbImage Decode(int64_t* index) {
     return DecodeOrNext(folder_, index, options_.skip_bad_images, stats_mutex_, bad_);
   }
 
@@ -203,8 +231,9 @@ class ImageFolderSource::Impl {
     int64_t* label = labels.data_ptr<int64_t>();
     const size_t pixels = static_cast<size_t>(c) * s * s;
     for (int i = 0; i < b; ++i) {
-      const int64_t position = first + i, index = (*order)[position];
-      const RgbImage image = Decode(index);
+      const int64_t position = first + i;
+      int64_t index = (*order)[position];
+      const RgbImage image = Decode(&index);
       label[i] = folder_.samples[index].label;
       for (int v = 0; v < views; ++v) {
         ImagePipeline pipeline = options_.plain_resize && options_.views == 0
@@ -248,9 +277,8 @@ EvalImages LoadImageFolderForEval(const ImageFolderOptions& o) {
                                 " class folders; num_classes=" +
                                 std::to_string(o.shape.num_classes) + " cannot hold them");
   }
-  if (o.limit > 0 && o.limit < static_cast<int64_t>(folder.samples.size())) {
-    folder.samples.resize(o.limit);
-  }
+  CheckClasses(folder, o.classes);
+  KeepSpread(folder, o.limit);
   const int64_t n = static_cast<int64_t>(folder.samples.size());
   const int c = o.shape.channels, s = o.shape.image_size;
   const size_t pixels = static_cast<size_t>(c) * s * s;
@@ -265,12 +293,14 @@ EvalImages LoadImageFolderForEval(const ImageFolderOptions& o) {
     for (int64_t i = next++; i < n; i = next++) {
       try {
         std::mt19937_64 unused(0);  // The evaluation pipeline draws nothing.
-        const FloatImage im = ApplyPipeline(DecodeOrNext(folder, i, o.skip_bad_images, mutex, bad),
+        int64_t decoded = i;
+        const RgbImage image = DecodeOrNext(folder, &decoded, o.skip_bad_images, mutex, bad);
+        const FloatImage im = ApplyPipeline(image,
                                             o.plain_resize ? ImagePipeline::kResize
                                                            : ImagePipeline::kEval,
                                             s, c, unused);
         std::memcpy(images + i * pixels, im.data.data(), pixels * sizeof(float));
-        labels[i] = folder.samples[i].label;
+        labels[i] = folder.samples[decoded].label;
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(mutex);
         if (error.empty()) error = e.what();

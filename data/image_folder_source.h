@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/batch_source.h"
 #include "data/image_folder.h"
@@ -45,8 +46,12 @@ struct ImageFolderOptions {
   // Visit the images in order instead of a permutation per epoch
   // (evaluation).
   bool shuffle = true;
-  // Use only the first N images (0 = all).
+  // Use only N images (0 = all), spread evenly over the folder's order
+  // (which is sorted by class, so the first N would be a few classes).
   int64_t limit = 0;
+  // When given, the folder must have exactly these classes (an evaluation
+  // folder against its training folder's ImageFolderClasses).
+  std::vector<std::string> classes;
   int threads = 2;
   // Ready batches held ahead (0: 2 per thread).
   int prefetch = 0;

@@ -5,6 +5,7 @@
 // threads, a seek equal to drawing, bad data refused or skipped by name.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <zlib.h>
 
 #include <unistd.h>
 
@@ -269,24 +270,65 @@ TEST(ImageFolderSourceTest, SameBatchesFromAnyThreadsAndAfterASeek) {
 TEST(ImageFolderSourceTest, CorruptImagesAreRefusedOrSkippedByName) {
   TempTree tree;
   ImageFolderOptions o = SmallFolder(tree);
-  tree.Add("dog/0_corrupt.png", "not a png at all");
-  o.shuffle = false;  // Image 7 of 13 in the folder's order: the second batch.
+  // Image 6 of 13 in the folder's order (the last cat), in the second batch.
+  tree.Add("cat/9_corrupt.jpg", "not a jpeg at all");
+  o.shuffle = false;
   o.threads = 2;
-  o.shape.num_classes = 2;
   {
     ImageFolderSource source(o);
     Draw(source, 1);
-    ExpectError([&] { source.Next(); }, "0_corrupt.png: not a JPEG or PNG image");
+    ExpectError([&] { source.Next(); }, "cat/9_corrupt.jpg: not a JPEG or PNG image");
   }
   o.skip_bad_images = true;
   ImageFolderSource source(o);
-  ASSERT_EQ(Draw(source, 3).size(), 3u);
+  const std::vector<Batch> batches = Draw(source, 3);
   EXPECT_EQ(source.stats().bad_images, 1);
+  // The next image (the first dog) takes its place, with its own label.
+  EXPECT_TRUE(torch::equal(batches[1].targets[0], torch::tensor({0, 0, 1, 1}, torch::kInt64)));
   o.shape.num_classes = 1;
   ExpectError([&] { ImageFolderSource s(o); }, "has 2 class folders; num_classes=1");
   o.shape.num_classes = 2;
   o.batch_size = 64;
   ExpectError([&] { ImageFolderSource s(o); }, "has 13 images, fewer than one batch of 64");
+}
+
+TEST(ImageFolderSourceTest, LimitsSpreadOverClassesAndEvalClassesMustMatch) {
+  TempTree tree;
+  ImageFolderOptions o = SmallFolder(tree);
+  o.shuffle = false;
+  o.threads = 0;
+  o.limit = 4;  // Of 12 in class order: images 0, 3, 6, 9 (two cats, two dogs).
+  ImageFolderSource source(o);
+  EXPECT_EQ(source.size(), 4);
+  EXPECT_TRUE(torch::equal(source.Next().targets[0], torch::tensor({0, 0, 1, 1}, torch::kInt64)));
+  o.limit = 0;
+  o.augment = false;
+  const EvalImages eval = LoadImageFolderForEval(o);
+  EXPECT_EQ(eval.images.sizes(), (std::vector<int64_t>{12, 3, 16, 16}));
+  EXPECT_EQ(eval.labels.sum().item<int64_t>(), 6);
+  o.classes = {"cat", "dog", "eel"};
+  o.shape.num_classes = 3;
+  ExpectError([&] { LoadImageFolderForEval(o); },
+              "has class (none) where the training folder has eel (class 2)");
+}
+
+// A PNG header claiming 65500 x 65500 pixels: refused before allocating.
+TEST(ImageFolderTest, DecompressionBombsAreRefused) {
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                       static_cast<char>(v >> 8), static_cast<char>(v)};
+  };
+  const std::string ihdr = "IHDR" + be32(65500) + be32(65500) + std::string("\x08\x02\x00\x00\x00", 5);
+  auto crc = [&](const std::string& chunk) {
+    return be32(static_cast<uint32_t>(
+        crc32(0, reinterpret_cast<const Bytef*>(chunk.data()), static_cast<uInt>(chunk.size()))));
+  };
+  // libpng reads the header chunks up to the first IDAT before the size is
+  // known: an empty one follows.
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + ihdr + crc(ihdr) +
+                          be32(0) + "IDAT" + crc("IDAT");
+  ExpectError([&] { DecodeImage(png, "bomb.png"); },
+              "bomb.png: 65500x65500 pixels, over the 178956970-pixel limit");
 }
 
 }  // namespace

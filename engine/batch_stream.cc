@@ -41,8 +41,14 @@ Batch BatchStream::Pop() {
 
 void BatchStream::FastForward(int64_t drawn, int64_t held, const std::string& what) {
   std::deque<Batch> kept;
-  // Sources that can seek skip to the first batch to keep.
-  if (drawn_ == 0 && drawn - held > 0 && source_->Seek(drawn - held)) drawn_ = drawn - held;
+  // Sources that can seek skip to the first batch to keep; what this
+  // stream drew already (the trainer peeks at its first batch on
+  // construction) is dropped, since a seekable source's batches depend on
+  // their position only.
+  if (drawn_ <= drawn - held && source_->Seek(drawn - held)) {
+    ahead_.clear();
+    drawn_ = drawn - held;
+  }
   while (drawn_ < drawn) {
     Batch b = Draw();
     ++drawn_;

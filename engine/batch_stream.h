@@ -34,9 +34,10 @@ class BatchStream {
   // (drawn, not yet trained on): a checkpoint's data position.
   int64_t drawn() const { return drawn_; }
   int64_t held() const { return static_cast<int64_t>(ahead_.size()); }
-  // Continues a fresh stream where one at (`drawn`, `held`) was: draws and
-  // drops what it had trained on, so the source's own generators end in
-  // the same state, and holds its last `held` draws. Throws
+  // Continues a fresh stream where one at (`drawn`, `held`) was: seeks the
+  // source there when it can (BatchSource::Seek), else draws and drops what
+  // it had trained on, so the source's own generators end in the same
+  // state; then holds its last `held` draws. Throws
   // std::invalid_argument naming `what` when this stream has drawn more
   // already.
   void FastForward(int64_t drawn, int64_t held, const std::string& what);

@@ -102,10 +102,11 @@ void Reinitialize(nn::Module& module) {
       t.normal_(0.0, 0.02);
     }
   }
+  // Batch-norm statistics start afresh; other buffers (fixed tables) stay.
   for (auto& b : module.named_buffers()) {
     if (EndsWith(b.key(), "running_var")) {
       b.value().fill_(1);
-    } else {
+    } else if (EndsWith(b.key(), "running_mean") || EndsWith(b.key(), "num_batches_tracked")) {
       b.value().zero_();
     }
   }
@@ -150,13 +151,21 @@ MirrorStudent MakeMirrorStudent(const BlockList& teacher, const ImageShape& shap
       training.push_back(b->is_training());
       b->eval();
     }
-    Activation x = {torch::zeros({1, shape.channels, shape.image_size, shape.image_size})};
-    edges.push_back(x[0]);
-    for (const Block& b : teacher) {
-      x = b->Forward(x);
+    auto restore = [&] {
+      for (size_t i = 0; i < teacher.size(); ++i) teacher[i]->train(training[i]);
+    };
+    try {
+      Activation x = {torch::zeros({1, shape.channels, shape.image_size, shape.image_size})};
       edges.push_back(x[0]);
+      for (const Block& b : teacher) {
+        x = b->Forward(x);
+        edges.push_back(x[0]);
+      }
+    } catch (...) {
+      restore();
+      throw;
     }
-    for (size_t i = 0; i < teacher.size(); ++i) teacher[i]->train(training[i]);
+    restore();
   }
 
   MirrorStudent student;
