@@ -73,36 +73,44 @@ void CheckClasses(const ImageFolder& folder, const std::vector<std::string>& exp
   }
 }
 
+// The folder as `o` asks for it, for training and evaluation alike: scanned,
+// its classes and channels checked against the shape (and against
+// o.classes), limited to o.limit images spread over its order; skipped
+// non-image files reported once.
+ImageFolder OpenFolder(const ImageFolderOptions& o) {
+  ImageFolder folder = ScanImageFolder(o.root, o.skip_bad_images);
+  if (static_cast<int>(folder.classes.size()) > o.shape.num_classes) {
+    throw std::invalid_argument(o.root + " has " + std::to_string(folder.classes.size()) +
+                                " class folders; num_classes=" +
+                                std::to_string(o.shape.num_classes) + " cannot hold them");
+  }
+  if (o.shape.channels != 1 && o.shape.channels != 3) {
+    throw std::invalid_argument("image folders give 3-channel (or grey 1-channel) images; "
+                                "channels=" + std::to_string(o.shape.channels));
+  }
+  CheckClasses(folder, o.classes);
+  KeepSpread(folder, o.limit);
+  if (!folder.skipped.empty()) {
+    std::cerr << "tspipe: skipped " << folder.skipped.size() << " non-image file(s) in " << o.root
+              << ", first " << folder.skipped.front() << "\n";
+  }
+  return folder;
+}
+
 }  // namespace
 
 class ImageFolderSource::Impl {
  public:
   explicit Impl(const ImageFolderOptions& o)
-      : options_(o), folder_(ScanImageFolder(o.root, o.skip_bad_images)) {
+      : options_(o), folder_(OpenFolder(o)) {
     if (o.batch_size < 1) throw std::invalid_argument("batch_size must be at least 1");
     if (o.threads < 0) throw std::invalid_argument("data_threads must not be negative");
-    const int classes = static_cast<int>(folder_.classes.size());
-    if (classes > o.shape.num_classes) {
-      throw std::invalid_argument(o.root + " has " + std::to_string(classes) +
-                                  " class folders; num_classes=" +
-                                  std::to_string(o.shape.num_classes) + " cannot hold them");
-    }
-    if (o.shape.channels != 1 && o.shape.channels != 3) {
-      throw std::invalid_argument("image folders give 3-channel (or grey 1-channel) images; "
-                                  "channels=" + std::to_string(o.shape.channels));
-    }
-    CheckClasses(folder_, o.classes);
-    KeepSpread(folder_, o.limit);
     n_ = static_cast<int64_t>(folder_.samples.size());
     per_epoch_ = n_ / o.batch_size;
     if (per_epoch_ == 0) {
       throw std::invalid_argument(o.root + " has " + std::to_string(n_) +
                                   " images, fewer than one batch of " +
                                   std::to_string(o.batch_size));
-    }
-    if (!folder_.skipped.empty()) {
-      std::cerr << "tspipe: skipped " << folder_.skipped.size() << " non-image file(s) in "
-                << o.root << ", first " << folder_.skipped.front() << "\n";
     }
     prefetch_ = o.prefetch > 0 ? o.prefetch : 2 * std::max(1, o.threads);
     Start();
@@ -271,14 +279,7 @@ class ImageFolderSource::Impl {
 };
 
 EvalImages LoadImageFolderForEval(const ImageFolderOptions& o) {
-  ImageFolder folder = ScanImageFolder(o.root, o.skip_bad_images);
-  if (static_cast<int>(folder.classes.size()) > o.shape.num_classes) {
-    throw std::invalid_argument(o.root + " has " + std::to_string(folder.classes.size()) +
-                                " class folders; num_classes=" +
-                                std::to_string(o.shape.num_classes) + " cannot hold them");
-  }
-  CheckClasses(folder, o.classes);
-  KeepSpread(folder, o.limit);
+  const ImageFolder folder = OpenFolder(o);
   const int64_t n = static_cast<int64_t>(folder.samples.size());
   const int c = o.shape.channels, s = o.shape.image_size;
   const size_t pixels = static_cast<size_t>(c) * s * s;
